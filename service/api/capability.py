@@ -1,0 +1,133 @@
+"""GET /fhir/metadata: a CapabilityStatement read off the routes that are really mounted."""
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+
+from service import __version__
+from service.api.http import base_url, fhir_response
+from service.fhir.search_params import INCLUDES, params_for
+
+router = APIRouter(tags=["system"])
+
+_TYPE_INTERACTIONS = {
+    "read": "read",
+    "vread": "vread",
+    "update": "update",
+    "delete": "delete",
+    "history-instance": "history-instance",
+    "history-type": "history-type",
+    "create": "create",
+    "search-type": "search-type",
+}
+_SYSTEM_INTERACTIONS = {
+    "transaction": ["transaction", "batch"],
+    "history-system": ["history-system"],
+}
+
+
+def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    """Every APIRoute, also inside included routers (FastAPI >= 0.160 nests them)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        nested = getattr(route, "original_router", None) or getattr(route, "app", None)
+        if nested is not None and hasattr(nested, "routes") and nested is not route:
+            yield from api_routes(list(nested.routes))
+
+
+def _routes(request: Request) -> list[tuple[str, ...]]:
+    return [
+        tuple(route.name.split(":")[1:])
+        for route in api_routes(list(request.app.routes))
+        if route.name.startswith("fhir:")
+    ]
+
+
+def capability_statement(request: Request) -> dict[str, Any]:
+    by_type: dict[str, set[str]] = {}
+    operations: dict[str, list[tuple[str, str]]] = {}  # type -> [(name, definition)]
+    system_ops: list[tuple[str, str]] = []
+    system: list[str] = []
+    for parts in _routes(request):
+        if parts[0] == "op":  # fhir:op:<name>:<type or system>:<definition canonical>
+            name, scope, definition = parts[1], parts[2], ":".join(parts[3:])
+            target = system_ops if scope == "system" else operations.setdefault(scope, [])
+            if (name, definition) not in target:
+                target.append((name, definition))
+        elif len(parts) == 2 and parts[0] in _TYPE_INTERACTIONS:
+            by_type.setdefault(parts[1], set()).add(parts[0])
+        elif len(parts) == 1 and parts[0] in _SYSTEM_INTERACTIONS:
+            system.extend(_SYSTEM_INTERACTIONS[parts[0]])
+
+    resources = []
+    for resource_type in sorted(by_type):
+        interactions = by_type[resource_type]
+        entry: dict[str, Any] = {
+            "type": resource_type,
+            "interaction": [
+                {"code": _TYPE_INTERACTIONS[i]} for i in _TYPE_INTERACTIONS if i in interactions
+            ],
+            "versioning": "versioned-update",
+            "readHistory": "vread" in interactions,
+            "updateCreate": "update" in interactions,
+            "conditionalCreate": "create" in interactions,
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+        }
+        if "search-type" in interactions:
+            entry["searchInclude"] = [
+                f"{resource_type}:{p}" for p in INCLUDES.get(resource_type, ())
+            ]
+            entry["searchParam"] = [
+                {"name": p.name, "type": p.type, "documentation": p.description}
+                | ({"definition": p.definition} if p.definition else {})
+                for p in params_for(resource_type).values()
+            ]
+            if not entry["searchInclude"]:
+                del entry["searchInclude"]
+        if resource_type in operations:
+            entry["operation"] = [
+                {"name": n, "definition": d} for n, d in sorted(operations[resource_type])
+            ]
+        resources.append(entry)
+
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": "FHIR R4 JSON. Unknown search parameters are ignored unless "
+        "Prefer: handling=strict. Paging uses opaque cursors that stay correct while data is "
+        "written.",
+        "resource": resources,
+        "interaction": [{"code": code} for code in sorted(set(system))],
+    }
+    if system_ops:
+        rest["operation"] = [{"name": n, "definition": d} for n, d in sorted(system_ops)]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-24",
+        "publisher": "Flexion CarePlan",
+        "kind": "instance",
+        "software": {"name": "flexion-careplan", "version": __version__},
+        "implementation": {
+            "description": "Flexion in Lying care-plan service",
+            "url": base_url(request),
+        },
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [rest],
+    }
+
+
+@router.get(
+    "/fhir/metadata",
+    name="fhir:capabilities",
+    operation_id="capabilities",
+    summary="The CapabilityStatement of this server",
+    response_class=Response,
+)
+async def metadata(request: Request) -> Response:
+    return fhir_response(request, capability_statement(request))

@@ -1,0 +1,82 @@
+"""Exception handlers: every error leaves as an OperationOutcome, never {"detail": ...}."""
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.fhir.errors import FhirError, Issue, operation_outcome
+
+logger = logging.getLogger("careplan.errors")
+
+_HTTP_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    409: "conflict",
+    410: "deleted",
+    412: "conflict",
+    413: "too-costly",
+    415: "not-supported",
+    422: "processing",
+    429: "throttled",
+    503: "transient",
+}
+
+
+def outcome_response(
+    status: int, issues: list[Issue], headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        content=orjson.dumps(operation_outcome(issues)),
+        status_code=status,
+        media_type="application/fhir+json; charset=utf-8",
+        headers=headers,
+    )
+
+
+async def _fhir_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return outcome_response(exc.status, exc.issues, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        text = f"No route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        text = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        text = str(exc.detail)
+    code = _HTTP_CODES.get(exc.status_code, "exception")
+    return outcome_response(exc.status_code, [Issue(code, text)], dict(exc.headers or {}))
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    issues = [
+        Issue(
+            "invalid", str(e.get("msg")), expression=(".".join(str(p) for p in e.get("loc", ())),)
+        )
+        for e in exc.errors()
+    ]
+    return outcome_response(400, issues or [Issue("invalid", "Invalid request")])
+
+
+async def _unexpected(_request: Request, exc: Exception) -> Response:
+    # Log the stack trace for operators; the caller gets no internals.
+    logger.exception("unhandled error", exc_info=exc)
+    return outcome_response(500, [Issue("exception", "Internal server error")])
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,37 @@
+"""/healthz (the process is up) and /readyz (the database answers and the schema is at head)."""
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service.api.errors import outcome_response
+from service.fhir.errors import Issue
+from service.store.migrations import is_current_enough
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", operation_id="health", summary="Liveness: the process answers")
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+@router.get(
+    "/readyz",
+    operation_id="readiness",
+    summary="Readiness: database reachable and migrations at head",
+    responses={503: {"description": "Not ready (OperationOutcome)"}},
+)
+async def readyz(request: Request) -> Response:
+    engine = request.app.state.store.engine
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        at_head = is_current_enough(engine)
+    except Exception:  # any driver error means "not ready", never a 500
+        return outcome_response(
+            503, [Issue("transient", "Database unreachable")], {"Retry-After": "5"}
+        )
+    if not at_head:
+        return outcome_response(503, [Issue("transient", "Database migrations are not at head")])
+    return Response(b'{"status":"ready"}', media_type="application/json")

@@ -1,0 +1,269 @@
+"""FHIR REST interactions for every stored resource type, one explicit route per type.
+
+Routes are generated per type (rather than one ``/{type}`` route) so the OpenAPI document has
+an operation per type and interaction, and the CapabilityStatement can be read off the routes.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service.api import interactions
+from service.api.http import (
+    base_url,
+    check_content_type,
+    check_id,
+    fhir_response,
+    json_body,
+    parse_if_match,
+    prefer,
+    read_body,
+    resource_headers,
+    settings_of,
+    write_response,
+)
+from service.api.openapi_docs import interaction_docs
+from service.fhir import bundles
+from service.fhir.dates import parse_range
+from service.fhir.errors import fhir_error
+from service.fhir.search import parse_search
+from service.fhir.search_params import SEARCH_PARAMS
+from service.fhir.subset import subset
+from service.fhir.validate import validate_resource
+from service.hooks import Hooks
+from service.store.repository import Store, Tx
+
+RESOURCE_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
+Handler = Callable[..., Awaitable[Response]]
+
+
+def store_of(request: Request) -> Store:
+    return request.app.state.store
+
+
+def hooks_of(request: Request) -> Hooks:
+    return request.app.state.hooks
+
+
+def route_name(interaction: str, resource_type: str | None = None) -> str:
+    """Route names the CapabilityStatement reads: fhir:<interaction>[:<type>]."""
+    return f"fhir:{interaction}:{resource_type}" if resource_type else f"fhir:{interaction}"
+
+
+# --- handlers, one factory per interaction -------------------------------------------------
+
+
+def _read(resource_type: str) -> Handler:
+    async def read(request: Request, id: str) -> Response:
+        check_id(id)
+        stored = store_of(request).run(lambda tx: tx.read(resource_type, id), read_only=True)
+        summary = request.query_params.get("_summary")
+        elements = request.query_params.get("_elements")
+        body = subset(stored.body or {}, summary, elements.split(",") if elements else None)
+        return fhir_response(request, body, 200, resource_headers(request, stored, False))
+
+    return read
+
+
+def _vread(resource_type: str) -> Handler:
+    async def vread(request: Request, id: str, vid: str) -> Response:
+        check_id(id)
+        if not vid.isdigit():
+            raise fhir_error(404, "not-found", f"Version {vid!r} is not known")
+        entry = store_of(request).run(
+            lambda tx: tx.vread(resource_type, id, int(vid)), read_only=True
+        )
+        headers = {
+            "ETag": f'W/"{entry.version}"',
+            "Last-Modified": bundles.http_date(entry.last_updated),
+        }
+        return fhir_response(request, entry.body, 200, headers)
+
+    return vread
+
+
+def _create(resource_type: str) -> Handler:
+    async def create(request: Request) -> Response:
+        body = validate_resource(await json_body(request), resource_type)
+        body.pop("id", None)  # the server assigns ids on create
+        if_none_exist = request.headers.get("if-none-exist")
+        hooks = hooks_of(request)
+        stored, created = store_of(request).run(
+            lambda tx: interactions.create(tx, hooks, dict(body), if_none_exist)
+        )
+        return write_response(request, stored, 201 if created else 200, location=created)
+
+    return create
+
+
+def _update(resource_type: str) -> Handler:
+    async def update(request: Request, id: str) -> Response:
+        check_id(id)
+        if_match = parse_if_match(request)
+        body = validate_resource(await json_body(request), resource_type)
+        if body.get("id") != id:
+            raise fhir_error(
+                400,
+                "invalid",
+                f"The body's id {body.get('id')!r} does not match the URL id {id!r}",
+                "id",
+            )
+        hooks = hooks_of(request)
+        stored, created = store_of(request).run(
+            lambda tx: interactions.update(tx, hooks, body, id, if_match)
+        )
+        return write_response(request, stored, 201 if created else 200, location=True)
+
+    return update
+
+
+def _delete(resource_type: str) -> Handler:
+    async def delete(request: Request, id: str) -> Response:
+        check_id(id)
+        hooks = hooks_of(request)
+        stored = store_of(request).run(lambda tx: interactions.delete(tx, hooks, resource_type, id))
+        headers = {"ETag": stored.etag} if stored else {}
+        return Response(status_code=204, headers=headers)
+
+    return delete
+
+
+def _search_items(
+    request: Request, form: list[tuple[str, str]] | None = None
+) -> list[tuple[str, str]]:
+    items = list(request.query_params.multi_items())
+    return items + (form or [])
+
+
+def _run_search(request: Request, resource_type: str, items: list[tuple[str, str]]) -> Response:
+    settings = settings_of(request)
+    query = parse_search(
+        resource_type,
+        items,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+        strict=prefer(request, "handling") == "strict",
+    )
+    base = base_url(request)
+
+    def unit(tx: Tx) -> dict[str, Any]:
+        if query.summary == "count":
+            return {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": tx.count(query),
+                "link": [{"relation": "self", "url": f"{base}/{resource_type}"}],
+            }
+        return bundles.searchset(base, query, tx.search(query), resource_type)
+
+    return fhir_response(request, store_of(request).run(unit, read_only=True))
+
+
+def _search(resource_type: str) -> Handler:
+    async def search(request: Request) -> Response:
+        return _run_search(request, resource_type, _search_items(request))
+
+    return search
+
+
+def _search_post(resource_type: str) -> Handler:
+    async def search_post(request: Request) -> Response:
+        check_content_type(request, ("application/x-www-form-urlencoded",))
+        raw = await read_body(request)
+        try:
+            form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise fhir_error(400, "structure", "The form body is not UTF-8") from None
+        return _run_search(request, resource_type, _search_items(request, form))
+
+    return search_post
+
+
+def history_params(request: Request) -> tuple[Any, int, int | None, list[tuple[str, str]]]:
+    settings = settings_of(request)
+    since = None
+    link_params: list[tuple[str, str]] = []
+    since_text = request.query_params.get("_since")
+    if since_text:
+        try:
+            since = parse_range(since_text)[0]
+        except ValueError as exc:
+            raise fhir_error(400, "invalid", f"_since: {exc}") from None
+        link_params.append(("_since", since_text))
+    count_text = request.query_params.get("_count")
+    count = settings.default_page_size
+    if count_text is not None:
+        if not count_text.isdigit():
+            raise fhir_error(400, "invalid", "_count must be a non-negative integer")
+        count = min(int(count_text), settings.max_page_size)
+        link_params.append(("_count", count_text))
+    cursor = request.query_params.get("_cursor")
+    if cursor is not None and not cursor.isdigit():
+        raise fhir_error(400, "invalid", "Invalid paging cursor")
+    return since, count, int(cursor) if cursor else None, link_params
+
+
+def history_response(
+    request: Request, resource_type: str | None, resource_id: str | None, path: str
+) -> Response:
+    since, count, cursor, link_params = history_params(request)
+
+    def unit(tx: Tx) -> dict[str, Any]:
+        if resource_type and resource_id:
+            tx.get(resource_type, resource_id) or tx.read(resource_type, resource_id)
+        entries, next_seq, total = tx.history(resource_type, resource_id, since, count, cursor)
+        return bundles.history(base_url(request), path, entries, total, link_params, next_seq)
+
+    return fhir_response(request, store_of(request).run(unit, read_only=True))
+
+
+def _type_history(resource_type: str) -> Handler:
+    async def type_history(request: Request) -> Response:
+        return history_response(request, resource_type, None, f"{resource_type}/_history")
+
+    return type_history
+
+
+def _instance_history(resource_type: str) -> Handler:
+    async def instance_history(request: Request, id: str) -> Response:
+        check_id(id)
+        return history_response(request, resource_type, id, f"{resource_type}/{id}/_history")
+
+    return instance_history
+
+
+# --- registration --------------------------------------------------------------------------
+
+# (interaction, method, path suffix, factory, status); order matters: literal segments first.
+_INTERACTIONS: list[tuple[str, str, str, Callable[[str], Handler], int]] = [
+    ("history-type", "GET", "/_history", _type_history, 200),
+    ("search-type", "GET", "", _search, 200),
+    ("search-type-post", "POST", "/_search", _search_post, 200),
+    ("create", "POST", "", _create, 201),
+    ("history-instance", "GET", "/{id}/_history", _instance_history, 200),
+    ("vread", "GET", "/{id}/_history/{vid}", _vread, 200),
+    ("read", "GET", "/{id}", _read, 200),
+    ("update", "PUT", "/{id}", _update, 200),
+    ("delete", "DELETE", "/{id}", _delete, 204),
+]
+
+
+def resource_router(types: tuple[str, ...] = RESOURCE_TYPES) -> APIRouter:
+    router = APIRouter()
+    for resource_type in types:
+        for interaction, method, suffix, factory, status in _INTERACTIONS:
+            docs = interaction_docs(interaction, resource_type)
+            router.add_api_route(
+                f"/fhir/{resource_type}{suffix}",
+                factory(resource_type),
+                methods=[method],
+                name=route_name(interaction, resource_type),
+                tags=[resource_type],
+                status_code=status,
+                response_class=Response,
+                **docs,
+            )
+    return router

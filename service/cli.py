@@ -1,0 +1,111 @@
+"""The ``careplan`` command: serve, migrate, openapi, load-protocol."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from service.settings import get_settings
+
+OPENAPI_PATH = Path("openapi/openapi.json")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        proxy_headers=True,
+        log_level=settings.log_level.lower(),
+        # service.observability logs JSON access lines by route template; uvicorn's own
+        # access log would print raw paths with patient ids.
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    from service.main import StartupError, wait_for_database
+    from service.store import migrations
+    from service.store.db import create_db_engine
+
+    settings = get_settings()
+    engine = create_db_engine(settings.database_url)
+    try:
+        wait_for_database(engine, settings.db_connect_retries, settings.db_connect_backoff_seconds)
+    except StartupError as exc:
+        print(f"careplan migrate: {exc}", file=sys.stderr)
+        return 2
+    migrations.upgrade(engine)
+    print(f"database at revision {migrations.current_revision(engine)}")
+    return 0
+
+
+def openapi_text() -> str:
+    from service.main import create_app
+
+    document = create_app().openapi()
+    return json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    text = openapi_text()
+    target = Path(args.output)
+    if args.check:
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            print(f"{target} is out of date: run `careplan openapi`", file=sys.stderr)
+            return 1
+        print(f"{target} is up to date")
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target}")
+    return 0
+
+
+def _load_protocol(_args: argparse.Namespace) -> int:
+    from service.knowledge import load_definitions, shipped_definitions
+    from service.main import prepare_database
+    from service.store.repository import Store
+
+    store = Store(prepare_database(get_settings()))
+    added = load_definitions(store, shipped_definitions())
+    for item in added:
+        print(f"added {item}")
+    print(f"{len(added)} definitions added")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="careplan", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(func=_serve)
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
+    openapi = commands.add_parser("openapi", help="write or check openapi/openapi.json")
+    openapi.add_argument("--check", action="store_true", help="fail if the file is out of date")
+    openapi.add_argument("--output", default=str(OPENAPI_PATH))
+    openapi.set_defaults(func=_openapi)
+    commands.add_parser(
+        "load-protocol", help="load the shipped protocol definitions (idempotent)"
+    ).set_defaults(func=_load_protocol)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

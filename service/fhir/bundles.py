@@ -1,0 +1,104 @@
+"""Build searchset and history Bundles from stored rows (pure: no I/O)."""
+
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from service.fhir.dates import format_instant, utc_now
+from service.fhir.search import SearchQuery
+from service.fhir.subset import subset
+from service.store.repository import HistoryEntry, SearchPage
+
+
+def _link(relation: str, url: str) -> dict[str, str]:
+    return {"relation": relation, "url": url}
+
+
+def searchset(base: str, query: SearchQuery, page: SearchPage, path: str) -> dict[str, Any]:
+    def url(extra: list[tuple[str, str]]) -> str:
+        params = query.link_params + extra
+        return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
+
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "meta": {"lastUpdated": format_instant(utc_now())},
+    }
+    if page.total is not None:
+        bundle["total"] = page.total
+    links = [_link("self", url([("_cursor", query.cursor)] if query.cursor else []))]
+    links.append(_link("first", url([])))
+    if page.next_cursor:
+        links.append(_link("next", url([("_cursor", page.next_cursor)])))
+    if page.previous_cursor:
+        links.append(_link("previous", url([("_cursor", page.previous_cursor)])))
+    bundle["link"] = links
+    entries = [
+        {
+            "fullUrl": f"{base}/{m.type}/{m.id}",
+            "resource": subset(m.body or {}, query.summary, query.elements),
+            "search": {"mode": "match"},
+        }
+        for m in page.matches
+    ]
+    entries += [
+        {
+            "fullUrl": f"{base}/{i.type}/{i.id}",
+            "resource": i.body,
+            "search": {"mode": "include"},
+        }
+        for i in page.included
+    ]
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+_STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}
+
+
+def history(
+    base: str,
+    path: str,
+    entries: list[HistoryEntry],
+    total: int,
+    link_params: list[tuple[str, str]],
+    next_seq: int | None,
+) -> dict[str, Any]:
+    def url(extra: list[tuple[str, str]]) -> str:
+        params = link_params + extra
+        return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
+
+    links = [_link("self", url([]))]
+    if next_seq is not None:
+        links.append(_link("next", url([("_cursor", str(next_seq))])))
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "total": total,
+        "link": links,
+    }
+    items = []
+    for entry in entries:
+        item: dict[str, Any] = {"fullUrl": f"{base}/{entry.type}/{entry.id}"}
+        if entry.body is not None:
+            item["resource"] = entry.body
+        item["request"] = {
+            "method": entry.method,
+            "url": entry.type if entry.method == "POST" else f"{entry.type}/{entry.id}",
+        }
+        item["response"] = {
+            "status": _STATUS.get(entry.method, "200 OK"),
+            "etag": f'W/"{entry.version}"',
+            "lastModified": format_instant(entry.last_updated),
+        }
+        items.append(item)
+    if items:
+        bundle["entry"] = items
+    return bundle
+
+
+def http_date(moment: datetime) -> str:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return format_datetime(aware.astimezone(UTC), usegmt=True)

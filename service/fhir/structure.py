@@ -1,0 +1,240 @@
+"""Structural R4 checks the fhir.resources models leave out.
+
+The R4B models coerce ``"true"`` to a boolean and ``"1.5"`` to a decimal, accept nulls, ``{}``,
+``[]`` and ``""``, and do not enforce required code bindings. This walker checks the raw JSON
+against the models' own field metadata (JSON kind, cardinality, ``enum_values``) and reports
+every problem with a FHIRPath-like expression, before the models validate the rest.
+"""
+
+import typing
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+
+from service.fhir.errors import Issue
+
+_PRIMITIVE_KINDS = {bool: "boolean", int: "integer", Decimal: "decimal"}
+
+# fhir.resources truncates value sets written "a | b | c +" in the spec to [..., "+"]; these are
+# the complete R4 value sets. A truncated list without an entry here is not checked at all.
+_OBSERVATION_STATUS = (
+    "registered preliminary final amended corrected cancelled entered-in-error unknown"
+)
+_COMPLETED_BINDINGS: dict[tuple[str, ...], str] = {
+    ("registered", "preliminary", "final", "amended", "+"): _OBSERVATION_STATUS,
+    ("registered", "partial", "preliminary", "final", "+"): (
+        "registered partial preliminary final amended corrected appended cancelled "
+        "entered-in-error unknown"
+    ),
+    ("planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled", "+"): (
+        "planned arrived triaged in-progress onleave finished cancelled entered-in-error unknown"
+    ),
+    ("group", "display", "boolean", "decimal", "integer", "date", "dateTime", "+"): (
+        "group display question boolean decimal integer date dateTime time string text url "
+        "choice open-choice attachment reference quantity"
+    ),
+    ("draft", "requested", "received", "accepted", "+"): (
+        "draft requested received accepted rejected ready cancelled in-progress on-hold failed "
+        "completed entered-in-error"
+    ),
+    ("draft", "active", "suspended", "+"): (
+        "draft active suspended cancelled completed entered-in-error unknown"
+    ),
+    ("active", "completed", "entered-in-error", "+"): (
+        "active completed entered-in-error intended stopped on-hold"
+    ),
+    ("barcode", "rfid", "manual", "+"): "barcode rfid manual card self-reported unknown",
+}
+
+
+def _binding(values: list[str] | None) -> frozenset[str] | None:
+    if not values:
+        return None
+    if any(" " in v or v.endswith(".") for v in values):
+        return None  # "etc." marks an extensible binding: other codes are allowed
+    if "+" not in values:
+        return frozenset(values)
+    completed = _COMPLETED_BINDINGS.get(tuple(values))
+    return frozenset(completed.split()) if completed else None
+
+
+_IGNORED_FIELDS = {"fhir_comments"}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    kind: str  # boolean | integer | decimal | string | element | resource | primitive-ext
+    is_list: bool
+    element: str | None = None  # model class name for kind == element
+    codes: frozenset[str] | None = None  # required binding
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    is_list = False
+    while True:
+        origin = typing.get_origin(annotation)
+        args = typing.get_args(annotation)
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            non_none = [a for a in args if a is not type(None)]
+            annotation = non_none[0]
+        elif origin in (list, typing.List):  # noqa: UP006 - fhir.resources uses typing.List
+            is_list = True
+            annotation = args[0]
+        elif origin is typing.Annotated:
+            annotation = args[0]
+        else:
+            return annotation, is_list
+
+
+def _spec(annotation: Any, extra: dict[str, Any] | None) -> FieldSpec:
+    base, is_list = _unwrap(annotation)
+    codes = _binding(extra.get("enum_values")) if extra else None
+    if base in _PRIMITIVE_KINDS:
+        return FieldSpec(_PRIMITIVE_KINDS[base], is_list, codes=codes)
+    name = getattr(base, "__name__", "")
+    if name == "ResourceType":
+        return FieldSpec("resource", is_list)
+    if name == "FHIRPrimitiveExtensionType":
+        return FieldSpec("primitive-ext", is_list)
+    if name.endswith("Type") and getattr(base, "__module__", "") == "abc":
+        return FieldSpec("element", is_list, element=name[: -len("Type")])
+    return FieldSpec("string", is_list, codes=codes)
+
+
+@cache
+def _fields(class_name: str) -> tuple[dict[str, FieldSpec], frozenset[str], dict[str, str]]:
+    """Field specs by JSON name, required JSON names, and choice group by JSON name."""
+    model = get_fhir_model_class(class_name)
+    specs: dict[str, FieldSpec] = {}
+    required: set[str] = set()
+    choice: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        if name in _IGNORED_FIELDS:
+            continue
+        json_name = info.alias or name
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else None
+        specs[json_name] = _spec(info.annotation, extra)
+        if extra and extra.get("element_required"):
+            required.add(json_name)
+        if extra and extra.get("one_of_many"):
+            choice[json_name] = str(extra["one_of_many"])
+    return specs, frozenset(required), choice
+
+
+def _is_known_type(name: str) -> bool:
+    try:
+        get_fhir_model_class(name)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def check_resource(resource: Any, path: str = "") -> list[Issue]:
+    """Check one resource (and everything it contains); an empty list means structurally fine."""
+    issues: list[Issue] = []
+    if not isinstance(resource, dict):
+        return [Issue("structure", "A resource must be a JSON object", expression=(path or "$",))]
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not _is_known_type(resource_type):
+        return [
+            Issue(
+                "structure",
+                f"Unknown resourceType {resource_type!r}",
+                expression=(f"{path}.resourceType" if path else "resourceType",),
+            )
+        ]
+    _check_element(resource_type, resource, path or resource_type, issues, is_resource=True)
+    return issues
+
+
+def _check_element(
+    class_name: str, value: dict[str, Any], path: str, issues: list[Issue], is_resource: bool
+) -> None:
+    specs, required, choice = _fields(class_name)
+    if not value and not is_resource:
+        issues.append(Issue("structure", "Empty objects are not allowed", expression=(path,)))
+    seen_choice: dict[str, str] = {}
+    for key, item in value.items():
+        if key == "resourceType" and is_resource:
+            continue
+        where = f"{path}.{key}"
+        spec = specs.get(key)
+        if spec is None:
+            issues.append(Issue("structure", f"Unknown element {key!r}", expression=(where,)))
+            continue
+        group = choice.get(key)
+        if group is not None:
+            if group in seen_choice:
+                issues.append(
+                    Issue(
+                        "structure",
+                        f"Only one of {group}[x] is allowed ({seen_choice[group]}, {key})",
+                        expression=(where,),
+                    )
+                )
+            seen_choice[group] = key
+        _check_value(spec, item, where, issues)
+    for key in required:
+        if key not in value and f"_{key}" not in value:
+            issues.append(
+                Issue(
+                    "required", f"Missing required element {key!r}", expression=(f"{path}.{key}",)
+                )
+            )
+
+
+def _check_value(spec: FieldSpec, item: Any, where: str, issues: list[Issue]) -> None:
+    if spec.is_list:
+        if not isinstance(item, list):
+            issues.append(Issue("structure", "Expected a JSON array", expression=(where,)))
+            return
+        if not item:
+            issues.append(Issue("structure", "Empty arrays are not allowed", expression=(where,)))
+        for index, element in enumerate(item):
+            # Primitive extension arrays may hold null to line up with their value array.
+            if element is None and spec.kind == "primitive-ext":
+                continue
+            _check_single(spec, element, f"{where}[{index}]", issues)
+        return
+    if isinstance(item, list):
+        issues.append(
+            Issue("structure", "Expected a single value, not an array", expression=(where,))
+        )
+        return
+    _check_single(spec, item, where, issues)
+
+
+def _check_single(spec: FieldSpec, item: Any, where: str, issues: list[Issue]) -> None:
+    kind = spec.kind
+    if item is None:
+        issues.append(Issue("structure", "null is not allowed", expression=(where,)))
+    elif kind == "boolean":
+        if not isinstance(item, bool):
+            issues.append(Issue("structure", "Expected a JSON boolean", expression=(where,)))
+    elif kind == "integer":
+        if isinstance(item, bool) or not isinstance(item, int):
+            issues.append(Issue("structure", "Expected a JSON integer", expression=(where,)))
+    elif kind == "decimal":
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            issues.append(Issue("structure", "Expected a JSON number", expression=(where,)))
+    elif kind == "string":
+        if not isinstance(item, str):
+            issues.append(Issue("structure", "Expected a JSON string", expression=(where,)))
+        elif not item.strip():
+            issues.append(Issue("structure", "Empty strings are not allowed", expression=(where,)))
+        elif spec.codes is not None and item not in spec.codes:
+            allowed = ", ".join(sorted(spec.codes))
+            issues.append(
+                Issue("code-invalid", f"{item!r} is not one of: {allowed}", expression=(where,))
+            )
+    elif kind == "resource":
+        issues.extend(check_resource(item, where))
+    elif kind in ("element", "primitive-ext"):
+        if not isinstance(item, dict):
+            issues.append(Issue("structure", "Expected a JSON object", expression=(where,)))
+        else:
+            name = spec.element if kind == "element" else "FHIRPrimitiveExtension"
+            _check_element(name or "Element", item, where, issues, is_resource=False)

@@ -1,0 +1,427 @@
+"""The repository: every read and write of FHIR resources, one database transaction per unit.
+
+Routes call ``Store.run(fn)`` with a function of a ``Tx``; the transaction commits when the
+function returns and rolls back on any error, so a request never half-writes.
+"""
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from service.fhir.dates import format_instant, utc_now
+from service.fhir.errors import fhir_error
+from service.fhir.indexing import index_rows
+from service.fhir.search import SearchQuery
+from service.store import query as q
+from service.store.db import is_sqlite
+from service.store.tables import (
+    INDEX_TABLES,
+    conditional_key,
+    idx_reference,
+    resource,
+    resource_history,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stored:
+    seq: int
+    type: str
+    id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    body: dict[str, Any] | None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    seq: int
+    type: str
+    id: str
+    version: int
+    last_updated: datetime
+    method: str
+    deleted: bool
+    body: dict[str, Any] | None
+
+
+@dataclass
+class SearchPage:
+    matches: list[Stored]
+    included: list[Stored]
+    total: int | None
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+class RetryTransaction(Exception):
+    """A unique key said another transaction won a race; run the unit again."""
+
+
+def criteria_key(resource_type: str, items: list[tuple[str, str]]) -> str:
+    normalized = "&".join(f"{k}={v}" for k, v in sorted(items))
+    return hashlib.sha256(f"{resource_type}?{normalized}".encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, engine: Engine, retries: int = 5) -> None:
+        self.engine = engine
+        self.retries = retries
+
+    def run(self, unit: Callable[["Tx"], T], *, read_only: bool = False) -> T:
+        """Run ``unit`` in one transaction, retrying when it lost a race on a unique key."""
+        for attempt in range(self.retries):
+            try:
+                with self.engine.connect() as raw:
+                    conn = raw.execution_options(read_only=read_only)
+                    with conn.begin():
+                        return unit(Tx(conn))
+            except (IntegrityError, RetryTransaction):
+                if attempt == self.retries - 1:
+                    raise fhir_error(409, "conflict", "Concurrent update, please retry") from None
+                time.sleep(0.005 * (attempt + 1))
+            except OperationalError as exc:
+                if "locked" in str(exc).lower() and attempt < self.retries - 1:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                raise fhir_error(
+                    503, "transient", "The database is unavailable", headers={"Retry-After": "1"}
+                ) from None
+        raise AssertionError("unreachable")
+
+
+class Tx:
+    """Operations inside one open transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.sqlite = is_sqlite(conn.engine)
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def get(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
+        stmt = sa.select(resource).where(
+            resource.c.res_type == resource_type, resource.c.res_id == resource_id
+        )
+        if lock and not self.sqlite:
+            stmt = stmt.with_for_update()
+        row = self.conn.execute(stmt).first()
+        return _stored(row) if row else None
+
+    def read(self, resource_type: str, resource_id: str) -> Stored:
+        found = self.get(resource_type, resource_id)
+        if found is None:
+            raise fhir_error(404, "not-found", f"{resource_type}/{resource_id} is not known")
+        if found.deleted:
+            raise fhir_error(410, "deleted", f"{resource_type}/{resource_id} has been deleted")
+        return found
+
+    def vread(self, resource_type: str, resource_id: str, version: int) -> HistoryEntry:
+        row = self.conn.execute(
+            sa.select(resource_history).where(
+                resource_history.c.res_type == resource_type,
+                resource_history.c.res_id == resource_id,
+                resource_history.c.version == version,
+            )
+        ).first()
+        if row is None:
+            raise fhir_error(
+                404, "not-found", f"{resource_type}/{resource_id} has no version {version}"
+            )
+        entry = _history(row)
+        if entry.deleted:
+            raise fhir_error(
+                410, "deleted", f"Version {version} of {resource_type}/{resource_id} is a deletion"
+            )
+        return entry
+
+    def read_many(self, refs: list[tuple[str, str]]) -> list[Stored]:
+        if not refs:
+            return []
+        pairs = [sa.and_(resource.c.res_type == t, resource.c.res_id == i) for t, i in refs]
+        rows = self.conn.execute(
+            sa.select(resource).where(sa.or_(*pairs), resource.c.deleted.is_(False))
+        ).all()
+        return [_stored(r) for r in rows]
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def create(self, body: dict[str, Any], resource_id: str | None = None) -> Stored:
+        resource_type = body["resourceType"]
+        new_id = resource_id or str(uuid.uuid4())
+        return self._insert(resource_type, new_id, 1, body, "POST")
+
+    def create_conditional(
+        self,
+        body: dict[str, Any],
+        criteria: SearchQuery,
+        criteria_items: list[tuple[str, str]],
+        resource_id: str | None = None,
+    ) -> tuple[Stored, bool]:
+        """If-None-Exist: the match when there is exactly one, else a new resource.
+
+        A unique key on the normalized criteria makes identical parallel creates race-free:
+        the loser's insert fails and its retry finds the winner's resource.
+        """
+        matches = self.search_ids(criteria, limit=2)
+        if len(matches) > 1:
+            raise fhir_error(
+                412, "duplicate", "If-None-Exist matches more than one resource; be more specific"
+            )
+        if matches:
+            return self.read(criteria.resource_type, matches[0]), False
+        created = self.create(body, resource_id)
+        key = criteria_key(criteria.resource_type, criteria_items)
+        existing = self.conn.execute(
+            sa.select(conditional_key.c.resource_seq).where(
+                conditional_key.c.res_type == criteria.resource_type,
+                conditional_key.c.criteria == key,
+            )
+        ).first()
+        if existing is not None:
+            # The resource it pointed at no longer matches: the key is stale, take it over.
+            self.conn.execute(
+                conditional_key.update()
+                .where(
+                    conditional_key.c.res_type == criteria.resource_type,
+                    conditional_key.c.criteria == key,
+                )
+                .values(resource_seq=created.seq)
+            )
+        else:
+            self.conn.execute(
+                conditional_key.insert().values(
+                    res_type=criteria.resource_type, criteria=key, resource_seq=created.seq
+                )
+            )
+        return created, True
+
+    def update(
+        self, body: dict[str, Any], resource_id: str, if_match: int | None = None
+    ) -> tuple[Stored, bool]:
+        """Update (or create with the client's id); returns (stored, created)."""
+        resource_type = body["resourceType"]
+        current = self.get(resource_type, resource_id, lock=True)
+        if current is None:
+            if if_match is not None:
+                raise fhir_error(
+                    412, "conflict", f"{resource_type}/{resource_id} does not exist (If-Match)"
+                )
+            return self._insert(resource_type, resource_id, 1, body, "PUT"), True
+        if if_match is not None and if_match != current.version:
+            raise fhir_error(
+                412,
+                "conflict",
+                f'Version conflict: If-Match W/"{if_match}", current W/"{current.version}"',
+            )
+        return self._replace(current, body, "PUT"), current.deleted
+
+    def delete(self, resource_type: str, resource_id: str) -> Stored | None:
+        current = self.get(resource_type, resource_id, lock=True)
+        if current is None:
+            raise fhir_error(404, "not-found", f"{resource_type}/{resource_id} is not known")
+        if current.deleted:
+            return None
+        return self._replace(current, None, "DELETE")
+
+    def _insert(
+        self, resource_type: str, resource_id: str, version: int, body: dict[str, Any], method: str
+    ) -> Stored:
+        now = utc_now().replace(tzinfo=None)
+        final = _with_meta(body, resource_id, version, now)
+        seq = self.conn.execute(
+            resource.insert()
+            .values(
+                res_type=resource_type,
+                res_id=resource_id,
+                version=version,
+                last_updated=now,
+                deleted=False,
+                body=final,
+            )
+            .returning(resource.c.seq)
+        ).scalar_one()
+        self._history_row(resource_type, resource_id, version, now, method, final)
+        self._write_index(seq, final, fresh=True)
+        return Stored(seq, resource_type, resource_id, version, now, False, final)
+
+    def _replace(self, current: Stored, body: dict[str, Any] | None, method: str) -> Stored:
+        now = max(utc_now().replace(tzinfo=None), current.last_updated)
+        version = current.version + 1
+        final = _with_meta(body, current.id, version, now) if body is not None else None
+        result = self.conn.execute(
+            resource.update()
+            .where(resource.c.seq == current.seq, resource.c.version == current.version)
+            .values(version=version, last_updated=now, deleted=body is None, body=final)
+        )
+        if result.rowcount != 1:
+            raise RetryTransaction()  # someone else wrote in between: decide again from scratch
+        self._history_row(current.type, current.id, version, now, method, final)
+        self.conn.execute(
+            conditional_key.delete().where(conditional_key.c.resource_seq == current.seq)
+        )
+        self._write_index(current.seq, final, fresh=False)
+        return Stored(current.seq, current.type, current.id, version, now, body is None, final)
+
+    def _history_row(
+        self,
+        resource_type: str,
+        resource_id: str,
+        version: int,
+        now: datetime,
+        method: str,
+        body: dict[str, Any] | None,
+    ) -> None:
+        self.conn.execute(
+            resource_history.insert().values(
+                res_type=resource_type,
+                res_id=resource_id,
+                version=version,
+                last_updated=now,
+                method=method,
+                deleted=body is None,
+                body=body,
+            )
+        )
+
+    def _write_index(self, seq: int, body: dict[str, Any] | None, *, fresh: bool) -> None:
+        if not fresh:
+            for table in INDEX_TABLES.values():
+                self.conn.execute(table.delete().where(table.c.resource_seq == seq))
+        if body is None:
+            return
+        for kind, rows in index_rows(body).items():
+            self.conn.execute(
+                INDEX_TABLES[kind].insert(), [{"resource_seq": seq, **row} for row in rows]
+            )
+
+    # --- search ----------------------------------------------------------------------------
+
+    def search_ids(self, query: SearchQuery, limit: int) -> list[str]:
+        stmt = sa.select(resource.c.res_id).where(*q.where_clauses(query)).limit(limit)
+        return list(self.conn.execute(stmt).scalars())
+
+    def count(self, query: SearchQuery) -> int:
+        stmt = sa.select(sa.func.count()).select_from(resource).where(*q.where_clauses(query))
+        return int(self.conn.execute(stmt).scalar_one())
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        columns = q.sort_columns(query)
+        where = q.where_clauses(query)
+        backwards = False
+        if query.cursor:
+            values, backwards = q.decode_cursor(query.cursor, columns)
+            where.append(q.after(columns, values, backwards))
+        labels = [col.label(f"k{i}") for i, (col, _) in enumerate(columns)]
+        stmt = (
+            sa.select(resource, *labels)
+            .where(*where)
+            .order_by(*q.order_by(columns, backwards))
+            .limit(query.count + 1)
+        )
+        rows = self.conn.execute(stmt).all()
+        more = len(rows) > query.count
+        rows = rows[: query.count]
+        if backwards:
+            rows.reverse()
+        keys = [[getattr(r, f"k{i}") for i in range(len(columns))] for r in rows]
+        matches = [_stored(r) for r in rows]
+        has_after = more if not backwards else bool(query.cursor)
+        has_before = more if backwards else bool(query.cursor)
+        next_cursor = q.encode_cursor(keys[-1], False) if rows and has_after else None
+        previous_cursor = q.encode_cursor(keys[0], True) if rows and has_before else None
+        total = None if query.total == "none" else self.count(query)
+        included = self._includes(query, matches)
+        return SearchPage(matches, included, total, next_cursor, previous_cursor)
+
+    def _includes(self, query: SearchQuery, matches: list[Stored]) -> list[Stored]:
+        if not query.includes or not matches:
+            return []
+        rows = self.conn.execute(
+            sa.select(idx_reference.c.target_type, idx_reference.c.target_id).where(
+                idx_reference.c.resource_seq.in_([m.seq for m in matches]),
+                idx_reference.c.param.in_([p.name for p in query.includes]),
+                idx_reference.c.target_id.is_not(None),
+            )
+        ).all()
+        seen = {(m.type, m.id) for m in matches}
+        refs = sorted({(r.target_type, r.target_id) for r in rows} - seen)
+        return self.read_many(refs)
+
+    # --- history ---------------------------------------------------------------------------
+
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        since: datetime | None,
+        count: int,
+        before_seq: int | None,
+    ) -> tuple[list[HistoryEntry], int | None, int]:
+        """Newest first; returns (entries, cursor for the next page, total)."""
+        where = []
+        if resource_type:
+            where.append(resource_history.c.res_type == resource_type)
+        if resource_id:
+            where.append(resource_history.c.res_id == resource_id)
+        if since:
+            where.append(resource_history.c.last_updated >= since)
+        total = int(
+            self.conn.execute(
+                sa.select(sa.func.count()).select_from(resource_history).where(*where)
+            ).scalar_one()
+        )
+        if before_seq is not None:
+            where.append(resource_history.c.seq < before_seq)
+        rows = self.conn.execute(
+            sa.select(resource_history)
+            .where(*where)
+            .order_by(resource_history.c.seq.desc())
+            .limit(count + 1)
+        ).all()
+        entries = [_history(r) for r in rows[:count]]
+        next_seq = entries[-1].seq if len(rows) > count and entries else None
+        return entries, next_seq, total
+
+
+def _with_meta(
+    body: dict[str, Any], resource_id: str, version: int, now: datetime
+) -> dict[str, Any]:
+    meta = dict(body.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(now)
+    return {**body, "id": resource_id, "meta": meta}
+
+
+def _stored(row: Any) -> Stored:
+    return Stored(
+        row.seq, row.res_type, row.res_id, row.version, row.last_updated, row.deleted, row.body
+    )
+
+
+def _history(row: Any) -> HistoryEntry:
+    return HistoryEntry(
+        row.seq,
+        row.res_type,
+        row.res_id,
+        row.version,
+        row.last_updated,
+        row.method,
+        row.deleted,
+        row.body,
+    )

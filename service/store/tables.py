@@ -1,0 +1,134 @@
+"""The schema: current resources, their full history, and search index rows.
+
+alembic/ owns the schema; this metadata is what `alembic check` compares the database with.
+"""
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Body = sa.JSON().with_variant(JSONB(), "postgresql")
+
+resource = sa.Table(
+    "resource",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("res_type", sa.String(64), nullable=False),
+    sa.Column("res_id", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_updated", sa.DateTime, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("body", Body, nullable=True),
+    sa.UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
+    sa.Index("ix_resource_type_updated", "res_type", "last_updated"),
+)
+
+resource_history = sa.Table(
+    "resource_history",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("res_type", sa.String(64), nullable=False),
+    sa.Column("res_id", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_updated", sa.DateTime, nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("body", Body, nullable=True),
+    sa.UniqueConstraint("res_type", "res_id", "version", name="uq_history_type_id_version"),
+    sa.Index("ix_history_type_updated", "res_type", "last_updated"),
+    sa.Index("ix_history_updated", "last_updated"),
+)
+
+
+def _index_table(name: str, *columns: sa.Column, indexes: tuple[sa.Index, ...] = ()) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column(
+            "resource_seq",
+            BigId,
+            sa.ForeignKey("resource.seq", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
+        sa.Column("param", sa.String(64), nullable=False),
+        *columns,
+        *indexes,
+    )
+
+
+idx_token = _index_table(
+    "idx_token",
+    sa.Column("system", sa.String(255), nullable=True),
+    sa.Column("code", sa.String(512), nullable=False),
+    indexes=(sa.Index("ix_idx_token_lookup", "param", "code", "system"),),
+)
+
+idx_string = _index_table(
+    "idx_string",
+    sa.Column("value_norm", sa.String(512), nullable=False),
+    sa.Column("value_exact", sa.String(512), nullable=False),
+    indexes=(sa.Index("ix_idx_string_lookup", "param", "value_norm"),),
+)
+
+idx_reference = _index_table(
+    "idx_reference",
+    sa.Column("target_type", sa.String(64), nullable=True),
+    sa.Column("target_id", sa.String(64), nullable=True),
+    sa.Column("target_url", sa.String(512), nullable=True),
+    sa.Column("target_version", sa.String(64), nullable=True),
+    indexes=(
+        sa.Index("ix_idx_reference_target", "param", "target_id", "target_type"),
+        sa.Index("ix_idx_reference_url", "param", "target_url"),
+    ),
+)
+
+idx_date = _index_table(
+    "idx_date",
+    sa.Column("low", sa.DateTime, nullable=False),
+    sa.Column("high", sa.DateTime, nullable=False),
+    indexes=(sa.Index("ix_idx_date_lookup", "param", "low", "high"),),
+)
+
+idx_quantity = _index_table(
+    "idx_quantity",
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("system", sa.String(255), nullable=True),
+    sa.Column("code", sa.String(64), nullable=True),
+    indexes=(sa.Index("ix_idx_quantity_lookup", "param", "value"),),
+)
+
+# Makes conditional create race-free: the second of two identical If-None-Exist creates
+# fails on this key instead of creating a duplicate.
+conditional_key = sa.Table(
+    "conditional_key",
+    metadata,
+    sa.Column("res_type", sa.String(64), primary_key=True),
+    sa.Column("criteria", sa.String(64), primary_key=True),  # sha256 of the normalized query
+    sa.Column(
+        "resource_seq",
+        BigId,
+        sa.ForeignKey("resource.seq", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+)
+
+INDEX_TABLES = {
+    "token": idx_token,
+    "string": idx_string,
+    "reference": idx_reference,
+    "date": idx_date,
+    "quantity": idx_quantity,
+}

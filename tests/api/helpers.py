@@ -1,0 +1,45 @@
+"""Small builders and store probes for the HTTP tests."""
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from service.store.tables import resource, resource_history
+
+FHIR = {"content-type": "application/fhir+json"}
+
+
+def patient(family: str = "Smith", mrn: str = "1", **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": mrn}],
+        "name": [{"family": family, "given": ["Ann"]}],
+        "birthDate": "1970-01-01",
+        **extra,
+    }
+
+
+def pain_observation(subject: str, value: float, when: str = "2026-01-05T10:00:00Z") -> dict:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "72514-3"}]},
+        "subject": {"reference": subject},
+        "effectiveDateTime": when,
+        "valueQuantity": {
+            "value": value,
+            "unit": "{score}",
+            "system": "http://unitsofmeasure.org",
+            "code": "{score}",
+        },
+    }
+
+
+def store_snapshot(app: Any) -> tuple[int, int]:
+    """(current rows, history rows): equal before and after a rejected request."""
+    with app.state.store.engine.connect() as connection:
+        current = connection.execute(sa.select(sa.func.count()).select_from(resource)).scalar()
+        history = connection.execute(
+            sa.select(sa.func.count()).select_from(resource_history)
+        ).scalar()
+    return int(current or 0), int(history or 0)

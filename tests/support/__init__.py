@@ -1,0 +1,1 @@
+"""Test-support tools that check our FHIR output with independently written software."""
