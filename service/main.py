@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Response
 from sqlalchemy.engine import Engine
 
-from service import __version__
-from service.api import capability, health, system
+from service import __version__, enrolment, sessions
+from service.api import capability, health, operations, system
 from service.api.errors import install_error_handlers
 from service.api.rest import resource_router
 from service.hooks import Hooks
@@ -83,13 +83,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.hooks = Hooks()
+    app.state.hooks = Hooks(
+        validators={
+            "CarePlan": [enrolment.validate_care_plan],
+            "Observation": [sessions.validate_pain_observation],
+        },
+        after_write=[sessions.on_observations_written],
+    )
     configure_logging(settings.log_level)
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(capability.router)
     app.include_router(system.router)
+    # Operations first: /fhir/PlanDefinition/$apply must not be read as an id.
+    app.include_router(operations.router)
     app.include_router(resource_router())
 
     @app.get("/metrics", include_in_schema=False)

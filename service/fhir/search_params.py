@@ -155,6 +155,18 @@ SEARCH_PARAMS: dict[str, list[SearchParam]] = {
     "ActivityDefinition": _knowledge("ActivityDefinition"),
     "CodeSystem": _knowledge("CodeSystem"),
     "Questionnaire": _knowledge("Questionnaire"),
+    "OperationDefinition": [
+        p for p in _knowledge("OperationDefinition") if p.name not in ("identifier", "title")
+    ]
+    + [
+        _p(
+            "code",
+            "token",
+            "code",
+            "Name used to invoke the operation",
+            definition=f"{SPEC_BASE}/OperationDefinition-code",
+        )
+    ],
     "QuestionnaireResponse": [
         _identifier("QuestionnaireResponse"),
         *_subject("QuestionnaireResponse"),

@@ -19,7 +19,6 @@ from service.protocol.fhirdata import Json, has_code, is_void, ref_key
 from service.protocol.inputs import PatientRecord
 from service.protocol.outputs import resource_id
 from service.protocol.parameters import read_params
-from service.protocol.rules import missing_eligibility_inputs  # noqa: F401 (re-exported for callers)
 from service.protocol.texts import DISCLAIMER
 
 

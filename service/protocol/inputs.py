@@ -37,6 +37,7 @@ from service.protocol.codes import CAREPLAN_CS
 from service.protocol.fhirdata import (
     Json,
     code_in,
+    component,
     component_value,
     identifier_key,
     is_pain_score,
@@ -86,9 +87,12 @@ def index_observations(observations: tuple[Json, ...] | list[Json]) -> Observati
         elif code := code_in(obs.get("code"), CAREPLAN_CS):
             by_code.setdefault(code, []).append(obs)
     panels = by_code.pop(SESSION_CODE, [])
+    members = {str(m.get("reference")) for p in panels for m in p.get("hasMember", [])}
     return ObservationIndex(
         panels=tuple(panels),
-        daily_pain=tuple(daily_pain([*panels, *pain])),
+        daily_pain=tuple(
+            o for o in pain if component(o, REPETITION_INDEX) is None and ref_key(o) not in members
+        ),
         state={code: tuple(found) for code, found in by_code.items()},
     )
 

@@ -120,22 +120,30 @@ def _quantity_condition(table: sa.Table, value: str, name: str) -> sa.ColumnElem
 
 def _reference_condition(table: sa.Table, param: SearchParam, value: str) -> sa.ColumnElement[bool]:
     url, _, version = value.partition("|")
+    versioned = [table.c.target_version == version] if version else []
+    target_type, target_id = parse_reference(url)
     if "://" in url:
-        target_type, target_id = parse_reference(url)
-        parts = [table.c.target_url == url]
-        if version:
-            parts.append(table.c.target_version == version)
-        # An absolute reference to a resource also matches the relative form.
+        parts = [table.c.target_url == url, *versioned]
+        # An absolute reference to a resource also matches the relative (local) form.
         if target_id is not None:
-            local = sa.and_(table.c.target_type == target_type, table.c.target_id == target_id)
+            local = sa.and_(
+                table.c.target_url.is_(None),
+                table.c.target_type == target_type,
+                table.c.target_id == target_id,
+                *versioned,
+            )
             return sa.or_(sa.and_(*parts), local)
         return sa.and_(*parts)
-    target_type, target_id = parse_reference(url)
+    # Relative references and bare ids name resources on this server, never another server's
+    # resource that happens to have the same type and id.
+    local_only = table.c.target_url.is_(None)
     if target_id is not None:
-        return sa.and_(table.c.target_type == target_type, table.c.target_id == target_id)
+        return sa.and_(
+            local_only, table.c.target_type == target_type, table.c.target_id == target_id
+        )
     if "/" in url:
         raise fhir_error(400, "invalid", f"{param.name}: {value!r} is not a reference")
-    condition = table.c.target_id == url  # a bare id
+    condition = sa.and_(local_only, table.c.target_id == url)  # a bare id
     if len(param.targets) == 1:
         condition = sa.and_(condition, table.c.target_type == param.targets[0])
     return condition
@@ -233,12 +241,13 @@ def sort_columns(query: SearchQuery) -> list[tuple[sa.ColumnElement[Any], bool]]
 
 def _sort_value(param: SearchParam, descending: bool) -> sa.ColumnElement[Any]:
     table = INDEX_TABLES[_kind(param)]
-    column, missing = {
-        "date": (table.c.high if descending else table.c.low, MIN_DT if descending else MAX_DT),
-        "string": (table.c.get("value_norm"), "" if descending else "\uffff"),
-        "token": (table.c.get("code"), "" if descending else "\uffff"),
-        "quantity": (table.c.get("value"), -1e308 if descending else 1e308),
+    column_name, missing = {
+        "date": ("high" if descending else "low", MIN_DT if descending else MAX_DT),
+        "string": ("value_norm", "" if descending else "\uffff"),
+        "token": ("code", "" if descending else "\uffff"),
+        "quantity": ("value", -1e308 if descending else 1e308),
     }[_kind(param)]
+    column = table.c[column_name]
     aggregate = sa.func.max(column) if descending else sa.func.min(column)
     inner = (
         sa.select(aggregate)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from service.fhir.dates import format_instant, utc_now
 from service.fhir.errors import fhir_error
 from service.fhir.indexing import index_rows
-from service.fhir.search import SearchQuery
+from service.fhir.search import SearchQuery, parse_search
 from service.store import query as q
 from service.store.db import is_sqlite
 from service.store.tables import (
@@ -123,8 +123,8 @@ class Tx:
         row = self.conn.execute(stmt).first()
         return _stored(row) if row else None
 
-    def read(self, resource_type: str, resource_id: str) -> Stored:
-        found = self.get(resource_type, resource_id)
+    def read(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored:
+        found = self.get(resource_type, resource_id, lock=lock)
         if found is None:
             raise fhir_error(404, "not-found", f"{resource_type}/{resource_id} is not known")
         if found.deleted:
@@ -315,6 +315,14 @@ class Tx:
     def search_ids(self, query: SearchQuery, limit: int) -> list[str]:
         stmt = sa.select(resource.c.res_id).where(*q.where_clauses(query)).limit(limit)
         return list(self.conn.execute(stmt).scalars())
+
+    def find(
+        self, resource_type: str, items: list[tuple[str, str]], limit: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """Bodies matching FHIR search criteria, in the query's sort order (internal use)."""
+        query = parse_search(resource_type, items, default_count=limit, max_count=limit)
+        query.total = "none"
+        return [m.body for m in self.search(query).matches if m.body is not None]
 
     def count(self, query: SearchQuery) -> int:
         stmt = sa.select(sa.func.count()).select_from(resource).where(*q.where_clauses(query))

@@ -43,3 +43,26 @@ def store_snapshot(app: Any) -> tuple[int, int]:
             sa.select(sa.func.count()).select_from(resource_history)
         ).scalar()
     return int(current or 0), int(history or 0)
+
+
+def entry_ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
+    """Ids of a searchset's entries with the given search mode, in bundle order."""
+    return [
+        e["resource"]["id"]
+        for e in bundle.get("entry", [])
+        if e.get("search", {}).get("mode", "match") == mode
+    ]
+
+
+def link(bundle: dict[str, Any], relation: str) -> str | None:
+    for item in bundle.get("link", []):
+        if item["relation"] == relation:
+            return item["url"]
+    return None
+
+
+def outcome_codes(response: Any) -> list[str]:
+    """The issue codes of an OperationOutcome response (asserting it is one)."""
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    return [issue["code"] for issue in body["issue"]]

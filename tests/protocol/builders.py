@@ -279,12 +279,15 @@ def pain_days(until: datetime, values: list[int]) -> list[Json]:
 
 def red_flag_screen(when: datetime, items: tuple[str, ...] = (), rid: str | None = None) -> Json:
     """Screen; positive when any item is given (those items true)."""
+    components = [{"code": coding(item), "valueBoolean": True} for item in items]
+    # FHIR forbids empty arrays: a negative screen simply has no components.
+    extra: Json = {"component": components} if components else {}
     return _state(
         "red-flag-screen",
         when,
         rid or f"rf-{when.strftime('%Y%m%dT%H%M')}",
         valueBoolean=bool(items),
-        component=[{"code": coding(item), "valueBoolean": True} for item in items],
+        **extra,
     )
 
 
@@ -312,7 +315,8 @@ def extension_program(
         comps.append(
             {"code": coding("residual-pain-location"), "valueCodeableConcept": coding(location)}
         )
-    obs = _state("extension-program", start, f"ext-{start.strftime('%Y%m%d')}", component=comps)
+    extra: Json = {"component": comps} if comps else {}  # FHIR forbids empty arrays
+    obs = _state("extension-program", start, f"ext-{start.strftime('%Y%m%d')}", **extra)
     del obs["effectiveDateTime"]
     obs["effectivePeriod"] = {"start": iso(start)}
     return obs

@@ -105,3 +105,13 @@ def test_bundle_with_dangling_member_is_refused() -> None:
     bundle["entry"].pop()
     with pytest.raises(ValueError, match="hasMember"):
         Session.from_bundle(bundle)
+
+
+def test_eligibility_data_required_is_valid_r4() -> None:
+    pd = plan_definition()
+    d = decide(pd, record([], plan=None), None, CLOCK)
+    assert d.code == "data-required"
+    out = build_outputs(d, read_params(pd), care_plan())
+    _validate(out.guidance_response)
+    wanted = [r["id"] for r in out.guidance_response["dataRequirement"]]
+    assert wanted == ["red-flag-screen", "episode-phase", "daily-pain"]

@@ -1,0 +1,187 @@
+"""FHIR operations: PlanDefinition/$apply, CarePlan/$submit-session, CarePlan/$evaluate."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service import enrolment, sessions
+from service.api.http import check_id, fhir_response, json_body
+from service.api.rest import store_of
+from service.fhir.errors import fhir_error
+from service.fhir.validate import validate_resource
+from service.protocol.codes import CANONICAL_BASE
+from service.store.repository import Tx
+
+router = APIRouter()
+Json = dict[str, Any]
+OD_BASE = f"{CANONICAL_BASE}/OperationDefinition"
+
+
+def op_route_name(name: str, scope: str, definition: str) -> str:
+    """Read by the CapabilityStatement: fhir:op:<name>:<type|system>:<OperationDefinition>."""
+    return f"fhir:op:{name}:{scope}:{definition}"
+
+
+def _parameter(parameters: Json, name: str) -> Any:
+    for part in parameters.get("parameter", []):
+        if part.get("name") == name:
+            for key, value in part.items():
+                if key.startswith("value") or key == "resource":
+                    return value
+    return None
+
+
+async def _parameters_body(request: Request) -> Json:
+    body = validate_resource(await json_body(request))
+    if body["resourceType"] != "Parameters":
+        raise fhir_error(400, "invalid", "The body must be a Parameters resource", "resourceType")
+    return body
+
+
+def _plan_definition(tx: Tx, resource_id: str | None, url: str | None) -> Json:
+    if resource_id is not None:
+        return tx.read("PlanDefinition", resource_id).body or {}
+    if not url:
+        raise fhir_error(400, "required", "$apply at the type level needs a url parameter", "url")
+    canonical, _, version = url.partition("|")
+    items = [("url", canonical)] + ([("version", version)] if version else [])
+    found = tx.find("PlanDefinition", [*items, ("_sort", "-_lastUpdated")], limit=1)
+    if not found:
+        raise fhir_error(404, "not-found", f"PlanDefinition {url} is not known")
+    return found[0]
+
+
+def _subject(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value.get("reference")
+    if not isinstance(value, str) or not value:
+        raise fhir_error(400, "required", "$apply needs a subject (Patient/<id>)", "subject")
+    return value
+
+
+async def _apply(request: Request, resource_id: str | None) -> Response:
+    if resource_id is not None:
+        check_id(resource_id)
+    if request.method == "POST":
+        params = await _parameters_body(request)
+        subject, url = _parameter(params, "subject"), _parameter(params, "url")
+    else:
+        subject, url = request.query_params.get("subject"), request.query_params.get("url")
+    subject = _subject(subject)
+    now = datetime.now(UTC)
+
+    def unit(tx: Tx) -> Json:
+        plan = _plan_definition(tx, resource_id, url)
+        return enrolment.apply(tx, plan, subject, now)
+
+    return fhir_response(request, store_of(request).run(unit, read_only=True))
+
+
+APPLY = f"{OD_BASE}/PlanDefinition-apply"
+SUBMIT = f"{OD_BASE}/CarePlan-submit-session"
+EVALUATE = f"{OD_BASE}/CarePlan-evaluate"
+_APPLY_DOC = (
+    "Apply the protocol to a patient: the CarePlan it gives them now (not stored). "
+    "POST the result to /fhir/CarePlan to enrol."
+)
+
+
+async def apply_instance(request: Request, id: str) -> Response:
+    return await _apply(request, id)
+
+
+async def apply_type(request: Request) -> Response:
+    return await _apply(request, None)
+
+
+async def submit_session(request: Request, id: str) -> Response:
+    check_id(id)
+    body = validate_resource(await json_body(request))
+    if body["resourceType"] == "Parameters":
+        bundle = _parameter(body, "session")
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise fhir_error(
+                400, "required", "Parameters needs a part 'session' with a Bundle", "session"
+            )
+    elif body["resourceType"] == "Bundle":
+        bundle = body
+    else:
+        raise fhir_error(400, "invalid", "The body must be Parameters or a Bundle", "resourceType")
+    now = datetime.now(UTC)
+    answer = store_of(request).run(lambda tx: sessions.submit_session(tx, id, bundle, now))
+    return fhir_response(request, answer)
+
+
+async def evaluate(request: Request, id: str) -> Response:
+    check_id(id)
+    at = datetime.now(UTC)
+    if request.headers.get("content-length", "0") != "0":
+        params = await _parameters_body(request)
+        text = _parameter(params, "at")
+        if text is not None:
+            at = sessions.parse_clock(str(text))
+    answer = store_of(request).run(lambda tx: sessions.evaluate(tx, id, at))
+    return fhir_response(request, answer)
+
+
+def _add(
+    path: str,
+    endpoint: Any,
+    methods: list[str],
+    name: str,
+    operation_id: str,
+    tag: str,
+    summary: str,
+) -> None:
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=methods,
+        name=name,
+        operation_id=operation_id,
+        tags=[tag],
+        summary=summary,
+        response_class=Response,
+    )
+
+
+for _method in ("GET", "POST"):
+    _suffix = "" if _method == "GET" else "Post"
+    _add(
+        "/fhir/PlanDefinition/$apply",
+        apply_type,
+        [_method],
+        op_route_name("apply", "PlanDefinition", APPLY),
+        f"applyPlanDefinitionByUrl{_suffix}",
+        "PlanDefinition",
+        _APPLY_DOC,
+    )
+    _add(
+        "/fhir/PlanDefinition/{id}/$apply",
+        apply_instance,
+        [_method],
+        op_route_name("apply", "PlanDefinition", APPLY),
+        f"applyPlanDefinition{_suffix}",
+        "PlanDefinition",
+        _APPLY_DOC,
+    )
+_add(
+    "/fhir/CarePlan/{id}/$submit-session",
+    submit_session,
+    ["POST"],
+    op_route_name("submit-session", "CarePlan", SUBMIT),
+    "submitSession",
+    "CarePlan",
+    "Submit a session of Flexion in Lying and get the decision",
+)
+_add(
+    "/fhir/CarePlan/{id}/$evaluate",
+    evaluate,
+    ["POST"],
+    op_route_name("evaluate", "CarePlan", EVALUATE),
+    "evaluateCarePlan",
+    "CarePlan",
+    "Re-evaluate the care plan from stored data (e.g. when a retry window opens)",
+)

@@ -1,0 +1,58 @@
+"""PlanDefinition/$apply and enrolment: the protocol applied to a patient as a CarePlan."""
+
+from datetime import datetime
+from typing import Any
+
+from service.fhir.errors import fhir_error
+from service.protocol.apply import apply_plan
+from service.protocol.codes import PLAN_DEFINITION_URL
+from service.protocol.conformance import check_care_plan
+from service.records import load_record, plan_definition_for
+from service.sessions import unprocessable
+from service.store.repository import Tx
+
+Json = dict[str, Any]
+
+
+def _activity_definitions(tx: Tx, plan_definition: Json) -> dict[str, Json]:
+    """The ActivityDefinitions the plan's actions name, by canonical url (and url|version)."""
+    found: dict[str, Json] = {}
+    stack = list(plan_definition.get("action", []))
+    while stack:
+        action = stack.pop()
+        stack.extend(action.get("action", []))
+        canonical = action.get("definitionCanonical")
+        if not canonical or canonical in found:
+            continue
+        url, _, version = canonical.partition("|")
+        items = [("url", url)] + ([("version", version)] if version else [])
+        for definition in tx.find("ActivityDefinition", items, limit=1):
+            found[canonical] = found[url] = definition
+    return found
+
+
+def apply(tx: Tx, plan_definition: Json, subject: str, at: datetime) -> Json:
+    """The CarePlan for `subject` (not stored, as the spec says of $apply)."""
+    subject_type, _, patient_id = subject.partition("/")
+    if subject_type != "Patient" or not patient_id:
+        raise fhir_error(
+            400, "invalid", f"subject must be Patient/<id>, not {subject!r}", "subject"
+        )
+    patient = tx.read("Patient", patient_id).body or {}
+    record = load_record(tx, patient, None, plan_definition, at, earlier_decisions=[])
+    applied = apply_plan(plan_definition, _activity_definitions(tx, plan_definition), record, at)
+    return applied.care_plan
+
+
+def validate_care_plan(tx: Tx, care_plan: Json) -> None:
+    """Hook for stored CarePlans: one that claims the protocol must not contradict it (422)."""
+    claims = [
+        c
+        for c in care_plan.get("instantiatesCanonical", [])
+        if c.partition("|")[0] == PLAN_DEFINITION_URL
+    ]
+    if not claims:
+        return
+    problems = check_care_plan(care_plan, plan_definition_for(tx, care_plan))
+    if problems:
+        raise unprocessable(problems)

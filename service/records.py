@@ -1,0 +1,108 @@
+"""Read what the clinical core needs from the store: a bounded window of the patient's record.
+
+The window is the PlanDefinition's widest look-back before the decision clock (nothing after
+it, so a replay sees what the original decision saw), plus the latest patient-state
+Observations and the plan's latest decision whatever their age. Its size does not grow with
+the number of stored sessions.
+"""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from service.fhir.dates import format_instant
+from service.fhir.errors import fhir_error
+from service.protocol.codes import CAREPLAN_CS, PLAN_DEFINITION_URL
+from service.protocol.inputs import REPETITION_INDEX, PatientRecord
+from service.protocol.parameters import lookback_days, read_params
+from service.store.repository import Tx
+
+Json = dict[str, Any]
+_STATE_CODES = ("episode-phase", "extension-program", "red-flag-screen")
+
+
+def plan_definition_for(tx: Tx, care_plan: Json) -> Json:
+    """The exact PlanDefinition version a CarePlan instantiates; 422 if it is not ours."""
+    for canonical in care_plan.get("instantiatesCanonical", []):
+        url, _, version = canonical.partition("|")
+        if url != PLAN_DEFINITION_URL:
+            continue
+        items = [("url", url)] + ([("version", version)] if version else [])
+        found = tx.find("PlanDefinition", [*items, ("_sort", "-_lastUpdated")], limit=1)
+        if not found:
+            raise fhir_error(
+                422,
+                "processing",
+                f"PlanDefinition {canonical} is not known to this server",
+                "CarePlan.instantiatesCanonical",
+            )
+        return found[0]
+    raise fhir_error(
+        422,
+        "business-rule",
+        f"CarePlan/{care_plan.get('id')} does not instantiate {PLAN_DEFINITION_URL}",
+        "CarePlan.instantiatesCanonical",
+    )
+
+
+def load_record(
+    tx: Tx,
+    patient: Json,
+    care_plan: Json | None,
+    plan_definition: Json,
+    at: datetime,
+    earlier_decisions: list[Json] | None = None,
+) -> PatientRecord:
+    """The patient's record as of `at`. `earlier_decisions` overrides the stored ones (replay)."""
+    patient_ref = f"Patient/{patient['id']}"
+    since = format_instant(at - timedelta(days=lookback_days(read_params(plan_definition))))
+    until = format_instant(at)
+    window = [("patient", patient_ref), ("date", f"ge{since}"), ("date", f"le{until}")]
+    # Past repetitions are read back through the decisions that used them, not one by one.
+    observations = tx.find(
+        "Observation", [*window, ("component-code:not", f"{CAREPLAN_CS}|{REPETITION_INDEX}")]
+    )
+    seen = {o["id"] for o in observations}
+    for code in _STATE_CODES:
+        for latest in tx.find(
+            "Observation",
+            [
+                ("patient", patient_ref),
+                ("code", f"{CAREPLAN_CS}|{code}"),
+                ("date", f"le{until}"),
+                ("_sort", "-date"),
+            ],
+            limit=1,
+        ):
+            if latest["id"] not in seen:
+                observations.append(latest)
+                seen.add(latest["id"])
+    conditions = tx.find("Condition", [("patient", patient_ref)], limit=200)
+    responses = tx.find(
+        "QuestionnaireResponse",
+        [("patient", patient_ref), ("authored", f"ge{since}"), ("authored", f"le{until}")],
+        limit=200,
+    )
+    if earlier_decisions is None:
+        earlier_decisions = _stored_decisions(tx, care_plan, since, until)
+    return PatientRecord(
+        patient=patient,
+        care_plan=care_plan,
+        observations=tuple(observations),
+        conditions=tuple(conditions),
+        questionnaire_responses=tuple(responses),
+        earlier_decisions=tuple(earlier_decisions),
+    )
+
+
+def _stored_decisions(tx: Tx, care_plan: Json | None, since: str, until: str) -> list[Json]:
+    if care_plan is None or "id" not in care_plan:
+        return []
+    result = ("result", f"CarePlan/{care_plan['id']}")
+    decisions = tx.find(
+        "GuidanceResponse", [result, ("date", f"ge{since}"), ("date", f"le{until}")]
+    )
+    latest = tx.find(
+        "GuidanceResponse", [result, ("date", f"le{until}"), ("_sort", "-date")], limit=1
+    )
+    ids = {d["id"] for d in decisions}
+    return decisions + [d for d in latest if d["id"] not in ids]

@@ -1,0 +1,254 @@
+"""Sessions in, decisions out: the I/O around the pure clinical core, in one transaction.
+
+submit_session: validate -> store the session -> load the record window -> decide ->
+store the GuidanceResponse, the updated CarePlan and the follow-up resources -> answer.
+Every output id is derived from (CarePlan, session identifier), so a resubmitted session
+finds its earlier answer instead of deciding twice.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from service.fhir.dates import parse_range
+from service.fhir.errors import FhirError, Issue, fhir_error
+from service.observability import record_decision
+from service.protocol.codes import CAREPLAN_CS
+from service.protocol.decide import Decision, decide, session_clock
+from service.protocol.fhirdata import identifier_key, is_service_code
+from service.protocol.inputs import SESSION_CODE, Session
+from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
+from service.protocol.parameters import read_params
+from service.protocol.session_checks import Problem, check_pain_observation, check_session
+from service.records import load_record, plan_definition_for
+from service.store.repository import Stored, Tx
+
+Json = dict[str, Any]
+_STOPPED_PLAN = {"revoked", "completed", "entered-in-error"}
+
+
+def unprocessable(problems: list[Problem]) -> FhirError:
+    issues = [Issue("business-rule", p.message, expression=(p.expression,)) for p in problems]
+    return FhirError(422, issues)
+
+
+def parameters(guidance_response: Json, care_plan: Json, created: list[Json]) -> Json:
+    """The $submit-session / $evaluate answer, in a fixed order."""
+    parts = [
+        {"name": "decision", "resource": guidance_response},
+        {"name": "carePlan", "resource": care_plan},
+    ]
+    parts += [{"name": "created", "resource": r} for r in created]
+    return {"resourceType": "Parameters", "parameter": parts}
+
+
+def _session_from(body: Json) -> Session:
+    try:
+        return Session.from_bundle(body)
+    except ValueError as exc:
+        raise fhir_error(422, "business-rule", f"Not a usable session: {exc}") from None
+
+
+def _check_plan_open(care_plan: Json) -> None:
+    if care_plan.get("status") in _STOPPED_PLAN:
+        raise fhir_error(
+            422,
+            "business-rule",
+            f"CarePlan/{care_plan['id']} is {care_plan['status']}: sessions are not accepted",
+            "CarePlan.status",
+        )
+
+
+def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, list[str]]:
+    """Store the repetitions, then the panel pointing at them; returns the stored session."""
+    plan_ref = {"reference": f"CarePlan/{care_plan['id']}"}
+    subject = care_plan.get("subject")
+    members: list[Json] = []
+    for member in session.members:
+        body = {k: v for k, v in member.items() if k != "id"}
+        body.setdefault("subject", subject)
+        body.setdefault("basedOn", [plan_ref])
+        members.append(tx.create(body, str(uuid.uuid4())).body or {})
+    panel = {k: v for k, v in session.panel.items() if k != "id"}
+    panel["hasMember"] = [{"reference": f"Observation/{m['id']}"} for m in members]
+    panel.setdefault("subject", subject)
+    panel.setdefault("basedOn", [plan_ref])
+    stored_panel = tx.create(panel, str(uuid.uuid4())).body or {}
+    refs = [f"Observation/{stored_panel['id']}"] + [f"Observation/{m['id']}" for m in members]
+    return Session.from_observations(stored_panel, members), refs
+
+
+def _existing_answer(tx: Tx, care_plan: Json, session: Session) -> Json | None:
+    """The answer given the first time this session identifier was submitted, if any."""
+    key = identifier_key(session.panel)
+    if key is None:
+        return None
+    stored = tx.find(
+        "Observation",
+        [("identifier", key), ("code", f"{CAREPLAN_CS}|{SESSION_CODE}")],
+        limit=1,
+    )
+    if not stored:
+        return None
+    previous = stored[0]
+    if previous.get("effectivePeriod") != session.panel.get("effectivePeriod"):
+        raise fhir_error(
+            409,
+            "conflict",
+            f"Session identifier {key} was already used for another session",
+            "Observation.identifier",
+        )
+    answer = stored_answer(tx, str(care_plan["id"]), key)
+    if answer is None:
+        raise fhir_error(
+            409,
+            "conflict",
+            f"Session {key} is stored but was not decided for CarePlan/{care_plan['id']}",
+            "Observation.identifier",
+        )
+    return answer
+
+
+def stored_answer(tx: Tx, care_plan_id: str, session_key: str) -> Json | None:
+    """The answer of an earlier decision, read back through its Provenance."""
+    gr = tx.get("GuidanceResponse", resource_id(care_plan_id, session_key, "guidance-response"))
+    provenance = tx.get("Provenance", resource_id(care_plan_id, session_key, "provenance"))
+    if gr is None or provenance is None or gr.body is None or provenance.body is None:
+        return None
+    created = []
+    for target in provenance.body.get("target", []):
+        resource_type, _, target_id = target["reference"].partition("/")
+        if resource_type in ("GuidanceResponse", "CarePlan"):
+            continue
+        found = tx.get(resource_type, target_id)
+        if found is not None and found.body is not None:
+            created.append(found.body)
+    care_plan = tx.read("CarePlan", care_plan_id).body or {}
+    return parameters(gr.body, care_plan, [*created, provenance.body])
+
+
+def _persist(tx: Tx, outputs: DecisionOutputs, care_plan: Stored) -> Json:
+    """Write the decision's resources and answer with what was stored (ids, meta)."""
+    guidance = tx.create(outputs.guidance_response, outputs.guidance_response["id"])
+    created = [tx.create(r, r["id"]).body or {} for r in outputs.created]
+    # Optimistic on the version read at the start: a concurrent change makes the unit retry.
+    updated, _ = tx.update(outputs.care_plan, care_plan.id, care_plan.version)
+    return parameters(guidance.body or {}, updated.body or {}, created)
+
+
+def decide_and_store(
+    tx: Tx, care_plan: Stored, session: Session | None, at: datetime, session_refs: list[str]
+) -> tuple[Decision, Json]:
+    plan_body = care_plan.body or {}
+    plan_definition = plan_definition_for(tx, plan_body)
+    patient_ref = (plan_body.get("subject") or {}).get("reference", "")
+    patient_type, _, patient_id = patient_ref.partition("/")
+    if patient_type != "Patient":
+        raise fhir_error(
+            422, "business-rule", "The CarePlan subject must be a Patient", "CarePlan.subject"
+        )
+    patient = tx.read("Patient", patient_id).body or {}
+    record = load_record(tx, patient, plan_body, plan_definition, at)
+    decision = decide(plan_definition, record, session, at)
+    outputs = build_outputs(decision, read_params(plan_definition), plan_body, session_refs or None)
+    existing = tx.get("GuidanceResponse", outputs.guidance_response["id"])
+    if existing is not None:  # the same evaluation at the same clock: answer as before
+        answer = stored_answer(tx, care_plan.id, decision.session_key)
+        if answer is not None:
+            return decision, answer
+    answer = _persist(tx, outputs, care_plan)
+    record_decision(decision.code)
+    return decision, answer
+
+
+def submit_session(tx: Tx, care_plan_id: str, bundle: Json, now: datetime) -> Json:
+    # Locked: two sessions of one plan are decided one after the other, never interleaved.
+    care_plan = tx.read("CarePlan", care_plan_id, lock=True)
+    plan_body = care_plan.body or {}
+    plan_definition_for(tx, plan_body)  # 422 unless the plan is on this protocol
+    session = _session_from(bundle)
+    answer = _existing_answer(tx, plan_body, session)
+    if answer is not None:
+        return answer
+    _check_plan_open(plan_body)
+    problems = check_session(session, plan_body, now)
+    if problems:
+        raise unprocessable(problems)
+    stored_session, refs = _store_session(tx, session, plan_body)
+    _, answer = decide_and_store(tx, care_plan, stored_session, session_clock(session), refs)
+    return answer
+
+
+def evaluate(tx: Tx, care_plan_id: str, at: datetime) -> Json:
+    care_plan = tx.read("CarePlan", care_plan_id, lock=True)
+    _check_plan_open(care_plan.body or {})
+    _, answer = decide_and_store(tx, care_plan, None, at, [])
+    return answer
+
+
+def parse_clock(text: str) -> datetime:
+    """An `at` parameter: a FHIR dateTime with time zone (the decision clock)."""
+    try:
+        low, _ = parse_range(text)
+    except ValueError as exc:
+        raise fhir_error(400, "invalid", f"at: {exc}") from None
+    return low.replace(tzinfo=UTC)
+
+
+# --- sessions that arrive as plain Observations or transaction Bundles ----------------------
+
+
+def validate_pain_observation(_tx: Tx, observation: Json) -> None:
+    """Hook for every stored Observation: a pain score outside 0-10 is refused (422)."""
+    codings = (observation.get("code") or {}).get("coding") or []
+    if any(c.get("code") == "72514-3" for c in codings):
+        problems = check_pain_observation(observation, "Observation")
+        if problems:
+            raise unprocessable(problems)
+
+
+def on_observations_written(tx: Tx, written: list[Stored]) -> None:
+    """Evaluate a session panel once it and all its repetitions are stored."""
+    for stored in written:
+        body = stored.body
+        if stored.type != "Observation" or body is None:
+            continue
+        if is_service_code(body, SESSION_CODE):
+            panels = [body]
+        else:
+            panels = tx.find(
+                "Observation",
+                [
+                    ("has-member", f"Observation/{stored.id}"),
+                    ("code", f"{CAREPLAN_CS}|{SESSION_CODE}"),
+                ],
+                limit=5,
+            )
+        for panel in panels:
+            _evaluate_complete_panel(tx, panel)
+
+
+def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
+    plan_refs = [
+        b["reference"].partition("/")[2]
+        for b in panel.get("basedOn", [])
+        if b.get("reference", "").startswith("CarePlan/")
+    ]
+    member_ids = [m.get("reference", "").partition("/")[2] for m in panel.get("hasMember", [])]
+    members = [tx.get("Observation", i) for i in member_ids]
+    if not plan_refs or not member_ids or any(m is None or m.deleted for m in members):
+        return  # not complete yet: the last repetition to arrive triggers the evaluation
+    session = Session.from_observations(panel, [m.body for m in members if m and m.body])
+    care_plan = tx.get("CarePlan", plan_refs[0], lock=True)
+    if care_plan is None or care_plan.deleted or care_plan.body is None:
+        return
+    key = identifier_key(panel) or f"Observation/{panel['id']}"
+    if tx.get("GuidanceResponse", resource_id(care_plan.id, key, "guidance-response")):
+        return  # already decided
+    _check_plan_open(care_plan.body)
+    problems = check_session(session, care_plan.body, datetime.now().astimezone())
+    problems = [p for p in problems if p.expression != "panel.identifier"]
+    if problems:
+        raise unprocessable(problems)
+    refs = [f"Observation/{panel['id']}", *(f"Observation/{i}" for i in member_ids)]
+    decide_and_store(tx, care_plan, session, session_clock(session), refs)

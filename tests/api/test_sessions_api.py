@@ -1,0 +1,187 @@
+"""Issue 4 over HTTP: $submit-session, $evaluate, sessions as plain Observations/transactions."""
+
+import copy
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from service.protocol.codes import PLAN_DEFINITION_URL
+from tests.api.helpers import store_snapshot
+from tests.api.scenario import (
+    created,
+    day,
+    decision_codes,
+    eligible_patient,
+    enrol,
+    part,
+    submit,
+)
+from tests.protocol import builders as b
+
+DISCLAIMER = "consult a doctor or a physiotherapist"
+
+
+@pytest.fixture
+def plan_id(client) -> str:
+    """An enrolled, eligible patient; the scenario clock starts 40 days ago."""
+    eligible_patient(client, day(0))
+    # $apply decides as of now; this patient was eligible at day 0 and enrols now.
+    eligible_patient(client)
+    return enrol(client)
+
+
+def test_wearing_off_session_continues(client, plan_id):
+    response = submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert decision_codes(answer)[:2] == ["continue", "R9"]
+    guidance = part(answer, "decision")
+    assert guidance["moduleCanonical"] == f"{PLAN_DEFINITION_URL}|1.0.0"
+    assert guidance["status"] == "success"
+    assert guidance["result"]["reference"] == f"CarePlan/{plan_id}"
+    assert guidance["meta"]["versionId"] == "1"
+    outputs = {p["name"] for p in guidance["contained"][0]["parameter"]}
+    assert {"decision", "level-current"} <= outputs
+    care_plan = part(answer, "carePlan")
+    assert care_plan["activity"][0]["detail"]["status"] == "in-progress"
+    provenance = created(answer, "Provenance")[0]
+    entities = {e["what"].get("reference") for e in provenance["entity"]}
+    assert any(ref and ref.startswith("Observation/") for ref in entities)
+    communication = created(answer, "CommunicationRequest")[0]
+    assert DISCLAIMER in communication["payload"][-1]["contentString"].lower()
+    # The decision is findable by search, e.g. by a scheduling system.
+    found = client.get(f"/fhir/GuidanceResponse?result=CarePlan/{plan_id}").json()
+    assert found["total"] == 1
+
+
+def test_resubmission_is_idempotent(client, app, plan_id):
+    first = submit(client, plan_id, [3, 2, 1, 1, 0], day(1)).json()
+    before = store_snapshot(app)
+    again = submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    assert again.status_code == 200
+    assert again.json() == first
+    assert store_snapshot(app) == before
+    other = submit(
+        client, plan_id, [3, 2, 1, 1, 0], day(2), sid=b.session_resources([1], day(1))[0]["id"]
+    )
+    assert other.status_code == 409
+
+
+def test_rising_session_holds_back_with_retry_window(client, plan_id):
+    submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    response = submit(client, plan_id, [1, 2, 4, 6], day(2))
+    answer = response.json()
+    assert decision_codes(answer)[:2] == ["hold-back", "R4"]
+    task = created(answer, "Task")[0]
+    session_day = day(2).date()
+    assert task["restriction"]["period"] == {
+        "start": (session_day + timedelta(days=7)).isoformat(),
+        "end": (session_day + timedelta(days=14)).isoformat(),
+    }
+    assert part(answer, "carePlan")["activity"][0]["detail"]["status"] == "on-hold"
+    assert created(answer, "DetectedIssue")
+    # A session before the window opens is stored and answered with the same hold.
+    early = submit(client, plan_id, [0, 0, 0, 0, 0], day(5)).json()
+    assert decision_codes(early)[0] == "hold-back"
+    # Once the window has opened, $evaluate resumes at level 1 (R11).
+    evaluated = client.post(
+        f"/fhir/CarePlan/{plan_id}/$evaluate",
+        json={
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "at", "valueDateTime": day(9).isoformat().replace("+00:00", "Z")}
+            ],
+        },
+    )
+    assert evaluated.status_code == 200, evaluated.text
+    assert "R11" in decision_codes(evaluated.json())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expression"),
+    [
+        (lambda e: e[1]["resource"]["valueQuantity"].update(value=11), "valueQuantity.value"),
+        (lambda e: e[1]["resource"]["valueQuantity"].update(value=-1), "valueQuantity.value"),
+        (lambda e: e[1]["resource"]["valueQuantity"].update(value=2.5), "valueQuantity.value"),
+        (lambda e: e[1]["resource"]["valueQuantity"].update(code="mm"), "valueQuantity"),
+        (lambda e: e[1]["resource"]["code"]["coding"][0].update(code="1234-5"), "code"),
+        (lambda e: e[2]["resource"]["component"][0].update(valueInteger=1), "component"),
+        (lambda e: e[1]["resource"].update(effectiveDateTime="2999-01-01T00:00:00Z"), "effective"),
+        (lambda e: e[0]["resource"].update(subject={"reference": "Patient/other"}), "subject"),
+        (lambda e: e[0]["resource"].pop("identifier"), "identifier"),
+    ],
+)
+def test_bad_clinical_input_is_refused(client, app, plan_id, mutate, expression):
+    bundle = b.session_bundle([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    mutate(bundle["entry"])
+    before = store_snapshot(app)
+    response = client.post(f"/fhir/CarePlan/{plan_id}/$submit-session", json=bundle)
+    assert response.status_code == 422, response.text
+    issues = response.json()["issue"]
+    assert any(expression in i["expression"][0] for i in issues), issues
+    assert store_snapshot(app) == before
+
+
+def test_session_for_a_plan_not_on_this_protocol(client, app):
+    eligible_patient(client)
+    other = {
+        "resourceType": "CarePlan",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": f"Patient/{b.PATIENT_ID}"},
+    }
+    plan_id = client.post("/fhir/CarePlan", json=other).json()["id"]
+    before = store_snapshot(app)
+    response = submit(client, plan_id, [1, 1, 1], day(1))
+    assert response.status_code == 422
+    assert store_snapshot(app) == before
+
+
+def test_session_on_a_stopped_plan(client, app, plan_id):
+    plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
+    plan["status"] = "revoked"
+    assert client.put(f"/fhir/CarePlan/{plan_id}", json=plan).status_code == 200
+    before = store_snapshot(app)
+    assert submit(client, plan_id, [1, 1, 1], day(1)).status_code == 422
+    assert store_snapshot(app) == before
+
+
+def test_unknown_care_plan_is_404(client):
+    assert submit(client, "nope", [1, 1, 1], day(1)).status_code == 404
+
+
+def test_session_as_a_transaction_bundle_is_evaluated(client, plan_id):
+    bundle = b.session_bundle([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    transaction = copy.deepcopy(bundle)
+    transaction["type"] = "transaction"
+    for entry in transaction["entry"]:
+        entry["request"] = {"method": "POST", "url": "Observation"}
+    response = client.post("/fhir", json=transaction)
+    assert response.status_code == 200, response.text
+    found = client.get(f"/fhir/GuidanceResponse?result=CarePlan/{plan_id}").json()
+    assert found["total"] == 1
+    codes = [c["code"] for rc in found["entry"][0]["resource"]["reasonCode"] for c in rc["coding"]]
+    assert codes[0] == "continue"
+
+
+def test_session_as_plain_observations_is_evaluated_once_complete(client, plan_id):
+    panel, members = b.session_resources([1, 2, 4, 6], day(1), care_plan_id=plan_id)
+    for member in members:
+        assert client.put(f"/fhir/Observation/{member['id']}", json=member).status_code == 201
+    search = f"/fhir/GuidanceResponse?result=CarePlan/{plan_id}"
+    assert client.get(search).json()["total"] == 0
+    assert client.put(f"/fhir/Observation/{panel['id']}", json=panel).status_code == 201
+    found = client.get(search).json()
+    assert found["total"] == 1
+    assert client.get(f"/fhir/CarePlan/{plan_id}").json()["activity"][0]["detail"]["status"] == (
+        "on-hold"
+    )
+
+
+def test_pain_score_out_of_range_as_plain_observation(client, app):
+    eligible_patient(client)
+    obs = b.daily_pain(datetime.now(UTC) - timedelta(hours=1), 3)
+    obs["valueQuantity"]["value"] = 12
+    before = store_snapshot(app)
+    assert client.post("/fhir/Observation", json=obs).status_code == 422
+    assert store_snapshot(app) == before
