@@ -83,6 +83,33 @@ def _load_protocol(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from service.fhir.errors import FhirError
+    from service.main import prepare_database
+    from service.replay import replay
+    from service.store.repository import Store
+
+    settings = get_settings().model_copy(update={"migrate_on_start": False})
+    store = Store(prepare_database(settings))
+    try:
+        results = replay(store, args.care_plan, args.plan_version)
+    except FhirError as exc:
+        print(f"careplan replay: {exc}", file=sys.stderr)
+        return 2
+    for item in results:
+        if args.json:
+            print(json.dumps(item.__dict__ | {"changed": item.changed}))
+        else:
+            mark = "CHANGED" if item.changed else ""
+            print(
+                f"{item.clock}  {item.session:<40} stored={item.stored or '-':<22} "
+                f"replayed={item.replayed:<22} {','.join(item.rules):<12} {mark}"
+            )
+    changed = sum(item.changed for item in results)
+    print(f"{len(results)} sessions replayed, {changed} decisions differ", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="careplan", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "load-protocol", help="load the shipped protocol definitions (idempotent)"
     ).set_defaults(func=_load_protocol)
+    replay = commands.add_parser(
+        "replay", help="replay a CarePlan's stored sessions against a PlanDefinition version"
+    )
+    replay.add_argument("--care-plan", required=True, help="CarePlan id")
+    replay.add_argument("--plan-version", help="PlanDefinition version (default: the plan's own)")
+    replay.add_argument("--json", action="store_true", help="one JSON object per line")
+    replay.set_defaults(func=_replay)
     return parser
 
 

@@ -89,7 +89,8 @@ def history(
             "url": entry.type if entry.method == "POST" else f"{entry.type}/{entry.id}",
         }
         item["response"] = {
-            "status": _STATUS.get(entry.method, "200 OK"),
+            # A PUT that made version 1 created the resource.
+            "status": "201 Created" if entry.version == 1 else _STATUS.get(entry.method, "200 OK"),
             "etag": f'W/"{entry.version}"',
             "lastModified": format_instant(entry.last_updated),
         }

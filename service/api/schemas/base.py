@@ -72,7 +72,10 @@ Decimal = float
 def one_of(*groups: tuple[str, ...]) -> dict[str, Any]:
     """json_schema_extra for choice elements: at most one variant of each ``x[x]`` group."""
     pairs = [
-        {"required": [a, b]} for group in groups for i, a in enumerate(group) for b in group[i + 1 :]
+        {"required": [a, b]}
+        for group in groups
+        for i, a in enumerate(group)
+        for b in group[i + 1 :]
     ]
     return {"not": {"anyOf": pairs}} if pairs else {}
 
@@ -229,9 +232,9 @@ class Timing(Element):
 
 
 class HumanName(Element):
-    use: (
-        Literal["usual", "official", "temp", "nickname", "anonymous", "old", "maiden"] | Skip
-    ) = None
+    use: Literal["usual", "official", "temp", "nickname", "anonymous", "old", "maiden"] | Skip = (
+        None
+    )
     text: String | Skip = None
     family: String | Skip = None
     given: list[String] | Skip = Field(None, min_length=1)

@@ -52,7 +52,9 @@ _EXTRA_DOC = (
     "request schema lists the elements this service reads."
 )
 PublicationStatus = Literal["draft", "active", "retired", "unknown"]
-RequestStatus = Literal["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"]
+RequestStatus = Literal[
+    "draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"
+]
 RequestIntent = Literal[
     "proposal",
     "plan",

@@ -1,0 +1,10 @@
+"""Slim, typed models of the FHIR resources this service reads and returns (OpenAPI contract).
+
+DESIGN.md section 2: the fhir.resources classes make a useless OpenAPI document, so the
+contract is made of these models; routes still validate raw bodies with the R4B models.
+"""
+
+from service.api.schemas.openapi import component_schemas, input_name, searchset_name
+from service.api.schemas.resources import STORED_TYPES
+
+__all__ = ["STORED_TYPES", "component_schemas", "input_name", "searchset_name"]
