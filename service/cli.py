@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from service.settings import get_settings
 
 OPENAPI_PATH = Path("openapi/openapi.json")
@@ -13,7 +15,17 @@ OPENAPI_PATH = Path("openapi/openapi.json")
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.main import prepare_database
+    from service.observability import configure_logging
+
     settings = get_settings()
+    configure_logging(settings.log_level)
+    # Fail fast, before uvicorn starts: a wrong URL, a database that stays down through the
+    # bounded retries or a schema behind the code ends here with one line and exit code 2
+    # (main() prints the StartupError). With CAREPLAN_MIGRATE_ON_START this also migrates,
+    # once, before any worker starts. The lifespan checks again (the database may go away in
+    # between); uvicorn then exits with code 3.
+    prepare_database(settings).dispose()
     uvicorn.run(
         "service.main:create_app",
         factory=True,
@@ -32,19 +44,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(_args: argparse.Namespace) -> int:
-    from service.main import StartupError, wait_for_database
+    from service.main import check_schema, connect_database
+    from service.observability import configure_logging
     from service.store import migrations
-    from service.store.db import create_db_engine
 
     settings = get_settings()
-    engine = create_db_engine(settings.database_url)
+    configure_logging(settings.log_level)
+    engine = connect_database(settings)
     try:
-        wait_for_database(engine, settings.db_connect_retries, settings.db_connect_backoff_seconds)
-    except StartupError as exc:
-        print(f"careplan migrate: {exc}", file=sys.stderr)
-        return 2
-    migrations.upgrade(engine)
-    print(f"database at revision {migrations.current_revision(engine)}")
+        check_schema(engine, migrate=True)
+        print(f"database at revision {migrations.current_revision(engine)}")
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -136,9 +147,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _settings_problem(exc: ValidationError) -> str:
+    return "; ".join(
+        f"CAREPLAN_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+        for error in exc.errors()
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Start-up problems end with one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    from service.main import StartupError
+
+    try:
+        return int(args.func(args))
+    except StartupError as exc:
+        print(f"careplan {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        print(
+            f"careplan {args.command}: invalid configuration: {_settings_problem(exc)}",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

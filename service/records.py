@@ -12,6 +12,7 @@ from typing import Any
 from service.fhir.dates import format_instant
 from service.fhir.errors import fhir_error
 from service.protocol.codes import CAREPLAN_CS, PLAN_DEFINITION_URL
+from service.protocol.fhirdata import code_in
 from service.protocol.inputs import REPETITION_INDEX, PatientRecord
 from service.protocol.parameters import lookback_days, read_params
 from service.store.repository import Tx
@@ -62,20 +63,25 @@ def load_record(
         "Observation", [*window, ("component-code:not", f"{CAREPLAN_CS}|{REPETITION_INDEX}")]
     )
     seen = {o["id"] for o in observations}
-    for code in _STATE_CODES:
-        for latest in tx.find(
-            "Observation",
-            [
-                ("patient", patient_ref),
-                ("code", f"{CAREPLAN_CS}|{code}"),
-                ("date", f"le{until}"),
-                ("_sort", "-date"),
-            ],
-            limit=1,
-        ):
-            if latest["id"] not in seen:
-                observations.append(latest)
-                seen.add(latest["id"])
+    # State is asserted rarely (a phase, a programme start, a screen), so one query for all
+    # of it is small; the latest of each code counts whatever its age.
+    state_codes = ",".join(f"{CAREPLAN_CS}|{code}" for code in _STATE_CODES)
+    state = tx.find(
+        "Observation",
+        [
+            ("patient", patient_ref),
+            ("code", state_codes),
+            ("date", f"le{until}"),
+            ("_sort", "-date"),
+        ],
+        limit=500,
+    )
+    latest: dict[str, Json] = {}
+    for observation in state:  # newest first
+        code = code_in(observation.get("code"), CAREPLAN_CS)
+        if code is not None:
+            latest.setdefault(code, observation)
+    observations.extend(o for o in latest.values() if o["id"] not in seen)
     conditions = tx.find("Condition", [("patient", patient_ref)], limit=200)
     responses = tx.find(
         "QuestionnaireResponse",
@@ -97,12 +103,16 @@ def load_record(
 def _stored_decisions(tx: Tx, care_plan: Json | None, since: str, until: str) -> list[Json]:
     if care_plan is None or "id" not in care_plan:
         return []
-    result = ("result", f"CarePlan/{care_plan['id']}")
+    scope = [("result", f"CarePlan/{care_plan['id']}")]
+    patient = (care_plan.get("subject") or {}).get("reference")
+    if patient:
+        scope.append(("patient", patient))  # lets the patient's date index drive the query
     decisions = tx.find(
-        "GuidanceResponse", [result, ("date", f"ge{since}"), ("date", f"le{until}")]
+        "GuidanceResponse", [*scope, ("date", f"ge{since}"), ("date", f"le{until}")]
     )
-    latest = tx.find(
-        "GuidanceResponse", [result, ("date", f"le{until}"), ("_sort", "-date")], limit=1
+    if decisions:
+        return decisions
+    # Nothing recent: the plan's last decision, however old, still carries its state.
+    return tx.find(
+        "GuidanceResponse", [*scope, ("date", f"le{until}"), ("_sort", "-date")], limit=1
     )
-    ids = {d["id"] for d in decisions}
-    return decisions + [d for d in latest if d["id"] not in ids]

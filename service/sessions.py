@@ -60,7 +60,7 @@ def _check_plan_open(care_plan: Json) -> None:
 
 
 def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, list[str]]:
-    """Store the repetitions, then the panel pointing at them; returns the stored session."""
+    """Store the repetitions and the panel pointing at them; returns the stored session."""
     plan_ref = {"reference": f"CarePlan/{care_plan['id']}"}
     subject = care_plan.get("subject")
     members: list[Json] = []
@@ -68,14 +68,16 @@ def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, 
         body = {k: v for k, v in member.items() if k != "id"}
         body.setdefault("subject", subject)
         body.setdefault("basedOn", [plan_ref])
-        members.append(tx.create(body, str(uuid.uuid4())).body or {})
+        members.append({**body, "id": str(uuid.uuid4())})
     panel = {k: v for k, v in session.panel.items() if k != "id"}
     panel["hasMember"] = [{"reference": f"Observation/{m['id']}"} for m in members]
     panel.setdefault("subject", subject)
     panel.setdefault("basedOn", [plan_ref])
-    stored_panel = tx.create(panel, str(uuid.uuid4())).body or {}
-    refs = [f"Observation/{stored_panel['id']}"] + [f"Observation/{m['id']}" for m in members]
-    return Session.from_observations(stored_panel, members), refs
+    panel["id"] = str(uuid.uuid4())
+    stored = [s.body or {} for s in tx.create_many([(r, r["id"]) for r in [*members, panel]])]
+    stored_panel, stored_members = stored[-1], stored[:-1]
+    refs = [f"Observation/{m['id']}" for m in [stored_panel, *stored_members]]
+    return Session.from_observations(stored_panel, stored_members), refs
 
 
 def _existing_answer(tx: Tx, care_plan: Json, session: Session) -> Json | None:
@@ -129,18 +131,23 @@ def stored_answer(tx: Tx, care_plan_id: str, session_key: str) -> Json | None:
 
 def _persist(tx: Tx, outputs: DecisionOutputs, care_plan: Stored) -> Json:
     """Write the decision's resources and answer with what was stored (ids, meta)."""
-    guidance = tx.create(outputs.guidance_response, outputs.guidance_response["id"])
-    created = [tx.create(r, r["id"]).body or {} for r in outputs.created]
+    written = tx.create_many([(r, r["id"]) for r in [outputs.guidance_response, *outputs.created]])
     # Optimistic on the version read at the start: a concurrent change makes the unit retry.
     updated, _ = tx.update(outputs.care_plan, care_plan.id, care_plan.version)
-    return parameters(guidance.body or {}, updated.body or {}, created)
+    bodies = [w.body or {} for w in written]
+    return parameters(bodies[0], updated.body or {}, bodies[1:])
 
 
 def decide_and_store(
-    tx: Tx, care_plan: Stored, session: Session | None, at: datetime, session_refs: list[str]
+    tx: Tx,
+    care_plan: Stored,
+    session: Session | None,
+    at: datetime,
+    session_refs: list[str],
+    plan_definition: Json | None = None,
 ) -> tuple[Decision, Json]:
     plan_body = care_plan.body or {}
-    plan_definition = plan_definition_for(tx, plan_body)
+    plan_definition = plan_definition or plan_definition_for(tx, plan_body)
     patient_ref = (plan_body.get("subject") or {}).get("reference", "")
     patient_type, _, patient_id = patient_ref.partition("/")
     if patient_type != "Patient":
@@ -165,7 +172,7 @@ def submit_session(tx: Tx, care_plan_id: str, bundle: Json, now: datetime) -> Js
     # Locked: two sessions of one plan are decided one after the other, never interleaved.
     care_plan = tx.read("CarePlan", care_plan_id, lock=True)
     plan_body = care_plan.body or {}
-    plan_definition_for(tx, plan_body)  # 422 unless the plan is on this protocol
+    plan_definition = plan_definition_for(tx, plan_body)  # 422 unless on this protocol
     session = _session_from(bundle)
     answer = _existing_answer(tx, plan_body, session)
     if answer is not None:
@@ -175,7 +182,8 @@ def submit_session(tx: Tx, care_plan_id: str, bundle: Json, now: datetime) -> Js
     if problems:
         raise unprocessable(problems)
     stored_session, refs = _store_session(tx, session, plan_body)
-    _, answer = decide_and_store(tx, care_plan, stored_session, session_clock(session), refs)
+    clock = session_clock(session)
+    _, answer = decide_and_store(tx, care_plan, stored_session, clock, refs, plan_definition)
     return answer
 
 

@@ -144,4 +144,14 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
                         continue
                     seen.add(key)
                     rows.setdefault(kind, []).append({"param": param.name, **row})
+    compartment = next(
+        (
+            f"Patient/{r['target_id']}"
+            for r in rows.get("reference", [])
+            if r["param"] == "patient" and r["target_type"] == "Patient"
+        ),
+        None,
+    )
+    for row in rows.get("date", []):
+        row["compartment"] = compartment
     return rows

@@ -47,6 +47,14 @@ def _token_condition(table: sa.Table, value: str) -> sa.ColumnElement[bool]:
     return table.c.code == value
 
 
+def _widen(moment: datetime, days: int) -> datetime:
+    """moment +/- days, clamped to the representable range (year 1 and 9999 overflow)."""
+    try:
+        return moment + timedelta(days=days)
+    except OverflowError:
+        return MAX_DT if days > 0 else MIN_DT
+
+
 def _date_condition(table: sa.Table, value: str, name: str) -> sa.ColumnElement[bool]:
     prefix, text = _split_prefix(value)
     try:
@@ -71,9 +79,7 @@ def _date_condition(table: sa.Table, value: str, name: str) -> sa.ColumnElement[
     if prefix == "eb":
         return hi < low
     # ap: overlap with the value widened by a day on each side.
-    return sa.and_(
-        lo <= min(high + timedelta(days=1), MAX_DT), hi >= max(low - timedelta(days=1), MIN_DT)
-    )
+    return sa.and_(lo <= _widen(high, 1), hi >= _widen(low, -1))
 
 
 def _number(text: str, name: str) -> float:
@@ -192,7 +198,7 @@ def _envelope_condition(clause: Clause) -> sa.ColumnElement[bool]:
                 "eb": col < low,
                 "ge": col >= low,
                 "le": col <= high,
-                "ap": sa.and_(col >= low - timedelta(days=1), col <= high + timedelta(days=1)),
+                "ap": sa.and_(col >= _widen(low, -1), col <= _widen(high, 1)),
             }[prefix]
         )
     return sa.or_(*ors)
@@ -213,12 +219,92 @@ def clause_condition(clause: Clause) -> sa.ColumnElement[bool]:
     return _exists(clause.param, sa.or_(*(_value_condition(clause, v) for v in clause.values)))
 
 
-def where_clauses(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
-    return [
-        resource.c.res_type == query.resource_type,
-        resource.c.deleted.is_(False),
-        *(clause_condition(c) for c in query.clauses),
+def _driver_rank(clause: Clause) -> int | None:
+    """How selective a clause is likely to be as the index lookup that drives the query.
+
+    SQLite evaluates a correlated EXISTS once per candidate row, so without a driver every
+    search would walk all resources of the type. The driver becomes ``seq IN (index lookup)``
+    and the other clauses are checked per candidate; lower rank = more selective.
+    """
+    param = clause.param
+    if clause.modifier in ("missing", "not") or param.name in ("_id", "_lastUpdated"):
+        return None
+    if param.name == "identifier":
+        return 0
+    if param.type == "uri" or (param.type == "token" and all("|" in v for v in clause.values)):
+        return 1
+    return {"reference": 2, "token": 3, "date": 4}.get(param.type, 5)
+
+
+def _in_driver(clause: Clause) -> sa.ColumnElement[bool]:
+    table = INDEX_TABLES[_kind(clause.param)]
+    lookup = sa.select(table.c.resource_seq).where(
+        table.c.param == clause.param.name,
+        sa.or_(*(_value_condition(clause, v) for v in clause.values)),
+    )
+    return resource.c.seq.in_(lookup)
+
+
+def _compartment_date_driver(
+    query: SearchQuery,
+) -> tuple[sa.ColumnElement[bool], list[Clause]] | None:
+    """patient=Patient/x plus date bounds: one range scan of that patient's dated rows.
+
+    This keeps a decision's record window as cheap for a patient with 10,000 stored sessions
+    as for one with a single session (the index is on param, compartment, high).
+    """
+    patient = next(
+        (
+            c
+            for c in query.clauses
+            if c.param.name in ("patient", "subject")
+            and c.modifier is None
+            and len(c.values) == 1
+            and c.values[0].startswith("Patient/")
+        ),
+        None,
+    )
+    dates = [
+        c
+        for c in query.clauses
+        if c.param.type == "date"
+        and c.modifier is None
+        and len(c.values) == 1
+        and c.param.name != "_lastUpdated"
     ]
+    if patient is None or not dates or len({c.param.name for c in dates}) != 1:
+        return None
+    if not any(
+        c.values[0][:2] in ("ge", "gt", "eq", "sa") or c.values[0][:1].isdigit() for c in dates
+    ):
+        return None  # no lower bound: the range would run over the whole history
+    table = INDEX_TABLES["date"]
+    lookup = sa.select(table.c.resource_seq).where(
+        table.c.param == dates[0].param.name,
+        table.c.compartment == patient.values[0],
+        *(_value_condition(c, c.values[0]) for c in dates),
+    )
+    return resource.c.seq.in_(lookup), [patient, *dates]
+
+
+def where_clauses(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
+    conditions = [resource.c.res_type == query.resource_type, resource.c.deleted.is_(False)]
+    remaining = list(query.clauses)
+    compartment = _compartment_date_driver(query)
+    if compartment is not None:
+        driver, covered = compartment
+        conditions.append(driver)
+        # The patient clause is implied by the compartment; dates are in the driver.
+        remaining = [c for c in remaining if c not in covered]
+    else:
+        ranked = [
+            (rank, i) for i, c in enumerate(remaining) if (rank := _driver_rank(c)) is not None
+        ]
+        if ranked:
+            _, index = min(ranked)
+            conditions.append(_in_driver(remaining.pop(index)))
+    conditions.extend(clause_condition(c) for c in remaining)
+    return conditions
 
 
 # --- ordering and keyset paging -------------------------------------------------------------

@@ -20,6 +20,7 @@ from service.fhir.dates import format_instant, utc_now
 from service.fhir.errors import fhir_error
 from service.fhir.indexing import index_rows
 from service.fhir.search import SearchQuery, parse_search
+from service.observability import record_db_error
 from service.store import query as q
 from service.store.db import is_sqlite
 from service.store.tables import (
@@ -78,6 +79,18 @@ def criteria_key(resource_type: str, items: list[tuple[str, str]]) -> str:
     return hashlib.sha256(f"{resource_type}?{normalized}".encode()).hexdigest()
 
 
+def _operational_kind(exc: OperationalError) -> str:
+    """A fixed metric label for an OperationalError (never its message)."""
+    text = str(exc.orig).lower()
+    if "locked" in text or "busy" in text:
+        return "locked"
+    if "timeout" in text or "timed out" in text or "canceling statement" in text:
+        return "timeout"
+    if exc.connection_invalidated or "connect" in text or "closed" in text:
+        return "connect"
+    return "operational"
+
+
 class Store:
     def __init__(self, engine: Engine, retries: int = 5) -> None:
         self.engine = engine
@@ -93,12 +106,14 @@ class Store:
                         return unit(Tx(conn))
             except (IntegrityError, RetryTransaction):
                 if attempt == self.retries - 1:
+                    record_db_error("conflict")
                     raise fhir_error(409, "conflict", "Concurrent update, please retry") from None
                 time.sleep(0.005 * (attempt + 1))
             except OperationalError as exc:
                 if "locked" in str(exc).lower() and attempt < self.retries - 1:
                     time.sleep(0.05 * (attempt + 1))
                     continue
+                record_db_error(_operational_kind(exc))
                 raise fhir_error(
                     503, "transient", "The database is unavailable", headers={"Retry-After": "1"}
                 ) from None
@@ -161,6 +176,48 @@ class Tx:
 
     # --- writes ----------------------------------------------------------------------------
 
+    def create_many(self, bodies: list[tuple[dict[str, Any], str]]) -> list[Stored]:
+        """Create several new resources (body, id) with one statement per table.
+
+        A session is ten or so resources; batching them saves most of the per-statement cost.
+        """
+        if not bodies:
+            return []
+        now = utc_now().replace(tzinfo=None)
+        finals = [_with_meta(body, rid, 1, now) for body, rid in bodies]
+        rows = [
+            {
+                "res_type": f["resourceType"],
+                "res_id": f["id"],
+                "version": 1,
+                "last_updated": now,
+                "deleted": False,
+                "body": f,
+            }
+            for f in finals
+        ]
+        seqs = (
+            self.conn.execute(
+                resource.insert().returning(resource.c.seq, sort_by_parameter_order=True), rows
+            )
+            .scalars()
+            .all()
+        )
+        self.conn.execute(
+            resource_history.insert(),
+            [{**{k: v for k, v in r.items()}, "method": "POST"} for r in rows],
+        )
+        index: dict[str, list[dict[str, Any]]] = {}
+        for seq, final in zip(seqs, finals, strict=True):
+            for kind, kind_rows in index_rows(final).items():
+                index.setdefault(kind, []).extend({"resource_seq": seq, **r} for r in kind_rows)
+        for kind, kind_rows in index.items():
+            self.conn.execute(INDEX_TABLES[kind].insert(), kind_rows)
+        return [
+            Stored(seq, f["resourceType"], f["id"], 1, now, False, f)
+            for seq, f in zip(seqs, finals, strict=True)
+        ]
+
     def create(self, body: dict[str, Any], resource_id: str | None = None) -> Stored:
         resource_type = body["resourceType"]
         new_id = resource_id or str(uuid.uuid4())
@@ -194,15 +251,28 @@ class Tx:
             )
         ).first()
         if existing is not None:
-            # The resource it pointed at no longer matches: the key is stale, take it over.
-            self.conn.execute(
+            holder = existing.resource_seq
+            still_matches = self.conn.execute(
+                sa.select(resource.c.seq).where(
+                    *q.where_clauses(criteria), resource.c.seq == holder
+                )
+            ).first()
+            if still_matches is not None:
+                # A parallel create committed after our search: redo, and find its resource.
+                raise RetryTransaction()
+            # The resource it pointed at no longer matches: the key is stale, take it over
+            # (compare-and-set, so two takers cannot both win).
+            result = self.conn.execute(
                 conditional_key.update()
                 .where(
                     conditional_key.c.res_type == criteria.resource_type,
                     conditional_key.c.criteria == key,
+                    conditional_key.c.resource_seq == holder,
                 )
                 .values(resource_seq=created.seq)
             )
+            if result.rowcount != 1:
+                raise RetryTransaction()
         else:
             self.conn.execute(
                 conditional_key.insert().values(

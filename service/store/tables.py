@@ -98,7 +98,13 @@ idx_date = _index_table(
     "idx_date",
     sa.Column("low", sa.DateTime, nullable=False),
     sa.Column("high", sa.DateTime, nullable=False),
-    indexes=(sa.Index("ix_idx_date_lookup", "param", "low", "high"),),
+    # "Patient/<id>" for resources in a patient's compartment: a patient's record window is
+    # one index range scan, whatever the size of their history.
+    sa.Column("compartment", sa.String(80), nullable=True),
+    indexes=(
+        sa.Index("ix_idx_date_lookup", "param", "low", "high"),
+        sa.Index("ix_idx_date_compartment", "param", "compartment", "high"),
+    ),
 )
 
 idx_quantity = _index_table(
