@@ -18,10 +18,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -44,8 +45,17 @@ def free_port() -> int:
 @contextmanager
 def server(app: str, env: dict[str, str], factory: bool) -> Iterator[str]:
     port = free_port()
-    args = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning",
-            "--no-access-log"]
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     if factory:
         args.append("--factory")
     proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env})
@@ -72,7 +82,11 @@ def enrol_patients(url: str, count: int) -> tuple[list[str], str]:
             pid = f"{prefix}{k}"
             client.put(f"/fhir/Patient/{pid}", json={**b.patient(), "id": pid}).raise_for_status()
             for obs in b.eligible_state(BASE):
-                obs = {**obs, "id": f"{pid}-{obs['id']}", "subject": {"reference": f"Patient/{pid}"}}
+                obs = {
+                    **obs,
+                    "id": f"{pid}-{obs['id']}",
+                    "subject": {"reference": f"Patient/{pid}"},
+                }
                 client.put(f"/fhir/Observation/{obs['id']}", json=obs).raise_for_status()
             applied = client.get(
                 f"/fhir/PlanDefinition/flexion-in-lying-protocol/$apply?subject=Patient/{pid}"
@@ -93,16 +107,31 @@ def _ms(text: str) -> float:
 def wrk(url: str, connections: int, duration: int, env: dict[str, str]) -> dict[str, float]:
     threads = min(connections, 2)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
-         "-s", str(ROOT / "bench" / "session.lua"), url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(ROOT / "bench" / "session.lua"),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, **env, "BENCH_THREADS": str(threads)},
     ).stdout
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
     p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "errors": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 def postgres_schema(url: str) -> str:
@@ -134,8 +163,12 @@ def main() -> int:
         env = {"CAREPLAN_DATABASE_URL": db_url, "CAREPLAN_LOG_LEVEL": "WARNING"}
         with server("service.main:create_app", env, factory=True) as url:
             plans, prefix = enrol_patients(url, args.plans)
-            load_env = {"BENCH_PLANS": ",".join(plans), "BENCH_PATIENT_PREFIX": prefix,
-                        "BENCH_BASE": base_epoch, "BENCH_PATH": "submit"}
+            load_env = {
+                "BENCH_PLANS": ",".join(plans),
+                "BENCH_PATIENT_PREFIX": prefix,
+                "BENCH_BASE": base_epoch,
+                "BENCH_PATH": "submit",
+            }
             for connections in (1, 8):
                 key = f"{name}_c{connections}"
                 results[key] = wrk(url, connections, args.duration, load_env)
@@ -150,11 +183,16 @@ def main() -> int:
             print(key, results[key], flush=True)
     for name in backends:
         for connections in (1, 8):
-            ratio = results[f"{name}_c{connections}"]["rps"] / results[f"bare_c{connections}"]["rps"]
+            ratio = (
+                results[f"{name}_c{connections}"]["rps"] / results[f"bare_c{connections}"]["rps"]
+            )
             results[f"{name}_c{connections}"]["vs_bare"] = round(ratio, 3)
     if "postgres" in backends:
         for connections in (1, 8):
-            ratio = results[f"postgres_c{connections}"]["rps"] / results[f"sqlite_c{connections}"]["rps"]
+            ratio = (
+                results[f"postgres_c{connections}"]["rps"]
+                / results[f"sqlite_c{connections}"]["rps"]
+            )
             results[f"postgres_c{connections}"]["vs_sqlite"] = round(ratio, 3)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

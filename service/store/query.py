@@ -288,12 +288,12 @@ def _compartment_date_driver(
 
 
 def where_clauses(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
-    conditions = [resource.c.res_type == query.resource_type, resource.c.deleted.is_(False)]
+    conditions = [resource.c.deleted.is_(False)]
     remaining = list(query.clauses)
+    driver: sa.ColumnElement[bool] | None = None
     compartment = _compartment_date_driver(query)
     if compartment is not None:
         driver, covered = compartment
-        conditions.append(driver)
         # The patient clause is implied by the compartment; dates are in the driver.
         remaining = [c for c in remaining if c not in covered]
     else:
@@ -302,7 +302,13 @@ def where_clauses(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
         ]
         if ranked:
             _, index = min(ranked)
-            conditions.append(_in_driver(remaining.pop(index)))
+            driver = _in_driver(remaining.pop(index))
+    if driver is not None:
+        # `res_type || ''` keeps SQLite from walking the type index instead of looking the
+        # driver's rows up by primary key; PostgreSQL plans it the same either way.
+        conditions += [driver, resource.c.res_type.concat("") == query.resource_type]
+    else:
+        conditions.append(resource.c.res_type == query.resource_type)
     conditions.extend(clause_condition(c) for c in remaining)
     return conditions
 

@@ -50,7 +50,12 @@ resource_history = sa.Table(
 )
 
 
-def _index_table(name: str, *columns: sa.Column, indexes: tuple[sa.Index, ...] = ()) -> sa.Table:
+def _index_table(
+    name: str,
+    *columns: sa.Column,
+    indexes: tuple[sa.Index, ...] = (),
+    seq_columns: tuple[str, ...] = (),
+) -> sa.Table:
     return sa.Table(
         name,
         metadata,
@@ -60,10 +65,13 @@ def _index_table(name: str, *columns: sa.Column, indexes: tuple[sa.Index, ...] =
             BigId,
             sa.ForeignKey("resource.seq", ondelete="CASCADE"),
             nullable=False,
-            index=True,
         ),
         sa.Column("param", sa.String(64), nullable=False),
         *columns,
+        # Per-candidate checks look up (resource, param, values...). It names at least as many
+        # columns as the value index, so SQLite's planner (which counts equality columns)
+        # prefers it instead of walking every row of the value index.
+        sa.Index(f"ix_{name}_seq_param", "resource_seq", "param", *seq_columns),
         *indexes,
     )
 
@@ -73,6 +81,7 @@ idx_token = _index_table(
     sa.Column("system", sa.String(255), nullable=True),
     sa.Column("code", sa.String(512), nullable=False),
     indexes=(sa.Index("ix_idx_token_lookup", "param", "code", "system"),),
+    seq_columns=("code", "system"),
 )
 
 idx_string = _index_table(
@@ -80,6 +89,7 @@ idx_string = _index_table(
     sa.Column("value_norm", sa.String(512), nullable=False),
     sa.Column("value_exact", sa.String(512), nullable=False),
     indexes=(sa.Index("ix_idx_string_lookup", "param", "value_norm"),),
+    seq_columns=("value_norm",),
 )
 
 idx_reference = _index_table(
@@ -92,6 +102,7 @@ idx_reference = _index_table(
         sa.Index("ix_idx_reference_target", "param", "target_id", "target_type"),
         sa.Index("ix_idx_reference_url", "param", "target_url"),
     ),
+    seq_columns=("target_id", "target_type"),
 )
 
 idx_date = _index_table(
@@ -105,6 +116,7 @@ idx_date = _index_table(
         sa.Index("ix_idx_date_lookup", "param", "low", "high"),
         sa.Index("ix_idx_date_compartment", "param", "compartment", "high"),
     ),
+    seq_columns=("low", "high"),
 )
 
 idx_quantity = _index_table(
@@ -113,6 +125,7 @@ idx_quantity = _index_table(
     sa.Column("system", sa.String(255), nullable=True),
     sa.Column("code", sa.String(64), nullable=True),
     indexes=(sa.Index("ix_idx_quantity_lookup", "param", "value"),),
+    seq_columns=("value",),
 )
 
 # Makes conditional create race-free: the second of two identical If-None-Exist creates

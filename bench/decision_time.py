@@ -1,0 +1,111 @@
+"""Decision time for patients with 1, 120 (a full 30-day window) and N (10,000) sessions.
+
+    .venv/bin/python bench/decision_time.py [--sessions 10000] [--database-url URL]
+
+Each patient's history is built through the real submission path (4 sessions a day, so
+10,000 sessions span about seven years, and 120 fill the 30-day look-back window). Then a new
+session is submitted for each patient many times, each time in a transaction that is rolled
+back, so every measurement sees the same state.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service import sessions  # noqa: E402
+from service.knowledge import load_definitions, shipped_definitions  # noqa: E402
+from service.protocol.apply import apply_plan  # noqa: E402
+from service.protocol.inputs import PatientRecord  # noqa: E402
+from service.store import migrations  # noqa: E402
+from service.store.db import create_db_engine  # noqa: E402
+from service.store.repository import Store, Tx  # noqa: E402
+from tests.protocol import builders as b  # noqa: E402
+
+START = datetime(2019, 1, 1, 8, tzinfo=UTC)
+
+
+def enrol(store: Store, patient_id: str) -> str:
+    def unit(tx: Tx) -> str:
+        tx.create({**b.patient(), "id": patient_id}, patient_id)
+        for obs in b.eligible_state(START):
+            obs = {**obs, "subject": {"reference": f"Patient/{patient_id}"}}
+            tx.create(obs, f"{patient_id}-{obs['id']}")
+        plan = tx.find("PlanDefinition", [("url", b.PLAN_DEFINITION_URL)], 1)[0]
+        record = PatientRecord(patient={**b.patient(), "id": patient_id})
+        care_plan = apply_plan(plan, {}, record, START).care_plan
+        care_plan.pop("id")
+        return tx.create(care_plan).id
+
+    return store.run(unit)
+
+
+def session_at(plan_id: str, patient_id: str, k: int) -> dict:
+    end = START + timedelta(days=1 + k // 4, hours=3 * (k % 4))
+    bundle = b.session_bundle([3, 2, 1, 1, 0], end, care_plan_id=plan_id, sid=f"{patient_id}-{k}")
+    for entry in bundle["entry"]:
+        entry["resource"]["subject"] = {"reference": f"Patient/{patient_id}"}
+    return bundle
+
+
+def fill(store: Store, plan_id: str, patient_id: str, count: int) -> None:
+    now = datetime.now(UTC)
+    for k in range(count):
+        bundle = session_at(plan_id, patient_id, k)
+        store.run(lambda tx, bd=bundle: sessions.submit_session(tx, plan_id, bd, now))
+        if k and k % 1000 == 0:
+            print(f"  {patient_id}: {k} sessions", flush=True)
+
+
+def measure(store: Store, plan_id: str, patient_id: str, k: int, repeats: int) -> list[float]:
+    bundle = session_at(plan_id, patient_id, k)
+    now = datetime.now(UTC)
+    times = []
+    for _ in range(repeats):
+        with store.engine.connect() as connection, connection.begin() as transaction:
+            started = time.perf_counter()
+            sessions.submit_session(Tx(connection), plan_id, bundle, now)
+            times.append((time.perf_counter() - started) * 1000)
+            transaction.rollback()
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/decision.db"
+    engine = create_db_engine(url)
+    migrations.upgrade(engine)
+    store = Store(engine)
+    load_definitions(store, shipped_definitions())
+    counts = [1, 120, args.sessions]
+    plans = {n: enrol(store, f"p{n}") for n in counts}
+    for n in counts:
+        started = time.perf_counter()
+        fill(store, plans[n], f"p{n}", n)
+        print(f"stored {n} sessions in {time.perf_counter() - started:.0f} s", flush=True)
+    medians = {
+        n: statistics.median(measure(store, plans[n], f"p{n}", n, args.repeats)) for n in counts
+    }
+    result = {
+        "database": engine.dialect.name,
+        **{f"median_ms_{n}_sessions": round(m, 2) for n, m in medians.items()},
+        f"ratio_{args.sessions}_vs_1": round(medians[args.sessions] / medians[1], 3),
+        f"ratio_{args.sessions}_vs_120": round(medians[args.sessions] / medians[120], 3),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
