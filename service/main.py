@@ -10,7 +10,7 @@ from fastapi import FastAPI, Response
 from sqlalchemy.engine import Engine
 
 from service import __version__, enrolment, sessions
-from service.api import capability, health, operations, system
+from service.api import capability, docs, health, operations, system
 from service.api.errors import install_error_handlers
 from service.api.rest import resource_router
 from service.hooks import Hooks
@@ -25,39 +25,113 @@ logger = logging.getLogger("careplan")
 
 
 class StartupError(RuntimeError):
-    """The service cannot start: wrong database URL, database down, schema behind."""
+    """The service cannot start: wrong database URL, database down, schema behind.
+
+    Its message is one line, meant for an operator: ``careplan`` prints it (no traceback) and
+    exits non-zero; under a bare ``uvicorn --factory`` the lifespan raises it and uvicorn
+    exits with code 3 (see ``_StartupErrorFilter`` for how its log stays one line).
+    """
+
+
+def _one_line(value: object) -> str:
+    # Driver messages span lines (psycopg adds "Is the server running...?" on its own line).
+    return " ".join(str(value).split())
+
+
+def connect_database(settings: Settings) -> Engine:
+    """An engine for ``CAREPLAN_DATABASE_URL`` whose database answered ``SELECT 1``."""
+    try:
+        engine = create_db_engine(settings.database_url)
+    except (sa.exc.ArgumentError, ImportError, OSError) as exc:
+        # Bad scheme or unparsable URL (ArgumentError, incl. NoSuchModuleError), a missing
+        # driver (ImportError), a SQLite directory that cannot be created (OSError).
+        hint = " (use postgresql+psycopg://...)" if isinstance(exc, ImportError) else ""
+        raise StartupError(f"invalid CAREPLAN_DATABASE_URL: {_one_line(exc)}{hint}") from None
+    try:
+        wait_for_database(engine, settings.db_connect_retries, settings.db_connect_backoff_seconds)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
 def wait_for_database(engine: Engine, retries: int, backoff: float) -> None:
+    """Connect, retrying ``retries`` times ``backoff`` seconds apart; StartupError at the end."""
+    where = engine.url.render_as_string(hide_password=True)
     for attempt in range(retries + 1):
         try:
             with engine.connect() as connection:
                 connection.execute(sa.text("SELECT 1"))
             return
-        except sa.exc.OperationalError as exc:
+        except sa.exc.DBAPIError as exc:
             if attempt == retries:
                 raise StartupError(
-                    f"database {engine.url.render_as_string(hide_password=True)} unreachable "
-                    f"after {retries + 1} attempts: {exc.orig}"
+                    f"database {where} unreachable after {retries + 1} attempt"
+                    f"{'s' if retries else ''}: {_one_line(exc.orig)}"
                 ) from None
-            logger.warning("database not reachable yet (attempt %d)", attempt + 1)
+            logger.warning(
+                "database not reachable yet (attempt %d of %d), retrying in %ss",
+                attempt + 1,
+                retries + 1,
+                backoff,
+                extra={"reason": _one_line(exc.orig)},
+            )
             time.sleep(backoff)
 
 
-def prepare_database(settings: Settings) -> Engine:
+def check_schema(engine: Engine, *, migrate: bool) -> None:
+    """Migrate to head (``migrate``) or insist the schema is at or ahead of the code's head."""
     try:
-        engine = create_db_engine(settings.database_url)
-    except (sa.exc.ArgumentError, ModuleNotFoundError) as exc:
-        raise StartupError(f"invalid CAREPLAN_DATABASE_URL: {exc}") from None
-    wait_for_database(engine, settings.db_connect_retries, settings.db_connect_backoff_seconds)
-    if settings.migrate_on_start:
-        migrations.upgrade(engine)
-    elif not migrations.is_at_head(engine):
+        if migrate:
+            migrations.upgrade(engine)
+            return
+        if migrations.is_current_enough(engine):
+            # At head, or ahead of it: a newer release migrated first (rolling upgrade), the
+            # same rule /readyz applies.
+            return
+        current = migrations.current_revision(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        action = "migrating" if migrate else "reading the schema revision"
         raise StartupError(
-            f"database schema is at {migrations.current_revision(engine)}, code expects "
-            f"{migrations.head_revision()}: run `careplan migrate`"
-        )
+            f"database error while {action}: {_one_line(getattr(exc, 'orig', None) or exc)}"
+        ) from None
+    state = f"at revision {current}" if current else "empty (no migrations applied)"
+    raise StartupError(
+        f"database schema is {state}, this release needs {migrations.head_revision()}: "
+        "run `careplan migrate` (or set CAREPLAN_MIGRATE_ON_START=true)"
+    )
+
+
+def prepare_database(settings: Settings) -> Engine:
+    """Connect (bounded retries) and bring or check the schema; StartupError when impossible."""
+    engine = connect_database(settings)
+    try:
+        check_schema(engine, migrate=settings.migrate_on_start)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
+
+
+class _StartupErrorFilter(logging.Filter):
+    """Shorten uvicorn's report of a failed lifespan to the StartupError's one line.
+
+    Starlette hands uvicorn the formatted traceback as the ``lifespan.startup.failed``
+    message, which uvicorn logs on ``uvicorn.error``. A StartupError is an operator-facing
+    condition, not a bug: its traceback only hides the message.
+    """
+
+    _MARKER = f"{__name__}.StartupError: "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Traceback") and self._MARKER in message:
+            record.msg = "startup failed: " + message.rsplit(self._MARKER, 1)[1].strip()
+            record.args = ()
+        return True
+
+
+_STARTUP_ERROR_FILTER = _StartupErrorFilter()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,11 +139,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Raises StartupError (one line) when the database is wrong, down or behind.
         engine = prepare_database(settings)
-        app.state.store = Store(engine)
-        if settings.load_protocol:
-            load_definitions(app.state.store, shipped_definitions())
         try:
+            app.state.store = Store(engine)
+            if settings.load_protocol:
+                load_definitions(app.state.store, shipped_definitions())
             yield
         finally:
             engine.dispose()
@@ -91,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         after_write=[sessions.on_observations_written],
     )
     configure_logging(settings.log_level)
+    logging.getLogger("uvicorn.error").addFilter(_STARTUP_ERROR_FILTER)
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -99,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Operations first: /fhir/PlanDefinition/$apply must not be read as an id.
     app.include_router(operations.router)
     app.include_router(resource_router())
+    docs.install(app)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

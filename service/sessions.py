@@ -164,7 +164,7 @@ def decide_and_store(
         if answer is not None:
             return decision, answer
     answer = _persist(tx, outputs, care_plan)
-    record_decision(decision.code)
+    tx.after_commit.append(lambda: record_decision(decision.code))
     return decision, answer
 
 

@@ -15,10 +15,17 @@ def _link(relation: str, url: str) -> dict[str, str]:
     return {"relation": relation, "url": url}
 
 
+def search_url(
+    base: str, path: str, query: SearchQuery, extra: list[tuple[str, str]] | None = None
+) -> str:
+    """The URL of a search as the server understood it (unknown parameters left out)."""
+    params = query.link_params + (extra or [])
+    return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
+
+
 def searchset(base: str, query: SearchQuery, page: SearchPage, path: str) -> dict[str, Any]:
     def url(extra: list[tuple[str, str]]) -> str:
-        params = query.link_params + extra
-        return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
+        return search_url(base, path, query, extra)
 
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",

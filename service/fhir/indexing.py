@@ -144,14 +144,23 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
                         continue
                     seen.add(key)
                     rows.setdefault(kind, []).append({"param": param.name, **row})
-    compartment = next(
-        (
+    # The patient compartments the resource is in: every local Patient reference of its
+    # `patient` parameter (another server's Patient/x is not this server's Patient/x). A date
+    # row is written once per compartment, so patient + date finds the resource from each.
+    compartments = sorted(
+        {
             f"Patient/{r['target_id']}"
             for r in rows.get("reference", [])
-            if r["param"] == "patient" and r["target_type"] == "Patient"
-        ),
-        None,
-    )
-    for row in rows.get("date", []):
-        row["compartment"] = compartment
+            if r["param"] == "patient"
+            and r["target_type"] == "Patient"
+            and r["target_id"] is not None
+            and r["target_url"] is None
+        }
+    ) or [None]
+    if "date" in rows:
+        rows["date"] = [
+            {**row, "compartment": compartment}
+            for row in rows["date"]
+            for compartment in compartments
+        ]
     return rows

@@ -105,7 +105,7 @@ def _result_param(
     max_count: int,
 ) -> None:
     if name == "_count":
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise fhir_error(400, "invalid", "_count must be a non-negative integer")
         query.count = min(int(value), max_count)
     elif name == "_sort":

@@ -22,6 +22,7 @@ _LOAD_ORDER: dict[str, int] = {
     "ActivityDefinition": 1,
     "Questionnaire": 2,
     "PlanDefinition": 3,
+    "OperationDefinition": 4,  # the service's own operations, not part of the protocol
 }
 
 

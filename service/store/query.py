@@ -70,10 +70,12 @@ def _date_condition(table: sa.Table, value: str, name: str) -> sa.ColumnElement[
         return hi > high
     if prefix == "lt":
         return lo < low
+    # ge/le (R4 search): the range above/below the value overlaps the target's range, or the
+    # value's range contains it. The first conjunct is implied; it keeps the index range scan.
     if prefix == "ge":
-        return hi >= low
+        return sa.and_(hi >= low, sa.or_(hi > high, lo >= low))
     if prefix == "le":
-        return lo <= high
+        return sa.and_(lo <= high, sa.or_(lo < low, hi <= high))
     if prefix == "sa":
         return lo > high
     if prefix == "eb":

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from service.fhir.dates import format_instant, utc_now
 from service.fhir.errors import fhir_error
@@ -102,8 +103,13 @@ class Store:
             try:
                 with self.engine.connect() as raw:
                     conn = raw.execution_options(read_only=read_only)
+                    tx = Tx(conn)
                     with conn.begin():
-                        return unit(Tx(conn))
+                        result = unit(tx)
+                # Only now is the work durable: side effects such as metrics happen once.
+                for callback in tx.after_commit:
+                    callback()
+                return result
             except (IntegrityError, RetryTransaction):
                 if attempt == self.retries - 1:
                     record_db_error("conflict")
@@ -117,6 +123,13 @@ class Store:
                 raise fhir_error(
                     503, "transient", "The database is unavailable", headers={"Retry-After": "1"}
                 ) from None
+            except (SATimeoutError, DBAPIError) as exc:
+                # Pool exhausted, or a driver error that is neither a conflict nor a lost
+                # connection: still the database's trouble, never a 500 with internals.
+                record_db_error("pool" if isinstance(exc, SATimeoutError) else "driver")
+                raise fhir_error(
+                    503, "transient", "The database is busy", headers={"Retry-After": "1"}
+                ) from None
         raise AssertionError("unreachable")
 
 
@@ -126,6 +139,7 @@ class Tx:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.sqlite = is_sqlite(conn.engine)
+        self.after_commit: list[Callable[[], None]] = []
 
     # --- reads -----------------------------------------------------------------------------
 
