@@ -4,6 +4,8 @@ Routes are generated per type (rather than one ``/{type}`` route) so the OpenAPI
 an operation per type and interaction, and the CapabilityStatement can be read off the routes.
 """
 
+import functools
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,6 +24,7 @@ from service.api.http import (
     prefer,
     read_body,
     resource_headers,
+    response_media_type,
     settings_of,
     write_response,
 )
@@ -29,7 +32,7 @@ from service.api.openapi_docs import interaction_docs
 from service.fhir import bundles
 from service.fhir.dates import parse_range
 from service.fhir.errors import fhir_error
-from service.fhir.search import parse_search
+from service.fhir.search import SUMMARY_VALUES, parse_search
 from service.fhir.search_params import SEARCH_PARAMS
 from service.fhir.subset import subset
 from service.fhir.validate import validate_resource
@@ -37,6 +40,8 @@ from service.hooks import Hooks
 from service.store.repository import Store, Tx
 
 RESOURCE_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
+# A version, page size or cursor: ASCII digits that fit a 64-bit SQL integer.
+DIGITS_RE = re.compile(r"^[0-9]{1,18}$")
 Handler = Callable[..., Awaitable[Response]]
 
 
@@ -61,6 +66,8 @@ def _read(resource_type: str) -> Handler:
         check_id(id)
         stored = store_of(request).run(lambda tx: tx.read(resource_type, id), read_only=True)
         summary = request.query_params.get("_summary")
+        if summary is not None and summary not in SUMMARY_VALUES:
+            raise fhir_error(400, "invalid", f"_summary must be one of {sorted(SUMMARY_VALUES)}")
         elements = request.query_params.get("_elements")
         body = subset(stored.body or {}, summary, elements.split(",") if elements else None)
         return fhir_response(request, body, 200, resource_headers(request, stored, False))
@@ -71,7 +78,8 @@ def _read(resource_type: str) -> Handler:
 def _vread(resource_type: str) -> Handler:
     async def vread(request: Request, id: str, vid: str) -> Response:
         check_id(id)
-        if not vid.isdigit():
+        # ASCII digits only (str.isdigit() accepts "²"), and small enough for an SQL integer.
+        if not DIGITS_RE.match(vid):
             raise fhir_error(404, "not-found", f"Version {vid!r} is not known")
         entry = store_of(request).run(
             lambda tx: tx.vread(resource_type, id, int(vid)), read_only=True
@@ -155,7 +163,9 @@ def _run_search(request: Request, resource_type: str, items: list[tuple[str, str
                 "resourceType": "Bundle",
                 "type": "searchset",
                 "total": tx.count(query),
-                "link": [{"relation": "self", "url": f"{base}/{resource_type}"}],
+                "link": [
+                    {"relation": "self", "url": bundles.search_url(base, resource_type, query)}
+                ],
             }
         return bundles.searchset(base, query, tx.search(query), resource_type)
 
@@ -171,8 +181,10 @@ def _search(resource_type: str) -> Handler:
 
 def _search_post(resource_type: str) -> Handler:
     async def search_post(request: Request) -> Response:
-        check_content_type(request, ("application/x-www-form-urlencoded",))
         raw = await read_body(request)
+        if raw or request.headers.get("content-type"):
+            # An empty POST _search (all parameters in the URL) needs no Content-Type.
+            check_content_type(request, ("application/x-www-form-urlencoded",))
         try:
             form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
@@ -196,12 +208,12 @@ def history_params(request: Request) -> tuple[Any, int, int | None, list[tuple[s
     count_text = request.query_params.get("_count")
     count = settings.default_page_size
     if count_text is not None:
-        if not count_text.isdigit():
+        if not (count_text.isascii() and count_text.isdigit()):
             raise fhir_error(400, "invalid", "_count must be a non-negative integer")
         count = min(int(count_text), settings.max_page_size)
         link_params.append(("_count", count_text))
     cursor = request.query_params.get("_cursor")
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not DIGITS_RE.match(cursor):
         raise fhir_error(400, "invalid", "Invalid paging cursor")
     return since, count, int(cursor) if cursor else None, link_params
 
@@ -251,6 +263,17 @@ _INTERACTIONS: list[tuple[str, str, str, Callable[[str], Handler], int]] = [
 ]
 
 
+def negotiated(handler: Handler) -> Handler:
+    """Answer 406 for an unsupported Accept/_format before the handler changes anything."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request, *args: Any, **kwargs: Any) -> Response:
+        response_media_type(request)
+        return await handler(request, *args, **kwargs)
+
+    return wrapper
+
+
 def resource_router(types: tuple[str, ...] = RESOURCE_TYPES) -> APIRouter:
     router = APIRouter()
     for resource_type in types:
@@ -258,7 +281,7 @@ def resource_router(types: tuple[str, ...] = RESOURCE_TYPES) -> APIRouter:
             docs = interaction_docs(interaction, resource_type)
             router.add_api_route(
                 f"/fhir/{resource_type}{suffix}",
-                factory(resource_type),
+                negotiated(factory(resource_type)),
                 methods=[method],
                 name=route_name(interaction, resource_type),
                 tags=[resource_type],

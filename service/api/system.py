@@ -101,7 +101,7 @@ class BundleRunner:
         if_match = entry["request"].get("ifMatch")
         version = None
         if if_match:
-            digits = "".join(c for c in if_match if c.isdigit())
+            digits = "".join(c for c in if_match if c in "0123456789")[:18]
             if not digits:
                 raise fhir_error(400, "invalid", f"Malformed ifMatch {if_match!r}", where)
             version = int(digits)
@@ -166,8 +166,55 @@ def _assign_ids(tx: Tx, entries: list[dict[str, Any]]) -> tuple[dict[str, str], 
     return urn_to_ref, assigned
 
 
-def _validate_entries(entries: list[dict[str, Any]]) -> None:
+def _unresolved_urns(value: Any, path: str) -> list[str]:
+    """Paths of references still pointing at a urn:uuid after the transaction's rewrite."""
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str) and item.startswith("urn:uuid:"):
+                found.append(f"{path}.reference")
+            else:
+                found.extend(_unresolved_urns(item, f"{path}.{key}"))
+        return found
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _unresolved_urns(item, f"{path}[{i}]")]
+    return []
+
+
+def _check_resolved(entries: list[dict[str, Any]]) -> None:
     for index, entry in enumerate(entries):
+        for where in _unresolved_urns(entry.get("resource"), f"Bundle.entry[{index}].resource"):
+            raise fhir_error(
+                400, "invalid", "Reference to a urn:uuid that no entry of the Bundle creates", where
+            )
+
+
+def _check_distinct(entries: list[dict[str, Any]], assigned: dict[int, str]) -> None:
+    """A transaction may not touch one resource twice in its DELETE, POST and PUT entries."""
+    seen: dict[tuple[str, str], int] = {}
+    for index, entry in enumerate(entries):
+        method = entry["request"]["method"]
+        if method == "POST" and index in assigned:
+            identity = (entry["resource"]["resourceType"], assigned[index])
+        elif method in ("PUT", "DELETE"):
+            segments = _split_url(entry["request"]["url"])[0]
+            if len(segments) != 2:
+                continue
+            identity = (segments[0], segments[1])
+        else:
+            continue
+        if identity in seen:
+            raise fhir_error(
+                400,
+                "invalid",
+                f"Entries {seen[identity]} and {index} both change {identity[0]}/{identity[1]}",
+                f"Bundle.entry[{index}]",
+            )
+        seen[identity] = index
+
+
+def _validate_entries(entries: list[dict[str, Any]], first_index: int = 0) -> None:
+    for index, entry in enumerate(entries, start=first_index):
         if not isinstance(entry, dict):
             raise fhir_error(400, "structure", "Entry must be an object", f"Bundle.entry[{index}]")
         _request_of(entry, index)
@@ -184,6 +231,28 @@ def _validate_entries(entries: list[dict[str, Any]]) -> None:
                 ) from None
 
 
+def _validate_batch_entry(entry: Any, index: int) -> None:
+    """Check one batch entry on its own, so a bad entry fails alone, not the whole batch."""
+    try:
+        validate_resource({"resourceType": "Bundle", "type": "batch", "entry": [entry]})
+    except FhirError as exc:
+        raise FhirError(
+            exc.status,
+            [
+                Issue(
+                    i.code,
+                    i.diagnostics,
+                    i.severity,
+                    tuple(
+                        e.replace("Bundle.entry[0]", f"Bundle.entry[{index}]") for e in i.expression
+                    ),
+                )
+                for i in exc.issues
+            ],
+        ) from None
+    _validate_entries([entry], index)
+
+
 def _transaction(request: Request, bundle: dict[str, Any]) -> dict[str, Any]:
     entries = bundle.get("entry") or []
     _validate_entries(entries)
@@ -192,17 +261,18 @@ def _transaction(request: Request, bundle: dict[str, Any]) -> dict[str, Any]:
     def unit(tx: Tx) -> dict[str, Any]:
         urn_to_ref, assigned = _assign_ids(tx, entries)
         rewritten = [_rewrite(e, urn_to_ref) for e in entries]
+        _check_resolved(rewritten)
+        _check_distinct(rewritten, assigned)
         order = sorted(
             range(len(rewritten)), key=lambda i: _ORDER[rewritten[i]["request"]["method"]]
         )
         results: dict[int, dict[str, Any]] = {}
         for index in order:
             results[index] = runner.entry(tx, rewritten[index], index, assigned)
-        return {
-            "resourceType": "Bundle",
-            "type": "transaction-response",
-            "entry": [results[i] for i in range(len(entries))],
-        }
+        answer: dict[str, Any] = {"resourceType": "Bundle", "type": "transaction-response"}
+        if entries:  # FHIR forbids empty arrays
+            answer["entry"] = [results[i] for i in range(len(entries))]
+        return answer
 
     return store_of(request).run(unit)
 
@@ -212,7 +282,7 @@ def _batch(request: Request, bundle: dict[str, Any]) -> dict[str, Any]:
     results = []
     for index, entry in enumerate(bundle.get("entry") or []):
         try:
-            _validate_entries([entry])
+            _validate_batch_entry(entry, index)
             results.append(
                 store_of(request).run(lambda tx, e=entry, i=index: runner.entry(tx, e, i, {}))
             )
@@ -225,7 +295,10 @@ def _batch(request: Request, bundle: dict[str, Any]) -> dict[str, Any]:
                     }
                 }
             )
-    return {"resourceType": "Bundle", "type": "batch-response", "entry": results}
+    # FHIR forbids empty arrays: a Bundle without entries answers without "entry".
+    return {"resourceType": "Bundle", "type": "batch-response"} | (
+        {"entry": results} if results else {}
+    )
 
 
 @router.post(
@@ -242,7 +315,17 @@ def _batch(request: Request, bundle: dict[str, Any]) -> dict[str, Any]:
     },
 )
 async def batch_or_transaction(request: Request) -> Response:
-    bundle = validate_resource(await json_body(request), "Bundle")
+    body = await json_body(request)
+    if (
+        isinstance(body, dict)
+        and body.get("type") == "batch"
+        and isinstance(body.get("entry"), list)
+        and body["entry"]
+    ):
+        # A batch's entries are checked one by one: one bad entry fails only itself.
+        validate_resource({k: v for k, v in body.items() if k != "entry"}, "Bundle")
+        return fhir_response(request, _batch(request, body))
+    bundle = validate_resource(body, "Bundle")
     kind = bundle.get("type")
     if kind == "transaction":
         return fhir_response(request, _transaction(request, bundle))

@@ -18,11 +18,14 @@ more than a regex can say: dates. A pattern cannot know the calendar, so ``date`
 February is accepted by the server in leap years although the pattern leaves it out.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
+T = TypeVar("T")
+# FHIR arrays are never empty (the server rejects []).
+List = Annotated[list[T], Field(min_length=1)]
 # ``x: T | Skip = None`` is an optional element that never appears as null in the schema.
 Skip = SkipJsonSchema[None]
 
@@ -36,12 +39,22 @@ _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?"
 _ZONE = r"(?:Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
 _PARTIAL = rf"{_YEAR}(?:-(?:0[1-9]|1[0-2]))?"
 
+# White space as the server sees it: the R4B models check code patterns with Rust's regex
+# (\s = Unicode White_Space); the structure check refuses values that Python's str.strip()
+# empties (which also strips \x1c-\x1f). Written out, so every regex engine agrees.
+_RUST_WS = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+PY_WS = _PY_WS = _RUST_WS + r"\x1c-\x1f"
+_TOKEN = f"[^{_RUST_WS}]"
+_VISIBLE = f"[^{_PY_WS}]"
+
 ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
-CODE_PATTERN = r"^[^\s]+(\s[^\s]+)*$"
-URI_PATTERN = r"^\S+$"
-# The server refuses strings that are only white space; R4 allows only these white space
-# characters inside a string (the pattern of fhir.resources' String type).
-STRING_PATTERN = r"^[ \r\n\t\S]*\S[ \r\n\t\S]*$"
+# R4 code: tokens separated by single white space (^[^\s]+(\s[^\s]+)*$), not blank.
+CODE_PATTERN = (
+    rf"^(?:{_TOKEN}+[{_RUST_WS}])*{_TOKEN}*{_VISIBLE}{_TOKEN}*(?:[{_RUST_WS}]{_TOKEN}+)*$"
+)
+# Strings (and uri, canonical, markdown: the server checks no more for them) are not blank.
+STRING_PATTERN = rf"^[\s\S]*{_VISIBLE}[\s\S]*$"
+URI_PATTERN = STRING_PATTERN
 DATE_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_PARTIAL})$"
 DATETIME_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}(?:T{_TIME}{_ZONE})?|{_PARTIAL})$"
 INSTANT_PATTERN = rf"^{_YEAR}-{_MONTH_DAY}T{_TIME}{_ZONE}$"
@@ -71,13 +84,21 @@ Decimal = float
 
 def one_of(*groups: tuple[str, ...]) -> dict[str, Any]:
     """json_schema_extra for choice elements: at most one variant of each ``x[x]`` group."""
+    # "properties" repeats the names so linters see each required property defined.
     pairs = [
-        {"required": [a, b]}
+        {"properties": {a: {}, b: {}}, "required": [a, b]}
         for group in groups
         for i, a in enumerate(group)
         for b in group[i + 1 :]
     ]
-    return {"not": {"anyOf": pairs}} if pairs else {}
+    if not pairs:
+        return {}
+    return {"not": pairs[0] if len(pairs) == 1 else {"anyOf": pairs}}
+
+
+def one_required(*names: str) -> dict[str, Any]:
+    """json_schema_extra: one of these choice variants must be present (e.g. module[x])."""
+    return {"anyOf": [{"properties": {n: {}}, "required": [n]} for n in names]}
 
 
 class Element(BaseModel):
@@ -95,7 +116,7 @@ class Coding(Element):
 
 
 class CodeableConcept(Element):
-    coding: list[Coding] | Skip = Field(None, min_length=1)
+    coding: List[Coding] | Skip = None
     text: String | Skip = None
 
 
@@ -151,9 +172,9 @@ class Meta(Element):
     versionId: FhirId | Skip = None
     lastUpdated: Instant | Skip = None
     source: Uri | Skip = None
-    profile: list[Canonical] | Skip = Field(None, min_length=1)
-    security: list[Coding] | Skip = Field(None, min_length=1)
-    tag: list[Coding] | Skip = Field(None, min_length=1)
+    profile: List[Canonical] | Skip = None
+    security: List[Coding] | Skip = None
+    tag: List[Coding] | Skip = None
 
 
 _EXT_VALUES = (
@@ -199,7 +220,7 @@ class Extension(ExtensionValue):
 
     model_config = ConfigDict(json_schema_extra=one_of(_EXT_VALUES))
 
-    extension: list[ExtensionValue] | Skip = Field(None, min_length=1)
+    extension: List[ExtensionValue] | Skip = None
 
 
 class Duration(Element):
@@ -226,7 +247,7 @@ class TimingRepeat(Element):
 
 
 class Timing(Element):
-    event: list[DateTime] | Skip = Field(None, min_length=1)
+    event: List[DateTime] | Skip = None
     repeat: TimingRepeat | Skip = None
     code: CodeableConcept | Skip = None
 
@@ -237,9 +258,9 @@ class HumanName(Element):
     )
     text: String | Skip = None
     family: String | Skip = None
-    given: list[String] | Skip = Field(None, min_length=1)
-    prefix: list[String] | Skip = Field(None, min_length=1)
-    suffix: list[String] | Skip = Field(None, min_length=1)
+    given: List[String] | Skip = None
+    prefix: List[String] | Skip = None
+    suffix: List[String] | Skip = None
     period: Period | Skip = None
 
 
@@ -254,7 +275,7 @@ class Address(Element):
     use: Literal["home", "work", "temp", "old", "billing"] | Skip = None
     type: Literal["postal", "physical", "both"] | Skip = None
     text: String | Skip = None
-    line: list[String] | Skip = Field(None, min_length=1)
+    line: List[String] | Skip = None
     city: String | Skip = None
     postalCode: String | Skip = None
     country: String | Skip = None
@@ -280,8 +301,8 @@ class RelatedArtifact(Element):
 
 class DataRequirement(Element):
     type: Code
-    profile: list[Canonical] | Skip = Field(None, min_length=1)
-    mustSupport: list[String] | Skip = Field(None, min_length=1)
+    profile: List[Canonical] | Skip = None
+    mustSupport: List[String] | Skip = None
 
 
 class Resource(BaseModel):
@@ -295,4 +316,4 @@ class Resource(BaseModel):
 
 
 class DomainResource(Resource):
-    extension: list[Extension] | Skip = Field(None, min_length=1)
+    extension: List[Extension] | Skip = None

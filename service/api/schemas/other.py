@@ -15,6 +15,7 @@ from service.api.schemas.base import (
     FhirId,
     Instant,
     Integer,
+    List,
     Meta,
     Period,
     Quantity,
@@ -61,10 +62,10 @@ IssueType = Literal[
 ]
 
 
-class AnyResource(BaseModel):
+class Resource(BaseModel):
     """Any FHIR resource (typed by its resourceType; see the type's own schema)."""
 
-    model_config = ConfigDict(title="Resource", extra="allow")
+    model_config = ConfigDict(extra="allow")
 
     resourceType: String
     id: FhirId | Skip = None
@@ -76,8 +77,8 @@ class OperationOutcomeIssue(Element):
     code: IssueType
     details: CodeableConcept | Skip = None
     diagnostics: String | Skip = Field(None, description="Human-readable explanation")
-    expression: list[String] | Skip = Field(
-        None, min_length=1, description="FHIRPath of the element(s) the issue is about"
+    expression: List[String] | Skip = Field(
+        None, description="FHIRPath of the element(s) the issue is about"
     )
 
 
@@ -88,7 +89,7 @@ class OperationOutcome(BaseModel):
 
     resourceType: Literal["OperationOutcome"]
     id: FhirId | Skip = None
-    issue: list[OperationOutcomeIssue] = Field(min_length=1)
+    issue: List[OperationOutcomeIssue]
 
 
 class BundleLink(Element):
@@ -118,7 +119,7 @@ class BundleEntryResponse(Element):
 
 class BundleEntry(Element):
     fullUrl: Uri | Skip = None
-    resource: AnyResource | Skip = None
+    resource: Resource | Skip = None
     search: BundleEntrySearch | Skip = None
     request: BundleEntryRequest | Skip = None
     response: BundleEntryResponse | Skip = None
@@ -145,8 +146,8 @@ class Bundle(BaseModel):
     ]
     timestamp: Instant | Skip = None
     total: UnsignedInt | Skip = None
-    link: list[BundleLink] | Skip = Field(None, min_length=1)
-    entry: list[BundleEntry] | Skip = Field(None, min_length=1)
+    link: List[BundleLink] | Skip = None
+    entry: List[BundleEntry] | Skip = None
 
 
 # --- batch / transaction request body ---------------------------------------------------------
@@ -203,8 +204,8 @@ class ParametersPart(Element):
 
 class ParametersParameter(ParametersPart):
     model_config = ConfigDict(json_schema_extra=one_of((*_PARAM_VALUES, "resource")))
-    resource: AnyResource | Skip = None
-    part: list[ParametersPart] | Skip = Field(None, min_length=1)
+    resource: Resource | Skip = None
+    part: List[ParametersPart] | Skip = None
 
 
 class Parameters(BaseModel):
@@ -214,7 +215,7 @@ class Parameters(BaseModel):
 
     resourceType: Literal["Parameters"]
     id: FhirId | Skip = None
-    parameter: list[ParametersParameter] | Skip = Field(None, min_length=1)
+    parameter: List[ParametersParameter] | Skip = None
 
 
 # --- CapabilityStatement ----------------------------------------------------------------------
@@ -240,24 +241,24 @@ class CapabilityOperation(Element):
 
 class CapabilityResource(Element):
     type: Code
-    interaction: list[CapabilityInteraction] | Skip = Field(None, min_length=1)
+    interaction: List[CapabilityInteraction] | Skip = None
     versioning: Literal["no-version", "versioned", "versioned-update"] | Skip = None
     readHistory: bool | Skip = None
     updateCreate: bool | Skip = None
     conditionalCreate: bool | Skip = None
     conditionalUpdate: bool | Skip = None
     conditionalDelete: Literal["not-supported", "single", "multiple"] | Skip = None
-    searchInclude: list[String] | Skip = Field(None, min_length=1)
-    searchParam: list[CapabilitySearchParam] | Skip = Field(None, min_length=1)
-    operation: list[CapabilityOperation] | Skip = Field(None, min_length=1)
+    searchInclude: List[String] | Skip = None
+    searchParam: List[CapabilitySearchParam] | Skip = None
+    operation: List[CapabilityOperation] | Skip = None
 
 
 class CapabilityRest(Element):
     mode: Literal["client", "server"]
     documentation: String | Skip = None
-    resource: list[CapabilityResource] | Skip = Field(None, min_length=1)
-    interaction: list[CapabilityInteraction] | Skip = Field(None, min_length=1)
-    operation: list[CapabilityOperation] | Skip = Field(None, min_length=1)
+    resource: List[CapabilityResource] | Skip = None
+    interaction: List[CapabilityInteraction] | Skip = None
+    operation: List[CapabilityOperation] | Skip = None
 
 
 class CapabilitySoftware(Element):
@@ -283,5 +284,5 @@ class CapabilityStatement(BaseModel):
     software: CapabilitySoftware | Skip = None
     implementation: CapabilityImplementation | Skip = None
     fhirVersion: Literal["4.0.1"]
-    format: list[Code] = Field(min_length=1)
-    rest: list[CapabilityRest] | Skip = Field(None, min_length=1)
+    format: List[Code]
+    rest: List[CapabilityRest] | Skip = None

@@ -33,8 +33,10 @@ from service.api.schemas.base import (
     Identifier,
     Instant,
     Integer,
+    List,
     Markdown,
     Period,
+    PositiveInt,
     Quantity,
     Range,
     Reference,
@@ -45,6 +47,7 @@ from service.api.schemas.base import (
     UnsignedInt,
     Uri,
     one_of,
+    one_required,
 )
 
 _EXTRA_DOC = (
@@ -87,7 +90,6 @@ class _Definition(DomainResource):
     """Common elements of the knowledge artifacts (PlanDefinition, ActivityDefinition, ...)."""
 
     url: Uri | Skip = None
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
     version: String | Skip = None
     name: String | Skip = None
     title: String | Skip = None
@@ -104,13 +106,13 @@ class _Definition(DomainResource):
 class Patient(DomainResource):
     __doc__ = "Patient." + _EXTRA_DOC
     resourceType: Literal["Patient"]
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
     active: bool | Skip = None
-    name: list[HumanName] | Skip = Field(None, min_length=1)
-    telecom: list[ContactPoint] | Skip = Field(None, min_length=1)
+    name: List[HumanName] | Skip = None
+    telecom: List[ContactPoint] | Skip = None
     gender: Literal["male", "female", "other", "unknown"] | Skip = None
     birthDate: Date | Skip = None
-    address: list[Address] | Skip = Field(None, min_length=1)
+    address: List[Address] | Skip = None
 
 
 # --- Observation -----------------------------------------------------------------------------
@@ -144,33 +146,33 @@ class Observation(DomainResource):
         ("effectiveDateTime", "effectivePeriod", "effectiveInstant"), _OBS_VALUES
     )
     resourceType: Literal["Observation"]
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
-    basedOn: list[Reference] | Skip = Field(None, min_length=1)
-    partOf: list[Reference] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
+    basedOn: List[Reference] | Skip = None
+    partOf: List[Reference] | Skip = None
     status: ObservationStatus
-    category: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    category: List[CodeableConcept] | Skip = None
     code: CodeableConcept
     subject: Reference | Skip = None
-    focus: list[Reference] | Skip = Field(None, min_length=1)
+    focus: List[Reference] | Skip = None
     encounter: Reference | Skip = None
     effectiveDateTime: DateTime | Skip = None
     effectivePeriod: Period | Skip = None
     effectiveInstant: Instant | Skip = None
     issued: Instant | Skip = None
-    performer: list[Reference] | Skip = Field(None, min_length=1)
+    performer: List[Reference] | Skip = None
     valueQuantity: Quantity | Skip = None
     valueCodeableConcept: CodeableConcept | Skip = None
     valueString: String | Skip = None
     valueBoolean: bool | Skip = None
     valueInteger: Integer | Skip = None
     dataAbsentReason: CodeableConcept | Skip = None
-    interpretation: list[CodeableConcept] | Skip = Field(None, min_length=1)
-    note: list[Annotation] | Skip = Field(None, min_length=1)
+    interpretation: List[CodeableConcept] | Skip = None
+    note: List[Annotation] | Skip = None
     bodySite: CodeableConcept | Skip = None
     method: CodeableConcept | Skip = None
-    hasMember: list[Reference] | Skip = Field(None, min_length=1)
-    derivedFrom: list[Reference] | Skip = Field(None, min_length=1)
-    component: list[ObservationComponent] | Skip = Field(None, min_length=1)
+    hasMember: List[Reference] | Skip = None
+    derivedFrom: List[Reference] | Skip = None
+    component: List[ObservationComponent] | Skip = None
 
 
 # --- CarePlan --------------------------------------------------------------------------------
@@ -191,9 +193,9 @@ class CarePlanActivityDetail(Element):
         ]
         | Skip
     ) = None
-    instantiatesCanonical: list[Canonical] | Skip = Field(None, min_length=1)
+    instantiatesCanonical: List[Canonical] | Skip = None
     code: CodeableConcept | Skip = None
-    reasonCode: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    reasonCode: List[CodeableConcept] | Skip = None
     status: Literal[
         "not-started",
         "scheduled",
@@ -214,8 +216,8 @@ class CarePlanActivityDetail(Element):
 
 
 class CarePlanActivity(Element):
-    outcomeReference: list[Reference] | Skip = Field(None, min_length=1)
-    progress: list[Annotation] | Skip = Field(None, min_length=1)
+    outcomeReference: List[Reference] | Skip = None
+    progress: List[Annotation] | Skip = None
     reference: Reference | Skip = None
     detail: CarePlanActivityDetail | Skip = None
 
@@ -223,24 +225,24 @@ class CarePlanActivity(Element):
 class CarePlan(DomainResource):
     __doc__ = "CarePlan: a patient's enrolment in the protocol." + _EXTRA_DOC
     resourceType: Literal["CarePlan"]
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
-    instantiatesCanonical: list[Canonical] | Skip = Field(None, min_length=1)
-    basedOn: list[Reference] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
+    instantiatesCanonical: List[Canonical] | Skip = None
+    basedOn: List[Reference] | Skip = None
     status: Literal[
         "draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"
     ]
     intent: Literal["proposal", "plan", "order", "option"]
-    category: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    category: List[CodeableConcept] | Skip = None
     title: String | Skip = None
     description: String | Skip = None
     subject: Reference
     period: Period | Skip = None
     created: DateTime | Skip = None
     author: Reference | Skip = None
-    addresses: list[Reference] | Skip = Field(None, min_length=1)
-    supportingInfo: list[Reference] | Skip = Field(None, min_length=1)
-    activity: list[CarePlanActivity] | Skip = Field(None, min_length=1)
-    note: list[Annotation] | Skip = Field(None, min_length=1)
+    addresses: List[Reference] | Skip = None
+    supportingInfo: List[Reference] | Skip = None
+    activity: List[CarePlanActivity] | Skip = None
+    note: List[Annotation] | Skip = None
 
 
 # --- PlanDefinition / ActivityDefinition ------------------------------------------------------
@@ -265,14 +267,14 @@ class RelatedAction(Element):
 class PlanDefinitionSubAction(Element):
     model_config = _config(("timingTiming", "timingDuration", "timingDateTime"))
     id: String | Skip = None
-    extension: list[Extension] | Skip = Field(None, min_length=1)
+    extension: List[Extension] | Skip = None
     title: String | Skip = None
     description: String | Skip = None
-    code: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    code: List[CodeableConcept] | Skip = None
     timingTiming: Timing | Skip = None
     timingDuration: Duration | Skip = None
     timingDateTime: DateTime | Skip = None
-    relatedAction: list[RelatedAction] | Skip = Field(None, min_length=1)
+    relatedAction: List[RelatedAction] | Skip = None
     definitionCanonical: Canonical | Skip = None
 
 
@@ -280,7 +282,7 @@ class PlanDefinitionAction(PlanDefinitionSubAction):
     """A protocol level (actions nest one level here: level -> exercises)."""
 
     model_config = _config(("timingTiming", "timingDuration", "timingDateTime"))
-    action: list[PlanDefinitionSubAction] | Skip = Field(None, min_length=1)
+    action: List[PlanDefinitionSubAction] | Skip = None
 
 
 class PlanDefinitionGoal(Element):
@@ -295,22 +297,24 @@ class PlanDefinition(_Definition):
         "extensions." + _EXTRA_DOC
     )
     resourceType: Literal["PlanDefinition"]
+    identifier: List[Identifier] | Skip = None
     type: CodeableConcept | Skip = None
     subjectCodeableConcept: CodeableConcept | Skip = None
     purpose: Markdown | Skip = None
     usage: String | Skip = None
-    relatedArtifact: list[RelatedArtifact] | Skip = Field(None, min_length=1)
-    goal: list[PlanDefinitionGoal] | Skip = Field(None, min_length=1)
-    action: list[PlanDefinitionAction] | Skip = Field(None, min_length=1)
+    relatedArtifact: List[RelatedArtifact] | Skip = None
+    goal: List[PlanDefinitionGoal] | Skip = None
+    action: List[PlanDefinitionAction] | Skip = None
 
 
 class ActivityDefinition(_Definition):
     __doc__ = "ActivityDefinition: one exercise of the protocol." + _EXTRA_DOC
     model_config = _config(("timingTiming", "timingDuration", "timingDateTime"))
     resourceType: Literal["ActivityDefinition"]
+    identifier: List[Identifier] | Skip = None
     purpose: Markdown | Skip = None
     usage: String | Skip = None
-    relatedArtifact: list[RelatedArtifact] | Skip = Field(None, min_length=1)
+    relatedArtifact: List[RelatedArtifact] | Skip = None
     kind: Code | Skip = None
     code: CodeableConcept | Skip = None
     intent: RequestIntent | Skip = None
@@ -318,7 +322,7 @@ class ActivityDefinition(_Definition):
     timingTiming: Timing | Skip = None
     timingDuration: Duration | Skip = None
     timingDateTime: DateTime | Skip = None
-    bodySite: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    bodySite: List[CodeableConcept] | Skip = None
 
 
 # --- CodeSystem / Questionnaire / QuestionnaireResponse --------------------------------------
@@ -333,15 +337,17 @@ class CodeSystemConcept(Element):
 class CodeSystem(_Definition):
     __doc__ = "CodeSystem: the service's own codes." + _EXTRA_DOC
     resourceType: Literal["CodeSystem"]
+    identifier: List[Identifier] | Skip = None
     caseSensitive: bool | Skip = None
     content: Literal["not-present", "example", "fragment", "complete", "supplement"]
     count: UnsignedInt | Skip = None
-    concept: list[CodeSystemConcept] | Skip = Field(None, min_length=1)
+    concept: List[CodeSystemConcept] | Skip = None
 
 
 QuestionnaireItemType = Literal[
     "group",
     "display",
+    "question",
     "boolean",
     "decimal",
     "integer",
@@ -368,26 +374,27 @@ class QuestionnaireAnswerOption(Element):
 
 class QuestionnaireSubItem(Element):
     linkId: String
-    code: list[Coding] | Skip = Field(None, min_length=1)
+    code: List[Coding] | Skip = None
     text: String | Skip = None
     type: QuestionnaireItemType
     required: bool | Skip = None
     repeats: bool | Skip = None
-    answerOption: list[QuestionnaireAnswerOption] | Skip = Field(None, min_length=1)
+    answerOption: List[QuestionnaireAnswerOption] | Skip = None
 
 
 class QuestionnaireItem(QuestionnaireSubItem):
     """An item; groups nest one level here."""
 
-    item: list[QuestionnaireSubItem] | Skip = Field(None, min_length=1)
+    item: List[QuestionnaireSubItem] | Skip = None
 
 
 class Questionnaire(_Definition):
     __doc__ = "Questionnaire: the session report and the red-flag screen." + _EXTRA_DOC
     resourceType: Literal["Questionnaire"]
-    subjectType: list[Code] | Skip = Field(None, min_length=1)
-    code: list[Coding] | Skip = Field(None, min_length=1)
-    item: list[QuestionnaireItem] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
+    subjectType: List[Code] | Skip = None
+    code: List[Coding] | Skip = None
+    item: List[QuestionnaireItem] | Skip = None
 
 
 _QR_VALUES = (
@@ -417,24 +424,24 @@ class QuestionnaireResponseAnswer(Element):
 class QuestionnaireResponseSubItem(Element):
     linkId: String
     text: String | Skip = None
-    answer: list[QuestionnaireResponseAnswer] | Skip = Field(None, min_length=1)
+    answer: List[QuestionnaireResponseAnswer] | Skip = None
 
 
 class QuestionnaireResponseItem(QuestionnaireResponseSubItem):
-    item: list[QuestionnaireResponseSubItem] | Skip = Field(None, min_length=1)
+    item: List[QuestionnaireResponseSubItem] | Skip = None
 
 
 class QuestionnaireResponse(DomainResource):
     __doc__ = "QuestionnaireResponse: a filled session report or red-flag screen." + _EXTRA_DOC
     resourceType: Literal["QuestionnaireResponse"]
     identifier: Identifier | Skip = None
-    basedOn: list[Reference] | Skip = Field(None, min_length=1)
+    basedOn: List[Reference] | Skip = None
     questionnaire: Canonical | Skip = None
     status: Literal["in-progress", "completed", "amended", "entered-in-error", "stopped"]
     subject: Reference | Skip = None
     authored: DateTime | Skip = None
     author: Reference | Skip = None
-    item: list[QuestionnaireResponseItem] | Skip = Field(None, min_length=1)
+    item: List[QuestionnaireResponseItem] | Skip = None
 
 
 # --- Requests and records ---------------------------------------------------------------------
@@ -444,12 +451,12 @@ class ServiceRequest(DomainResource):
     __doc__ = "ServiceRequest: e.g. a clinician review the protocol asks for." + _EXTRA_DOC
     model_config = _config(("occurrenceDateTime", "occurrencePeriod", "occurrenceTiming"))
     resourceType: Literal["ServiceRequest"]
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
-    instantiatesCanonical: list[Canonical] | Skip = Field(None, min_length=1)
-    basedOn: list[Reference] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
+    instantiatesCanonical: List[Canonical] | Skip = None
+    basedOn: List[Reference] | Skip = None
     status: RequestStatus
     intent: RequestIntent
-    category: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    category: List[CodeableConcept] | Skip = None
     priority: RequestPriority | Skip = None
     doNotPerform: bool | Skip = None
     code: CodeableConcept | Skip = None
@@ -459,38 +466,38 @@ class ServiceRequest(DomainResource):
     occurrenceTiming: Timing | Skip = None
     authoredOn: DateTime | Skip = None
     requester: Reference | Skip = None
-    reasonCode: list[CodeableConcept] | Skip = Field(None, min_length=1)
-    reasonReference: list[Reference] | Skip = Field(None, min_length=1)
-    supportingInfo: list[Reference] | Skip = Field(None, min_length=1)
-    note: list[Annotation] | Skip = Field(None, min_length=1)
+    reasonCode: List[CodeableConcept] | Skip = None
+    reasonReference: List[Reference] | Skip = None
+    supportingInfo: List[Reference] | Skip = None
+    note: List[Annotation] | Skip = None
 
 
 class Condition(DomainResource):
     __doc__ = "Condition: e.g. the low back pain episode." + _EXTRA_DOC
     model_config = _config(("onsetDateTime", "onsetPeriod", "onsetString"))
     resourceType: Literal["Condition"]
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
     clinicalStatus: CodeableConcept | Skip = None
     verificationStatus: CodeableConcept | Skip = None
-    category: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    category: List[CodeableConcept] | Skip = None
     severity: CodeableConcept | Skip = None
     code: CodeableConcept | Skip = None
-    bodySite: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    bodySite: List[CodeableConcept] | Skip = None
     subject: Reference
     onsetDateTime: DateTime | Skip = None
     onsetPeriod: Period | Skip = None
     onsetString: String | Skip = None
     recordedDate: DateTime | Skip = None
-    note: list[Annotation] | Skip = Field(None, min_length=1)
+    note: List[Annotation] | Skip = None
 
 
 class Procedure(DomainResource):
     __doc__ = "Procedure." + _EXTRA_DOC
     model_config = _config(("performedDateTime", "performedPeriod"))
     resourceType: Literal["Procedure"]
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
-    instantiatesCanonical: list[Canonical] | Skip = Field(None, min_length=1)
-    basedOn: list[Reference] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
+    instantiatesCanonical: List[Canonical] | Skip = None
+    basedOn: List[Reference] | Skip = None
     status: Literal[
         "preparation",
         "in-progress",
@@ -506,7 +513,7 @@ class Procedure(DomainResource):
     subject: Reference
     performedDateTime: DateTime | Skip = None
     performedPeriod: Period | Skip = None
-    note: list[Annotation] | Skip = Field(None, min_length=1)
+    note: List[Annotation] | Skip = None
 
 
 class GuidanceResponse(DomainResource):
@@ -517,15 +524,11 @@ class GuidanceResponse(DomainResource):
     )
     model_config = _config(
         ("moduleUri", "moduleCanonical", "moduleCodeableConcept"),
-        anyOf=[
-            {"required": ["moduleUri"]},
-            {"required": ["moduleCanonical"]},
-            {"required": ["moduleCodeableConcept"]},
-        ],
+        **one_required("moduleUri", "moduleCanonical", "moduleCodeableConcept"),
     )
     resourceType: Literal["GuidanceResponse"]
     requestIdentifier: Identifier | Skip = None
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
     moduleUri: Uri | Skip = None
     moduleCanonical: Canonical | Skip = None
     moduleCodeableConcept: CodeableConcept | Skip = None
@@ -535,26 +538,26 @@ class GuidanceResponse(DomainResource):
     subject: Reference | Skip = None
     occurrenceDateTime: DateTime | Skip = None
     performer: Reference | Skip = None
-    reasonCode: list[CodeableConcept] | Skip = Field(None, min_length=1)
-    reasonReference: list[Reference] | Skip = Field(None, min_length=1)
-    note: list[Annotation] | Skip = Field(None, min_length=1)
+    reasonCode: List[CodeableConcept] | Skip = None
+    reasonReference: List[Reference] | Skip = None
+    note: List[Annotation] | Skip = None
     outputParameters: Reference | Skip = None
     result: Reference | Skip = None
-    dataRequirement: list[DataRequirement] | Skip = Field(None, min_length=1)
+    dataRequirement: List[DataRequirement] | Skip = None
 
 
 class TaskRestriction(Element):
-    repetitions: Integer | Skip = Field(None, ge=1)
+    repetitions: PositiveInt | Skip = None
     period: Period | Skip = None
-    recipient: list[Reference] | Skip = Field(None, min_length=1)
+    recipient: List[Reference] | Skip = None
 
 
 class Task(DomainResource):
     __doc__ = "Task: e.g. 'retry Flexion in Lying' inside a window after a hold-back." + _EXTRA_DOC
     resourceType: Literal["Task"]
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
     instantiatesCanonical: Canonical | Skip = None
-    basedOn: list[Reference] | Skip = Field(None, min_length=1)
+    basedOn: List[Reference] | Skip = None
     status: Literal[
         "draft",
         "requested",
@@ -590,7 +593,7 @@ class Task(DomainResource):
     lastModified: DateTime | Skip = None
     owner: Reference | Skip = None
     reasonCode: CodeableConcept | Skip = None
-    note: list[Annotation] | Skip = Field(None, min_length=1)
+    note: List[Annotation] | Skip = None
     restriction: TaskRestriction | Skip = None
 
 
@@ -598,7 +601,7 @@ class DetectedIssue(DomainResource):
     __doc__ = "DetectedIssue: a safety finding of the protocol (e.g. a red flag)." + _EXTRA_DOC
     model_config = _config(("identifiedDateTime", "identifiedPeriod"))
     resourceType: Literal["DetectedIssue"]
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
     status: ObservationStatus
     code: CodeableConcept | Skip = None
     severity: Literal["high", "moderate", "low"] | Skip = None
@@ -606,7 +609,7 @@ class DetectedIssue(DomainResource):
     identifiedDateTime: DateTime | Skip = None
     identifiedPeriod: Period | Skip = None
     author: Reference | Skip = None
-    implicated: list[Reference] | Skip = Field(None, min_length=1)
+    implicated: List[Reference] | Skip = None
     detail: String | Skip = None
     reference: Uri | Skip = None
 
@@ -614,7 +617,7 @@ class DetectedIssue(DomainResource):
 class CommunicationRequestPayload(Element):
     model_config = _config(
         ("contentString", "contentReference"),
-        anyOf=[{"required": ["contentString"]}, {"required": ["contentReference"]}],
+        **one_required("contentString", "contentReference"),
     )
     contentString: String | Skip = None
     contentReference: Reference | Skip = None
@@ -623,22 +626,22 @@ class CommunicationRequestPayload(Element):
 class CommunicationRequest(DomainResource):
     __doc__ = "CommunicationRequest: a message to the patient (e.g. stop and rest)." + _EXTRA_DOC
     resourceType: Literal["CommunicationRequest"]
-    identifier: list[Identifier] | Skip = Field(None, min_length=1)
-    basedOn: list[Reference] | Skip = Field(None, min_length=1)
+    identifier: List[Identifier] | Skip = None
+    basedOn: List[Reference] | Skip = None
     status: RequestStatus
-    category: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    category: List[CodeableConcept] | Skip = None
     priority: RequestPriority | Skip = None
     subject: Reference | Skip = None
-    about: list[Reference] | Skip = Field(None, min_length=1)
-    payload: list[CommunicationRequestPayload] | Skip = Field(None, min_length=1)
+    about: List[Reference] | Skip = None
+    payload: List[CommunicationRequestPayload] | Skip = None
     authoredOn: DateTime | Skip = None
-    recipient: list[Reference] | Skip = Field(None, min_length=1)
-    reasonCode: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    recipient: List[Reference] | Skip = None
+    reasonCode: List[CodeableConcept] | Skip = None
 
 
 class ProvenanceAgent(Element):
     type: CodeableConcept | Skip = None
-    role: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    role: List[CodeableConcept] | Skip = None
     who: Reference
     onBehalfOf: Reference | Skip = None
 
@@ -651,14 +654,36 @@ class ProvenanceEntity(Element):
 class Provenance(DomainResource):
     __doc__ = "Provenance: which inputs and protocol version a decision came from." + _EXTRA_DOC
     resourceType: Literal["Provenance"]
-    target: list[Reference] = Field(min_length=1)
+    target: List[Reference]
     occurredDateTime: DateTime | Skip = None
     recorded: Instant
-    policy: list[Uri] | Skip = Field(None, min_length=1)
-    reason: list[CodeableConcept] | Skip = Field(None, min_length=1)
+    policy: List[Uri] | Skip = None
+    reason: List[CodeableConcept] | Skip = None
     activity: CodeableConcept | Skip = None
-    agent: list[ProvenanceAgent] = Field(min_length=1)
-    entity: list[ProvenanceEntity] | Skip = Field(None, min_length=1)
+    agent: List[ProvenanceAgent]
+    entity: List[ProvenanceEntity] | Skip = None
+
+
+class OperationDefinitionParameter(Element):
+    name: Code
+    use: Literal["in", "out"]
+    min: Integer
+    max: String
+    documentation: String | Skip = None
+    type: Code | Skip = None
+
+
+class OperationDefinition(_Definition):
+    __doc__ = "OperationDefinition: $apply, $submit-session, $evaluate." + _EXTRA_DOC
+    resourceType: Literal["OperationDefinition"]
+    name: String
+    kind: Literal["operation", "query"]
+    code: Code
+    resource: List[Code] | Skip = None
+    system: bool
+    type: bool
+    instance: bool
+    parameter: List[OperationDefinitionParameter] | Skip = None
 
 
 STORED_TYPES: dict[str, type[DomainResource]] = {
@@ -671,6 +696,7 @@ STORED_TYPES: dict[str, type[DomainResource]] = {
         ActivityDefinition,
         CodeSystem,
         Questionnaire,
+        OperationDefinition,
         QuestionnaireResponse,
         ServiceRequest,
         Condition,
