@@ -76,7 +76,7 @@ async def _apply(request: Request, resource_id: str | None) -> Response:
         plan = _plan_definition(tx, resource_id, url)
         return enrolment.apply(tx, plan, subject, now)
 
-    return fhir_response(request, store_of(request).run(unit, read_only=True))
+    return fhir_response(request, await store_of(request).arun(unit, read_only=True))
 
 
 APPLY = f"{OD_BASE}/PlanDefinition-apply"
@@ -110,7 +110,7 @@ async def submit_session(request: Request, id: str) -> Response:
     else:
         raise fhir_error(400, "invalid", "The body must be Parameters or a Bundle", "resourceType")
     now = datetime.now(UTC)
-    answer = store_of(request).run(lambda tx: sessions.submit_session(tx, id, bundle, now))
+    answer = await store_of(request).arun(lambda tx: sessions.submit_session(tx, id, bundle, now))
     return fhir_response(request, answer)
 
 
@@ -122,7 +122,7 @@ async def evaluate(request: Request, id: str) -> Response:
         text = _parameter(params, "at")
         if text is not None:
             at = sessions.parse_clock(str(text))
-    answer = store_of(request).run(lambda tx: sessions.evaluate(tx, id, at))
+    answer = await store_of(request).arun(lambda tx: sessions.evaluate(tx, id, at))
     return fhir_response(request, answer)
 
 

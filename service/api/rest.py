@@ -64,7 +64,7 @@ def route_name(interaction: str, resource_type: str | None = None) -> str:
 def _read(resource_type: str) -> Handler:
     async def read(request: Request, id: str) -> Response:
         check_id(id)
-        stored = store_of(request).run(lambda tx: tx.read(resource_type, id), read_only=True)
+        stored = await store_of(request).arun(lambda tx: tx.read(resource_type, id), read_only=True)
         summary = request.query_params.get("_summary")
         if summary is not None and summary not in SUMMARY_VALUES:
             raise fhir_error(400, "invalid", f"_summary must be one of {sorted(SUMMARY_VALUES)}")
@@ -81,7 +81,7 @@ def _vread(resource_type: str) -> Handler:
         # ASCII digits only (str.isdigit() accepts "²"), and small enough for an SQL integer.
         if not DIGITS_RE.match(vid):
             raise fhir_error(404, "not-found", f"Version {vid!r} is not known")
-        entry = store_of(request).run(
+        entry = await store_of(request).arun(
             lambda tx: tx.vread(resource_type, id, int(vid)), read_only=True
         )
         headers = {
@@ -99,7 +99,7 @@ def _create(resource_type: str) -> Handler:
         body.pop("id", None)  # the server assigns ids on create
         if_none_exist = request.headers.get("if-none-exist")
         hooks = hooks_of(request)
-        stored, created = store_of(request).run(
+        stored, created = await store_of(request).arun(
             lambda tx: interactions.create(tx, hooks, dict(body), if_none_exist)
         )
         return write_response(request, stored, 201 if created else 200, location=created)
@@ -120,7 +120,7 @@ def _update(resource_type: str) -> Handler:
                 "id",
             )
         hooks = hooks_of(request)
-        stored, created = store_of(request).run(
+        stored, created = await store_of(request).arun(
             lambda tx: interactions.update(tx, hooks, body, id, if_match)
         )
         return write_response(request, stored, 201 if created else 200, location=True)
@@ -132,7 +132,9 @@ def _delete(resource_type: str) -> Handler:
     async def delete(request: Request, id: str) -> Response:
         check_id(id)
         hooks = hooks_of(request)
-        stored = store_of(request).run(lambda tx: interactions.delete(tx, hooks, resource_type, id))
+        stored = await store_of(request).arun(
+            lambda tx: interactions.delete(tx, hooks, resource_type, id)
+        )
         headers = {"ETag": stored.etag} if stored else {}
         return Response(status_code=204, headers=headers)
 
@@ -146,7 +148,9 @@ def _search_items(
     return items + (form or [])
 
 
-def _run_search(request: Request, resource_type: str, items: list[tuple[str, str]]) -> Response:
+async def _run_search(
+    request: Request, resource_type: str, items: list[tuple[str, str]]
+) -> Response:
     settings = settings_of(request)
     query = parse_search(
         resource_type,
@@ -169,12 +173,12 @@ def _run_search(request: Request, resource_type: str, items: list[tuple[str, str
             }
         return bundles.searchset(base, query, tx.search(query), resource_type)
 
-    return fhir_response(request, store_of(request).run(unit, read_only=True))
+    return fhir_response(request, await store_of(request).arun(unit, read_only=True))
 
 
 def _search(resource_type: str) -> Handler:
     async def search(request: Request) -> Response:
-        return _run_search(request, resource_type, _search_items(request))
+        return await _run_search(request, resource_type, _search_items(request))
 
     return search
 
@@ -189,7 +193,7 @@ def _search_post(resource_type: str) -> Handler:
             form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
             raise fhir_error(400, "structure", "The form body is not UTF-8") from None
-        return _run_search(request, resource_type, _search_items(request, form))
+        return await _run_search(request, resource_type, _search_items(request, form))
 
     return search_post
 
@@ -218,7 +222,7 @@ def history_params(request: Request) -> tuple[Any, int, int | None, list[tuple[s
     return since, count, int(cursor) if cursor else None, link_params
 
 
-def history_response(
+async def history_response(
     request: Request, resource_type: str | None, resource_id: str | None, path: str
 ) -> Response:
     since, count, cursor, link_params = history_params(request)
@@ -229,12 +233,12 @@ def history_response(
         entries, next_seq, total = tx.history(resource_type, resource_id, since, count, cursor)
         return bundles.history(base_url(request), path, entries, total, link_params, next_seq)
 
-    return fhir_response(request, store_of(request).run(unit, read_only=True))
+    return fhir_response(request, await store_of(request).arun(unit, read_only=True))
 
 
 def _type_history(resource_type: str) -> Handler:
     async def type_history(request: Request) -> Response:
-        return history_response(request, resource_type, None, f"{resource_type}/_history")
+        return await history_response(request, resource_type, None, f"{resource_type}/_history")
 
     return type_history
 
@@ -242,7 +246,7 @@ def _type_history(resource_type: str) -> Handler:
 def _instance_history(resource_type: str) -> Handler:
     async def instance_history(request: Request, id: str) -> Response:
         check_id(id)
-        return history_response(request, resource_type, id, f"{resource_type}/{id}/_history")
+        return await history_response(request, resource_type, id, f"{resource_type}/{id}/_history")
 
     return instance_history
 

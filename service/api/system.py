@@ -253,7 +253,7 @@ def _validate_batch_entry(entry: Any, index: int) -> None:
     _validate_entries([entry], index)
 
 
-def _transaction(request: Request, bundle: dict[str, Any]) -> dict[str, Any]:
+async def _transaction(request: Request, bundle: dict[str, Any]) -> dict[str, Any]:
     entries = bundle.get("entry") or []
     _validate_entries(entries)
     runner = BundleRunner(request, hooks_of(request))
@@ -274,17 +274,19 @@ def _transaction(request: Request, bundle: dict[str, Any]) -> dict[str, Any]:
             answer["entry"] = [results[i] for i in range(len(entries))]
         return answer
 
-    return store_of(request).run(unit)
+    return await store_of(request).arun(unit)
 
 
-def _batch(request: Request, bundle: dict[str, Any]) -> dict[str, Any]:
+async def _batch(request: Request, bundle: dict[str, Any]) -> dict[str, Any]:
     runner = BundleRunner(request, hooks_of(request))
     results = []
     for index, entry in enumerate(bundle.get("entry") or []):
         try:
             _validate_batch_entry(entry, index)
             results.append(
-                store_of(request).run(lambda tx, e=entry, i=index: runner.entry(tx, e, i, {}))
+                await store_of(request).arun(
+                    lambda tx, e=entry, i=index: runner.entry(tx, e, i, {})
+                )
             )
         except FhirError as exc:
             results.append(
@@ -324,13 +326,13 @@ async def batch_or_transaction(request: Request) -> Response:
     ):
         # A batch's entries are checked one by one: one bad entry fails only itself.
         validate_resource({k: v for k, v in body.items() if k != "entry"}, "Bundle")
-        return fhir_response(request, _batch(request, body))
+        return fhir_response(request, await _batch(request, body))
     bundle = validate_resource(body, "Bundle")
     kind = bundle.get("type")
     if kind == "transaction":
-        return fhir_response(request, _transaction(request, bundle))
+        return fhir_response(request, await _transaction(request, bundle))
     if kind == "batch":
-        return fhir_response(request, _batch(request, bundle))
+        return fhir_response(request, await _batch(request, bundle))
     raise fhir_error(
         400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type"
     )
@@ -344,4 +346,4 @@ async def batch_or_transaction(request: Request) -> Response:
     response_class=Response,
 )
 async def system_history(request: Request) -> Response:
-    return history_response(request, None, None, "_history")
+    return await history_response(request, None, None, "_history")
