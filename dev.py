@@ -58,7 +58,9 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "careplan"), "serve", *rest], cwd=ROOT)
     if command == "test":
         ensure_installed("test")
-        return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
+        # One pytest worker per core unless the caller chose (-n 0 runs serially).
+        parallel = [] if any(a.startswith("-n") for a in rest) else ["-n", "auto"]
+        return subprocess.call([str(PYTHON), "-m", "pytest", *parallel, *rest], cwd=ROOT)
     print(__doc__)
     return 0 if command in ("help", "-h", "--help") else 2
 

@@ -29,11 +29,30 @@ def _kind(param: SearchParam) -> str:
 
 
 def _exists(param: SearchParam, condition: sa.ColumnElement[bool] | None) -> sa.Exists:
+    """A per-candidate check. It leaves res_type out on purpose: every value index leads
+    with res_type, so the only index it can use is the one keyed by the resource itself."""
     table = INDEX_TABLES[_kind(param)]
     where = [table.c.resource_seq == resource.c.seq, table.c.param == param.name]
     if condition is not None:
         where.append(condition)
     return sa.exists().where(*where)
+
+
+def _tokens_condition(table: sa.Table, values: tuple[str, ...]) -> sa.ColumnElement[bool]:
+    """OR of token values, as `system = s AND code IN (...)` per system so an index on
+    (code, system) serves them all instead of a scan filtered term by term."""
+    by_system: dict[str | None, list[str]] = {}
+    others: list[sa.ColumnElement[bool]] = []
+    for value in values:
+        system, bar, code = value.partition("|") if "|" in value else (None, "", value)
+        if bar and (not code or system == ""):
+            others.append(_token_condition(table, value))
+        else:
+            by_system.setdefault(system, []).append(code)
+    for system, codes in by_system.items():
+        in_codes = table.c.code.in_(codes)
+        others.append(in_codes if system is None else sa.and_(in_codes, table.c.system == system))
+    return sa.or_(*others)
 
 
 def _token_condition(table: sa.Table, value: str) -> sa.ColumnElement[bool]:
@@ -215,10 +234,15 @@ def clause_condition(clause: Clause) -> sa.ColumnElement[bool]:
         present = _exists(clause.param, None)
         return sa.not_(present) if clause.values[0] == "true" else present
     if clause.modifier == "not":
-        return sa.not_(
-            _exists(clause.param, sa.or_(*(_value_condition(clause, v) for v in clause.values)))
-        )
-    return _exists(clause.param, sa.or_(*(_value_condition(clause, v) for v in clause.values)))
+        return sa.not_(_exists(clause.param, _values_condition(clause)))
+    return _exists(clause.param, _values_condition(clause))
+
+
+def _values_condition(clause: Clause) -> sa.ColumnElement[bool]:
+    """The OR of a clause's values."""
+    if clause.param.type == "token" and clause.modifier is None:
+        return _tokens_condition(INDEX_TABLES["token"], clause.values)
+    return sa.or_(*(_value_condition(clause, v) for v in clause.values))
 
 
 def _driver_rank(clause: Clause) -> int | None:
@@ -238,11 +262,12 @@ def _driver_rank(clause: Clause) -> int | None:
     return {"reference": 2, "token": 3, "date": 4}.get(param.type, 5)
 
 
-def _in_driver(clause: Clause) -> sa.ColumnElement[bool]:
+def _in_driver(clause: Clause, resource_type: str) -> sa.ColumnElement[bool]:
     table = INDEX_TABLES[_kind(clause.param)]
     lookup = sa.select(table.c.resource_seq).where(
+        table.c.res_type == resource_type,
         table.c.param == clause.param.name,
-        sa.or_(*(_value_condition(clause, v) for v in clause.values)),
+        _values_condition(clause),
     )
     return resource.c.seq.in_(lookup)
 
@@ -253,7 +278,7 @@ def _compartment_date_driver(
     """patient=Patient/x plus date bounds: one range scan of that patient's dated rows.
 
     This keeps a decision's record window as cheap for a patient with 10,000 stored sessions
-    as for one with a single session (the index is on param, compartment, high).
+    as for one with a single session (the index is on res_type, param, compartment, high).
     """
     patient = next(
         (
@@ -282,6 +307,7 @@ def _compartment_date_driver(
         return None  # no lower bound: the range would run over the whole history
     table = INDEX_TABLES["date"]
     lookup = sa.select(table.c.resource_seq).where(
+        table.c.res_type == query.resource_type,
         table.c.param == dates[0].param.name,
         table.c.compartment == patient.values[0],
         *(_value_condition(c, c.values[0]) for c in dates),
@@ -304,7 +330,7 @@ def where_clauses(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
         ]
         if ranked:
             _, index = min(ranked)
-            driver = _in_driver(remaining.pop(index))
+            driver = _in_driver(remaining.pop(index), query.resource_type)
     if driver is not None:
         # `res_type || ''` keeps SQLite from walking the type index instead of looking the
         # driver's rows up by primary key; PostgreSQL plans it the same either way.

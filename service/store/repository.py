@@ -235,12 +235,14 @@ class Tx:
         )
         self.conn.execute(
             resource_history.insert(),
-            [{**{k: v for k, v in r.items()}, "method": "POST"} for r in rows],
+            [{**r, "method": "POST"} for r in rows],
         )
         index: dict[str, list[dict[str, Any]]] = {}
         for seq, final in zip(seqs, finals, strict=True):
             for kind, kind_rows in index_rows(final).items():
-                index.setdefault(kind, []).extend({"resource_seq": seq, **r} for r in kind_rows)
+                index.setdefault(kind, []).extend(
+                    {"resource_seq": seq, "res_type": final["resourceType"], **r} for r in kind_rows
+                )
         for kind, kind_rows in index.items():
             self.conn.execute(INDEX_TABLES[kind].insert(), kind_rows)
         return [
@@ -405,9 +407,11 @@ class Tx:
                 self.conn.execute(table.delete().where(table.c.resource_seq == seq))
         if body is None:
             return
+        resource_type = body["resourceType"]
         for kind, rows in index_rows(body).items():
             self.conn.execute(
-                INDEX_TABLES[kind].insert(), [{"resource_seq": seq, **row} for row in rows]
+                INDEX_TABLES[kind].insert(),
+                [{"resource_seq": seq, "res_type": resource_type, **row} for row in rows],
             )
 
     # --- search ----------------------------------------------------------------------------

@@ -66,6 +66,9 @@ def _index_table(
             sa.ForeignKey("resource.seq", ondelete="CASCADE"),
             nullable=False,
         ),
+        # The resource's type: parameter names repeat across types ("patient", "code", "date"),
+        # so every lookup index leads with it to stay selective as other types grow.
+        sa.Column("res_type", sa.String(64), nullable=False, server_default=""),
         sa.Column("param", sa.String(64), nullable=False),
         *columns,
         # Per-candidate checks look up (resource, param, values...). It names at least as many
@@ -80,7 +83,7 @@ idx_token = _index_table(
     "idx_token",
     sa.Column("system", sa.String(255), nullable=True),
     sa.Column("code", sa.String(512), nullable=False),
-    indexes=(sa.Index("ix_idx_token_lookup", "param", "code", "system"),),
+    indexes=(sa.Index("ix_idx_token_lookup", "res_type", "param", "code", "system"),),
     seq_columns=("code", "system"),
 )
 
@@ -88,7 +91,7 @@ idx_string = _index_table(
     "idx_string",
     sa.Column("value_norm", sa.String(512), nullable=False),
     sa.Column("value_exact", sa.String(512), nullable=False),
-    indexes=(sa.Index("ix_idx_string_lookup", "param", "value_norm"),),
+    indexes=(sa.Index("ix_idx_string_lookup", "res_type", "param", "value_norm"),),
     seq_columns=("value_norm",),
 )
 
@@ -99,8 +102,8 @@ idx_reference = _index_table(
     sa.Column("target_url", sa.String(512), nullable=True),
     sa.Column("target_version", sa.String(64), nullable=True),
     indexes=(
-        sa.Index("ix_idx_reference_target", "param", "target_id", "target_type"),
-        sa.Index("ix_idx_reference_url", "param", "target_url"),
+        sa.Index("ix_idx_reference_target", "res_type", "param", "target_id", "target_type"),
+        sa.Index("ix_idx_reference_url", "res_type", "param", "target_url"),
     ),
     seq_columns=("target_id", "target_type"),
 )
@@ -113,8 +116,8 @@ idx_date = _index_table(
     # one index range scan, whatever the size of their history.
     sa.Column("compartment", sa.String(80), nullable=True),
     indexes=(
-        sa.Index("ix_idx_date_lookup", "param", "low", "high"),
-        sa.Index("ix_idx_date_compartment", "param", "compartment", "high"),
+        sa.Index("ix_idx_date_lookup", "res_type", "param", "low", "high"),
+        sa.Index("ix_idx_date_compartment", "res_type", "param", "compartment", "high"),
     ),
     seq_columns=("low", "high"),
 )
@@ -124,7 +127,7 @@ idx_quantity = _index_table(
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("system", sa.String(255), nullable=True),
     sa.Column("code", sa.String(64), nullable=True),
-    indexes=(sa.Index("ix_idx_quantity_lookup", "param", "value"),),
+    indexes=(sa.Index("ix_idx_quantity_lookup", "res_type", "param", "value"),),
     seq_columns=("value",),
 )
 

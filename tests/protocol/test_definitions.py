@@ -101,7 +101,8 @@ def _protocol_dir() -> Path | None:
     candidates = [
         os.environ.get("CAREPLAN_PROTOCOL_DIR"),
         str(Path(__file__).resolve().parents[2] / "docs" / "protocol"),
-        "/work/shared/protocol",
+        # The team's shared folder sits beside the checkout (and beside CI's clone).
+        str(Path(__file__).resolve().parents[3] / "shared" / "protocol"),
     ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "decision-table.md").is_file():
