@@ -3,15 +3,15 @@
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from service import __version__
-from service.api.http import base_url, fhir_response
+from service.api.http import base_url, fhir_response, negotiate
 from service.fhir.search_params import INCLUDES, params_for
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
 
 _TYPE_INTERACTIONS = {
     "read": "read",

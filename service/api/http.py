@@ -49,6 +49,12 @@ def response_media_type(request: Request) -> str:
     raise fhir_error(406, "not-supported", f"Cannot produce {accept!r}; this server speaks JSON")
 
 
+def negotiate(request: Request) -> None:
+    """Router dependency: an unsupported Accept/_format answers 406 before anything runs
+    (a PUT with _format=xml must not write and then refuse to answer)."""
+    response_media_type(request)
+
+
 def check_content_type(request: Request, allowed: tuple[str, ...] = (FHIR_JSON, JSON)) -> None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in allowed and content_type != "application/json+fhir":

@@ -3,18 +3,18 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service import enrolment, sessions
-from service.api.http import check_id, fhir_response, json_body
+from service.api.http import check_id, fhir_response, json_body, negotiate
 from service.api.rest import store_of
 from service.fhir.errors import fhir_error
 from service.fhir.validate import validate_resource
 from service.protocol.codes import CANONICAL_BASE
 from service.store.repository import Tx
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(negotiate)])
 Json = dict[str, Any]
 OD_BASE = f"{CANONICAL_BASE}/OperationDefinition"
 

@@ -4,13 +4,12 @@ Routes are generated per type (rather than one ``/{type}`` route) so the OpenAPI
 an operation per type and interaction, and the CapabilityStatement can be read off the routes.
 """
 
-import functools
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.api import interactions
@@ -20,11 +19,11 @@ from service.api.http import (
     check_id,
     fhir_response,
     json_body,
+    negotiate,
     parse_if_match,
     prefer,
     read_body,
     resource_headers,
-    response_media_type,
     settings_of,
     write_response,
 )
@@ -267,25 +266,14 @@ _INTERACTIONS: list[tuple[str, str, str, Callable[[str], Handler], int]] = [
 ]
 
 
-def negotiated(handler: Handler) -> Handler:
-    """Answer 406 for an unsupported Accept/_format before the handler changes anything."""
-
-    @functools.wraps(handler)
-    async def wrapper(request: Request, *args: Any, **kwargs: Any) -> Response:
-        response_media_type(request)
-        return await handler(request, *args, **kwargs)
-
-    return wrapper
-
-
 def resource_router(types: tuple[str, ...] = RESOURCE_TYPES) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(dependencies=[Depends(negotiate)])
     for resource_type in types:
         for interaction, method, suffix, factory, status in _INTERACTIONS:
             docs = interaction_docs(interaction, resource_type)
             router.add_api_route(
                 f"/fhir/{resource_type}{suffix}",
-                negotiated(factory(resource_type)),
+                factory(resource_type),
                 methods=[method],
                 name=route_name(interaction, resource_type),
                 tags=[resource_type],

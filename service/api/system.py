@@ -9,11 +9,11 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.api import interactions
-from service.api.http import base_url, fhir_response, json_body, settings_of
+from service.api.http import base_url, fhir_response, json_body, negotiate, settings_of
 from service.api.rest import history_response, hooks_of, route_name, store_of
 from service.fhir import bundles
 from service.fhir.dates import format_instant
@@ -23,7 +23,7 @@ from service.fhir.validate import validate_resource
 from service.hooks import Hooks
 from service.store.repository import RetryTransaction, Stored, Tx
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
 

@@ -185,3 +185,17 @@ def test_pain_score_out_of_range_as_plain_observation(client, app):
     before = store_snapshot(app)
     assert client.post("/fhir/Observation", json=obs).status_code == 422
     assert store_snapshot(app) == before
+
+
+def test_unsupported_format_is_refused_before_the_session_is_stored(client, app, plan_id):
+    bundle = b.session_bundle([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    before = store_snapshot(app)
+    response = client.post(f"/fhir/CarePlan/{plan_id}/$submit-session?_format=xml", json=bundle)
+    assert response.status_code == 406
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert store_snapshot(app) == before
+    transaction = {"resourceType": "Bundle", "type": "transaction"}
+    assert (
+        client.post("/fhir", json=transaction, headers={"Accept": "application/xml"}).status_code
+        == 406
+    )
