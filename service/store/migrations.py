@@ -1,5 +1,6 @@
 """Run and inspect alembic migrations from code (start-up, `careplan migrate`, /readyz)."""
 
+import logging
 import os
 from functools import cache
 from pathlib import Path
@@ -44,8 +45,15 @@ def head_revision() -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    # Readiness probes call this every few seconds; alembic would log two INFO lines each time.
+    migration_log = logging.getLogger("alembic.runtime.migration")
+    level = migration_log.level
+    migration_log.setLevel(logging.WARNING)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        migration_log.setLevel(level)
 
 
 def is_at_head(engine: Engine) -> bool:
