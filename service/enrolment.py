@@ -7,7 +7,7 @@ from service.fhir.errors import fhir_error
 from service.protocol.apply import apply_plan
 from service.protocol.codes import PLAN_DEFINITION_URL
 from service.protocol.conformance import check_care_plan
-from service.records import load_record, plan_definition_for
+from service.records import find_canonical, load_record, plan_definition_for
 from service.sessions import unprocessable
 from service.store.repository import Tx
 
@@ -24,10 +24,9 @@ def _activity_definitions(tx: Tx, plan_definition: Json) -> dict[str, Json]:
         canonical = action.get("definitionCanonical")
         if not canonical or canonical in found:
             continue
-        url, _, version = canonical.partition("|")
-        items = [("url", url)] + ([("version", version)] if version else [])
-        for definition in tx.find("ActivityDefinition", items, limit=1):
-            found[canonical] = found[url] = definition
+        definition = find_canonical(tx, "ActivityDefinition", canonical)
+        if definition is not None:
+            found[canonical] = found[canonical.partition("|")[0]] = definition
     return found
 
 

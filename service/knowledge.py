@@ -5,6 +5,7 @@ from typing import Any
 
 from service.fhir.search import parse_search
 from service.fhir.validate import validate_resource
+from service.protocol.definitions import load_shipped_definitions
 from service.store.repository import Store, Tx
 
 logger = logging.getLogger("careplan.knowledge")
@@ -46,6 +47,4 @@ def load_definitions(store: Store, definitions: list[dict[str, Any]]) -> list[st
 
 
 def shipped_definitions() -> list[dict[str, Any]]:
-    from service.protocol.definitions import load_shipped_definitions
-
     return load_shipped_definitions()

@@ -21,22 +21,29 @@ Json = dict[str, Any]
 _STATE_CODES = ("episode-phase", "extension-program", "red-flag-screen")
 
 
+def find_canonical(tx: Tx, resource_type: str, canonical: str) -> Json | None:
+    """The stored resource a canonical `url` or `url|version` names (without a version: the
+    most recently stored one)."""
+    url, _, version = canonical.partition("|")
+    items = [("url", url)] + ([("version", version)] if version else [])
+    found = tx.find(resource_type, [*items, ("_sort", "-_lastUpdated")], limit=1)
+    return found[0] if found else None
+
+
 def plan_definition_for(tx: Tx, care_plan: Json) -> Json:
     """The exact PlanDefinition version a CarePlan instantiates; 422 if it is not ours."""
     for canonical in care_plan.get("instantiatesCanonical", []):
-        url, _, version = canonical.partition("|")
-        if url != PLAN_DEFINITION_URL:
+        if canonical.partition("|")[0] != PLAN_DEFINITION_URL:
             continue
-        items = [("url", url)] + ([("version", version)] if version else [])
-        found = tx.find("PlanDefinition", [*items, ("_sort", "-_lastUpdated")], limit=1)
-        if not found:
+        found = find_canonical(tx, "PlanDefinition", canonical)
+        if found is None:
             raise fhir_error(
                 422,
                 "processing",
                 f"PlanDefinition {canonical} is not known to this server",
                 "CarePlan.instantiatesCanonical",
             )
-        return found[0]
+        return found
     raise fhir_error(
         422,
         "business-rule",

@@ -15,7 +15,7 @@ from service.protocol.fhirdata import identifier_key
 from service.protocol.inputs import SESSION_CODE, Session
 from service.protocol.outputs import build_outputs, resource_id
 from service.protocol.parameters import read_params
-from service.records import load_record, plan_definition_for
+from service.records import find_canonical, load_record, plan_definition_for
 from service.store.repository import Store, Tx
 
 Json = dict[str, Any]
@@ -44,10 +44,10 @@ def _code(guidance_response: Json | None) -> str | None:
 def _plan_version(tx: Tx, care_plan: Json, version: str | None) -> Json:
     if version is None:
         return plan_definition_for(tx, care_plan)
-    found = tx.find("PlanDefinition", [("url", PLAN_DEFINITION_URL), ("version", version)], 1)
-    if not found:
+    found = find_canonical(tx, "PlanDefinition", f"{PLAN_DEFINITION_URL}|{version}")
+    if found is None:
         raise fhir_error(404, "not-found", f"PlanDefinition version {version} is not stored")
-    return found[0]
+    return found
 
 
 def replay(store: Store, care_plan_id: str, version: str | None = None) -> list[ReplayedDecision]:

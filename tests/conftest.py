@@ -5,6 +5,8 @@ PostgreSQL tests need CAREPLAN_TEST_POSTGRES_URL. Without it they skip with that
 developer machine; in CI (CI=true) a missing or unreachable PostgreSQL fails the run instead.
 """
 
+import io
+import logging
 import os
 import shutil
 import uuid
@@ -17,6 +19,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.main import create_app
+from service.observability import configure_logging
 from service.settings import Settings
 from service.store import migrations
 from service.store.db import create_db_engine
@@ -141,6 +144,20 @@ def client(app: Any, r4_validator: R4Validator | None) -> Iterator[FhirClient]:
         test_client.validator = r4_validator
         test_client.headers["content-type"] = "application/fhir+json"
         yield test_client
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The service's JSON log into a buffer; the root logger is restored afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
 
 
 def test_independent_validator_runs_in_ci() -> None:

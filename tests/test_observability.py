@@ -60,20 +60,6 @@ def client(metrics: Metrics) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """JSON logging into a buffer; the root logger is restored afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    try:
-        yield stream
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-
-
 def _lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
 

@@ -12,6 +12,7 @@ from service.api.rest import store_of
 from service.fhir.errors import fhir_error
 from service.fhir.validate import validate_resource
 from service.protocol.codes import CANONICAL_BASE
+from service.records import find_canonical
 from service.store.repository import Tx
 
 router = APIRouter(dependencies=[Depends(negotiate)])
@@ -45,12 +46,10 @@ def _plan_definition(tx: Tx, resource_id: str | None, url: str | None) -> Json:
         return tx.read("PlanDefinition", resource_id).body or {}
     if not url:
         raise fhir_error(400, "required", "$apply at the type level needs a url parameter", "url")
-    canonical, _, version = url.partition("|")
-    items = [("url", canonical)] + ([("version", version)] if version else [])
-    found = tx.find("PlanDefinition", [*items, ("_sort", "-_lastUpdated")], limit=1)
-    if not found:
+    found = find_canonical(tx, "PlanDefinition", url)
+    if found is None:
         raise fhir_error(404, "not-found", f"PlanDefinition {url} is not known")
-    return found[0]
+    return found
 
 
 def _subject(value: Any) -> str:

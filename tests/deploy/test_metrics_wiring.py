@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.fhir.errors import FhirError
-from service.observability import METRICS, configure_logging
+from service.observability import METRICS
 from service.store.db import create_db_engine
 from service.store.repository import RetryTransaction, Store, Tx
 from tests.api.scenario import day, eligible_patient, enrol, submit
@@ -36,20 +34,6 @@ def _scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """The service's JSON log into a buffer; the root logger is restored afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    try:
-        yield stream
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
 
 
 def test_metrics_and_logs_of_a_real_session(client: Any, log_stream: io.StringIO) -> None:
