@@ -2,8 +2,11 @@
 
 The window is the PlanDefinition's widest look-back before the decision clock (nothing after
 it, so a replay sees what the original decision saw), plus the latest patient-state
-Observations and the plan's latest decision whatever their age. Its size does not grow with
-the number of stored sessions.
+Observations and the plan's latest decision whatever their age. Two reads are narrower, so a
+patient with four sessions a day costs what a new patient costs:
+- decisions: the latest few, since each carries the plan state after it (history.py); only
+  decisions written before that are read for the whole window and folded;
+- session panels: those of the decision day (the only use is counting the day's sessions).
 """
 
 from datetime import datetime, timedelta
@@ -13,7 +16,8 @@ from service.fhir.dates import format_instant
 from service.fhir.errors import fhir_error
 from service.protocol.codes import CAREPLAN_CS, PLAN_DEFINITION_URL
 from service.protocol.fhirdata import code_in
-from service.protocol.inputs import REPETITION_INDEX, PatientRecord
+from service.protocol.history import carries_state
+from service.protocol.inputs import REPETITION_INDEX, SESSION_CODE, PatientRecord
 from service.protocol.parameters import lookback_days, read_params
 from service.store.repository import Tx
 
@@ -67,7 +71,23 @@ def load_record(
     window = [("patient", patient_ref), ("date", f"ge{since}"), ("date", f"le{until}")]
     # Past repetitions are read back through the decisions that used them, not one by one.
     observations = tx.find(
-        "Observation", [*window, ("component-code:not", f"{CAREPLAN_CS}|{REPETITION_INDEX}")]
+        "Observation",
+        [
+            *window,
+            ("component-code:not", f"{CAREPLAN_CS}|{REPETITION_INDEX}"),
+            ("code:not", f"{CAREPLAN_CS}|{SESSION_CODE}"),
+        ],
+    )
+    # The session's own local day starts less than a day before its clock.
+    day_start = format_instant(at - timedelta(days=1))
+    observations += tx.find(
+        "Observation",
+        [
+            ("patient", patient_ref),
+            ("code", f"{CAREPLAN_CS}|{SESSION_CODE}"),
+            ("date", f"ge{day_start}"),
+            ("date", f"le{until}"),
+        ],
     )
     seen = {o["id"] for o in observations}
     # State is asserted rarely (a phase, a programme start, a screen), so one query for all
@@ -114,12 +134,15 @@ def _stored_decisions(tx: Tx, care_plan: Json | None, since: str, until: str) ->
     patient = (care_plan.get("subject") or {}).get("reference")
     if patient:
         scope.append(("patient", patient))  # lets the patient's date index drive the query
-    decisions = tx.find(
-        "GuidanceResponse", [*scope, ("date", f"ge{since}"), ("date", f"le{until}")]
-    )
-    if decisions:
-        return decisions
+    window = [*scope, ("date", f"ge{since}"), ("date", f"le{until}")]
+    # Three, not one: the core skips a decision for the very session it decides again.
+    latest = tx.find("GuidanceResponse", [*window, ("_sort", "-date")], limit=3)
+    if latest and all(carries_state(d) for d in latest):
+        return latest
+    if latest:  # written before decisions carried their state (or one was voided): fold all
+        return tx.find("GuidanceResponse", window)
     # Nothing recent: the plan's last decision, however old, still carries its state.
-    return tx.find(
-        "GuidanceResponse", [*scope, ("date", f"le{until}"), ("_sort", "-date")], limit=1
+    older = tx.find(
+        "GuidanceResponse", [*scope, ("date", f"le{until}"), ("_sort", "-date")], limit=3
     )
+    return older if all(carries_state(d) for d in older) else older[:1]

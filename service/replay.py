@@ -72,7 +72,8 @@ def replay(store: Store, care_plan_id: str, version: str | None = None) -> list[
             members = [m.body for m in tx.read_many([(t, i) for t, _, i in refs]) if m.body]
             session = Session.from_observations(panel, members)
             clock = session_clock(session)
-            record = load_record(tx, patient, care_plan, plan_definition, clock, replayed)
+            # The latest replayed decisions carry the plan state; older ones add nothing.
+            record = load_record(tx, patient, care_plan, plan_definition, clock, replayed[-3:])
             decision = decide(plan_definition, record, session, clock)
             replayed.append(build_outputs(decision, params, care_plan).guidance_response)
             key = identifier_key(panel) or f"Observation/{panel['id']}"

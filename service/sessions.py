@@ -15,7 +15,7 @@ from service.fhir.errors import FhirError, Issue, fhir_error
 from service.observability import record_decision
 from service.protocol.codes import CAREPLAN_CS
 from service.protocol.decide import Decision, decide, session_clock
-from service.protocol.fhirdata import identifier_key, is_service_code
+from service.protocol.fhirdata import identifier_key, is_pain_score, is_service_code
 from service.protocol.inputs import SESSION_CODE, Session
 from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
 from service.protocol.parameters import read_params
@@ -223,6 +223,8 @@ def on_observations_written(tx: Tx, written: list[Stored]) -> None:
             continue
         if is_service_code(body, SESSION_CODE):
             panels = [body]
+        elif not is_pain_score(body):
+            continue  # only a pain score can complete a session panel: no lookup for the rest
         else:
             panels = tx.find(
                 "Observation",

@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.fhir.errors import FhirError, Issue, operation_outcome
 
@@ -70,6 +71,11 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(_request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ClientDisconnect):
+        # The client went away mid-request (a load generator stopping, a closed app): nobody
+        # reads this answer, and it is not a fault of the service worth a stack trace.
+        logger.info("client disconnected before the request was read")
+        return outcome_response(400, [Issue("incomplete", "The client disconnected")])
     # Log the stack trace for operators; the caller gets no internals.
     logger.exception("unhandled error", exc_info=exc)
     return outcome_response(500, [Issue("exception", "Internal server error")])

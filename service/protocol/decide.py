@@ -25,12 +25,15 @@ from service.protocol.history import (
     PROGRESS,
     START,
     STOP_AND_REFER,
+    PastDecision,
     PlanState,
+    advance,
     earlier,
-    plan_state,
+    since,
+    state_before,
 )
 from service.protocol.inputs import PatientRecord, Session
-from service.protocol.parameters import Params, read_params
+from service.protocol.parameters import Params, lookback_days, read_params
 from service.protocol.patient_features import patient_features
 from service.protocol.requirements import data_requirements
 from service.protocol.session_features import session_features
@@ -186,8 +189,10 @@ def decide(
     clock = at if at.tzinfo else at.replace(tzinfo=UTC)
     care_plan_ref = ref_key(record.care_plan) if record.care_plan else None
     key = session.key if session else f"evaluation|{clock.isoformat()}"
-    state = plan_state(earlier(record.earlier_decisions, clock, key), clock.tzinfo)
-    state = _with_plan(state, record.care_plan, params)
+    first_day = local_date(clock - timedelta(days=lookback_days(params)), clock.tzinfo)
+    past = earlier(record.earlier_decisions, clock, key)
+    stored_state = state_before(past, clock.tzinfo, first_day)
+    state = _with_plan(stored_state, record.care_plan, params)
     patient = patient_features(record, params, clock)
     sess = (
         session_features(session, params, record.index.panels, clock.tzinfo, care_plan_ref)
@@ -235,9 +240,23 @@ def decide(
         data_requirements=(data_requirements(ctx, params) if outcome.code == DATA_REQUIRED else ()),
         explanation=outcome.note,
     )
-    features = feature_values(
-        decision, ctx, tolerated, hold_started=_hold_started(outcome, state, today)
+    hold_started = _hold_started(outcome, state, today)
+    this = PastDecision(
+        at=clock,
+        code=outcome.code,
+        fired=tuple(x.id for x in outcome.fired),
+        level_current=state.level,
+        level_new=outcome.level_new,
+        session_key=key,
+        tolerated=tolerated,
+        hold_started=hold_started,
+        retry_start=retry_start,
+        retry_end=retry_end,
     )
+    # Carried forward from the state as stored (before a clinician's resume via the CarePlan),
+    # exactly what folding this decision onto the earlier ones would give.
+    after = since(advance(stored_state, this, clock.tzinfo), first_day)
+    features = feature_values(decision, ctx, tolerated, hold_started, after)
     return Decision(**{**decision.__dict__, "features": features})
 
 

@@ -3,12 +3,17 @@
 The decision service writes its state into each GuidanceResponse's output parameters (the names
 below), so the state is a pure function of the stored decisions and a replay gives the same
 answer. Only decisions strictly before the clock, and not for the session being decided, count.
+
+Each decision also carries the plan state *after* it (the `state-*` parameters): the next
+decision starts from the latest one instead of folding a month of decisions, so its cost does
+not grow with the patient's history. Decisions written before that (no `state-level`) are
+folded as before.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, tzinfo
 from typing import Any
 
@@ -24,6 +29,19 @@ P_TOLERATED = "tolerated"
 P_HOLD_STARTED = "hold-started"
 P_RETRY_START = "retry-window-start"
 P_RETRY_END = "retry-window-end"
+
+# The plan state after the decision (carried forward; see carried_state / state_parameters).
+S_STARTED = "state-started"
+S_LEVEL = "state-level"
+S_ON_HOLD = "state-on-hold"
+S_HOLD_STARTED = "state-hold-started"
+S_RETRY_START = "state-retry-window-start"
+S_RETRY_END = "state-retry-window-end"
+S_STOPPED = "state-stopped"
+S_STOP_RULES = "state-stop-rules"
+S_HOLDS = "state-hold-backs"
+S_TOLERATED_DAYS = "state-tolerated-days"
+S_INTOLERANT_DAYS = "state-intolerant-days"
 
 # Decision codes (decision table, column "decision").
 DATA_REQUIRED = "data-required"
@@ -49,20 +67,6 @@ _RULE_ID = re.compile(r"^R\d+$")  # warnings never carry plan state
 
 
 @dataclass(frozen=True)
-class PastDecision:
-    at: datetime
-    code: str
-    fired: tuple[str, ...]
-    level_current: int | None
-    level_new: int | None
-    session_key: str | None
-    tolerated: bool | None
-    hold_started: date | None
-    retry_start: date | None
-    retry_end: date | None
-
-
-@dataclass(frozen=True)
 class PlanState:
     started: bool = False
     level: int = 1
@@ -75,6 +79,21 @@ class PlanState:
     earlier_holds: tuple[date, ...] = ()  # the days each distinct hold-back began
     tolerated_days: tuple[date, ...] = ()  # days at this level where every session was tolerated
     intolerant_days: tuple[date, ...] = ()  # days at this level with a session not tolerated
+
+
+@dataclass(frozen=True)
+class PastDecision:
+    at: datetime
+    code: str
+    fired: tuple[str, ...]
+    level_current: int | None
+    level_new: int | None
+    session_key: str | None
+    tolerated: bool | None
+    hold_started: date | None
+    retry_start: date | None
+    retry_end: date | None
+    state: PlanState | None = None  # the plan state after it, when the decision carries it
 
 
 def _output_parameters(response: Json) -> dict[str, Any]:
@@ -91,6 +110,60 @@ def _output_parameters(response: Json) -> dict[str, Any]:
 
 def _as_date(value: Any) -> date | None:
     return date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
+
+
+def _dates(value: Any) -> tuple[date, ...]:
+    if not isinstance(value, str) or not value:
+        return ()
+    return tuple(d for d in (_as_date(part) for part in value.split(",")) if d is not None)
+
+
+def _carried_state(values: dict[str, Any]) -> PlanState | None:
+    level = values.get(S_LEVEL)
+    if not isinstance(level, int) or isinstance(level, bool):
+        return None  # written before decisions carried their state
+    rules = values.get(S_STOP_RULES)
+    return PlanState(
+        started=values.get(S_STARTED) is True,
+        level=level,
+        on_hold=values.get(S_ON_HOLD) is True,
+        hold_started=_as_date(values.get(S_HOLD_STARTED)),
+        retry_start=_as_date(values.get(S_RETRY_START)),
+        retry_end=_as_date(values.get(S_RETRY_END)),
+        stopped=values.get(S_STOPPED) is True,
+        stop_rules=tuple(rules.split(",")) if isinstance(rules, str) and rules else (),
+        earlier_holds=_dates(values.get(S_HOLDS)),
+        tolerated_days=_dates(values.get(S_TOLERATED_DAYS)),
+        intolerant_days=_dates(values.get(S_INTOLERANT_DAYS)),
+    )
+
+
+def carries_state(response: Json) -> bool:
+    """A live decision that carries the plan state after it (so no older one is needed)."""
+    if response.get("status") == "entered-in-error":
+        return False
+    return _carried_state(_output_parameters(response)) is not None
+
+
+def state_parameters(state: PlanState) -> dict[str, Any]:
+    """The `state-*` output parameters a decision carries (None = left out)."""
+
+    def days(values: tuple[date, ...]) -> str | None:
+        return ",".join(d.isoformat() for d in values) or None
+
+    return {
+        S_STARTED: state.started,
+        S_LEVEL: state.level,
+        S_ON_HOLD: state.on_hold,
+        S_HOLD_STARTED: state.hold_started,
+        S_RETRY_START: state.retry_start,
+        S_RETRY_END: state.retry_end,
+        S_STOPPED: state.stopped,
+        S_STOP_RULES: ",".join(state.stop_rules) or None,
+        S_HOLDS: days(state.earlier_holds),
+        S_TOLERATED_DAYS: days(state.tolerated_days),
+        S_INTOLERANT_DAYS: days(state.intolerant_days),
+    }
 
 
 def parse_decision(response: Json, tz: tzinfo | None) -> PastDecision | None:
@@ -113,6 +186,7 @@ def parse_decision(response: Json, tz: tzinfo | None) -> PastDecision | None:
         hold_started=_as_date(values.get(P_HOLD_STARTED)),
         retry_start=_as_date(values.get(P_RETRY_START)),
         retry_end=_as_date(values.get(P_RETRY_END)),
+        state=_carried_state(values),
     )
 
 
@@ -132,34 +206,31 @@ def _resets_level_run(decision: PastDecision) -> bool:
     return decision.code != CONTINUE or "R11" in decision.fired
 
 
-def plan_state(decisions: list[PastDecision], tz: tzinfo | None) -> PlanState:
-    """Fold the decisions, oldest first, into the plan's current state."""
-    started = on_hold = stopped = False
-    level = 1
-    hold: tuple[date | None, date | None, date | None] = (None, None, None)
-    stop_rules: tuple[str, ...] = ()
-    holds: set[date] = set()
-    run: list[PastDecision] = []
-    for d in decisions:
-        if d.code in (START, CONTINUE, PROGRESS, HOLD_BACK):
-            started, stopped = True, False
-            level = d.level_new or d.level_current or level
-            on_hold = d.code == HOLD_BACK
-            if on_hold:
-                hold = (d.hold_started, d.retry_start, d.retry_end)
-                if d.hold_started:
-                    holds.add(d.hold_started)
-        elif d.code == STOP_AND_REFER:
-            stopped, stop_rules = True, d.fired
-        # The resuming session itself counts as day one of the new run.
-        if d.code == CONTINUE and "R11" in d.fired:
-            run = [d]
-        elif _resets_level_run(d):
-            run = []
-        elif d.code == CONTINUE:
-            run.append(d)
-    good = {local_date(d.at, tz) for d in run if d.tolerated}
-    bad = {local_date(d.at, tz) for d in run if not d.tolerated}
+def advance(state: PlanState, d: PastDecision, tz: tzinfo | None) -> PlanState:
+    """The plan state after decision `d` (one step of the fold)."""
+    started, stopped, level, on_hold = state.started, state.stopped, state.level, state.on_hold
+    hold = (state.hold_started, state.retry_start, state.retry_end)
+    stop_rules, holds = state.stop_rules, set(state.earlier_holds)
+    if d.code in (START, CONTINUE, PROGRESS, HOLD_BACK):
+        started, stopped = True, False
+        level = d.level_new or d.level_current or level
+        on_hold = d.code == HOLD_BACK
+        if on_hold:
+            hold = (d.hold_started, d.retry_start, d.retry_end)
+            if d.hold_started:
+                holds.add(d.hold_started)
+    elif d.code == STOP_AND_REFER:
+        stopped, stop_rules = True, d.fired
+    good, bad = set(state.tolerated_days), set(state.intolerant_days)
+    # The resuming session itself counts as day one of the new run.
+    counts = d.code == CONTINUE
+    if (d.code == CONTINUE and "R11" in d.fired) or _resets_level_run(d):
+        good, bad = set(), set()
+    if counts:
+        day = local_date(d.at, tz)
+        if not d.tolerated:
+            bad.add(day)
+        good = good - bad if not d.tolerated else good | ({day} - bad)
     return PlanState(
         started=started,
         level=level,
@@ -170,6 +241,32 @@ def plan_state(decisions: list[PastDecision], tz: tzinfo | None) -> PlanState:
         stopped=stopped,
         stop_rules=stop_rules,
         earlier_holds=tuple(sorted(holds)),
-        tolerated_days=tuple(sorted(good - bad)),
+        tolerated_days=tuple(sorted(good)),
         intolerant_days=tuple(sorted(bad)),
     )
+
+
+def plan_state(decisions: list[PastDecision], tz: tzinfo | None) -> PlanState:
+    """Fold the decisions, oldest first, into the plan's current state."""
+    state = PlanState()
+    for d in decisions:
+        state = advance(state, d, tz)
+    return state
+
+
+def since(state: PlanState, first_day: date) -> PlanState:
+    """The state with the days before `first_day` forgotten: the look-back window, as the
+    fold over a window of decisions sees it (and a carried state stays small)."""
+    return replace(
+        state,
+        earlier_holds=tuple(d for d in state.earlier_holds if d >= first_day),
+        tolerated_days=tuple(d for d in state.tolerated_days if d >= first_day),
+        intolerant_days=tuple(d for d in state.intolerant_days if d >= first_day),
+    )
+
+
+def state_before(past: list[PastDecision], tz: tzinfo | None, first_day: date) -> PlanState:
+    """The plan state before the clock: carried by the latest decision, else folded."""
+    if past and past[-1].state is not None:
+        return since(past[-1].state, first_day)
+    return plan_state(past, tz)

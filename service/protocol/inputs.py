@@ -3,11 +3,13 @@
 `PatientRecord` holds plain FHIR R4 JSON dicts. The storage layer fills it with
 
 - every Observation of the patient whose effective time lies in the last
-  `parameters.lookback_days(params)` days before the decision clock, **plus** the latest
-  `episode-phase`, `extension-program` and `red-flag-screen` Observation whatever its age
-  (state asserted once stays true until replaced);
-- `earlier_decisions`: this CarePlan's GuidanceResponses in the same window **plus** its most
-  recent one whatever its age (it carries the plan's state: level, hold, retry window).
+  `parameters.lookback_days(params)` days before the decision clock (session panels: only
+  those of the last day, which is all W3's count of the day's sessions needs), **plus** the
+  latest `episode-phase`, `extension-program` and `red-flag-screen` Observation whatever its
+  age (state asserted once stays true until replaced);
+- `earlier_decisions`: this CarePlan's latest GuidanceResponses before the clock. Each carries
+  the plan state after it (`state-*` output parameters, history.py), so the latest is enough;
+  for decisions written before they carried it, the whole window of them, folded.
 
 Patient-state Observations (codes of the service CodeSystem, see DESIGN 6):
 

@@ -16,7 +16,11 @@ if TYPE_CHECKING:
 
 
 def feature_values(
-    decision: Decision, ctx: Context, tolerated: bool, hold_started: date | None
+    decision: Decision,
+    ctx: Context,
+    tolerated: bool,
+    hold_started: date | None,
+    state_after: h.PlanState,
 ) -> dict[str, Any]:
     """name -> value (None = not reported / not applicable)."""
     s, p = ctx.session, ctx.patient
@@ -69,4 +73,5 @@ def feature_values(
             "sessions-that-day": s.sessions_that_day,
             "consecutive-tolerated-days": consecutive_tolerated_days(ctx),
         }
-    return values
+    # Last, so a reader of the features sees the decision's own values first.
+    return values | h.state_parameters(state_after)

@@ -1,7 +1,23 @@
-"""Translate a parsed SearchQuery into SQL over the index tables (never scanning JSON)."""
+"""Translate a parsed SearchQuery into SQL over the index tables (never scanning JSON).
+
+Two steps, so the SQL of a query is built once per *shape* rather than once per call:
+
+- ``where(query)`` reads the query's values (validating them, in request order) into a
+  *shape*, a hashable description of the SQL in which every value is replaced by the name of
+  a bound parameter, plus the values for those parameters. It is plain Python: no SQLAlchemy.
+- ``conditions(shape)`` turns a shape into SQLAlchemy expressions with ``bindparam``s. It is
+  cached, and a cached expression also hits SQLAlchemy's compiled cache, so a repeated query
+  costs neither expression building nor compiling.
+
+A shape names every structural decision (prefix, modifier, which columns, how values group),
+so two queries with equal shapes differ only in the values bound at execution.
+"""
 
 import base64
+import functools
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +32,55 @@ from service.fhir.search_params import SearchParam
 from service.store.tables import INDEX_TABLES, resource
 
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_ESCAPE = "/"  # the LIKE escape character (what SQLAlchemy's autoescape uses)
+_CACHE_SIZE = 2048
+
+# A node of a shape: a tuple whose first item says what it is (see _BUILDERS).
+Node = tuple[Any, ...]
+Shape = tuple[Any, ...]
+Columns = Sequence[tuple[sa.ColumnElement[Any], bool]]
+
+# What a stored resource is read as, in the field order of repository.Stored: its rows unpack
+# positionally (much cheaper than by name). Same SQL as selecting the table's columns.
+STORED_COLUMNS = (
+    resource.c.seq,
+    resource.c.res_type,
+    resource.c.res_id,
+    resource.c.version,
+    resource.c.last_updated,
+    resource.c.deleted,
+    resource.c.body,
+)
+
+
+class _Binds:
+    """Collects a query's values; each gets a parameter name (v0, v1, ...) for the SQL.
+
+    The names depend only on the order values are met, so equal shapes have equal names.
+    They cannot clash with SQLAlchemy's anonymous names, which end in ``_<n>``.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def __call__(self, value: Any) -> str:
+        name = f"v{len(self.values)}"
+        self.values[name] = value
+        return name
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """A query's filter: its shape (the cache key) and the values of its parameters."""
+
+    shape: Shape
+    params: dict[str, Any]
+
+    @property
+    def conditions(self) -> tuple[sa.ColumnElement[bool], ...]:
+        return conditions(self.shape)
 
 
 def _split_prefix(value: str) -> tuple[str, str]:
@@ -28,42 +93,15 @@ def _kind(param: SearchParam) -> str:
     return "token" if param.type == "uri" else param.type
 
 
-def _exists(param: SearchParam, condition: sa.ColumnElement[bool] | None) -> sa.Exists:
-    """A per-candidate check. It leaves res_type out on purpose: every value index leads
-    with res_type, so the only index it can use is the one keyed by the resource itself."""
-    table = INDEX_TABLES[_kind(param)]
-    where = [table.c.resource_seq == resource.c.seq, table.c.param == param.name]
-    if condition is not None:
-        where.append(condition)
-    return sa.exists().where(*where)
+def _escape_like(value: str) -> str:
+    """What ``autoescape=True`` does to a LIKE operand, done before binding it."""
+    escaped = value.replace(_ESCAPE, _ESCAPE + _ESCAPE)
+    return escaped.replace("%", _ESCAPE + "%").replace("_", _ESCAPE + "_")
 
 
-def _tokens_condition(table: sa.Table, values: tuple[str, ...]) -> sa.ColumnElement[bool]:
-    """OR of token values, as `system = s AND code IN (...)` per system so an index on
-    (code, system) serves them all instead of a scan filtered term by term."""
-    by_system: dict[str | None, list[str]] = {}
-    others: list[sa.ColumnElement[bool]] = []
-    for value in values:
-        system, bar, code = value.partition("|") if "|" in value else (None, "", value)
-        if bar and (not code or system == ""):
-            others.append(_token_condition(table, value))
-        else:
-            by_system.setdefault(system, []).append(code)
-    for system, codes in by_system.items():
-        in_codes = table.c.code.in_(codes)
-        others.append(in_codes if system is None else sa.and_(in_codes, table.c.system == system))
-    return sa.or_(*others)
-
-
-def _token_condition(table: sa.Table, value: str) -> sa.ColumnElement[bool]:
-    if "|" in value:
-        system, _, code = value.partition("|")
-        parts = []
-        if code:
-            parts.append(table.c.code == code)
-        parts.append(table.c.system.is_(None) if system == "" else table.c.system == system)
-        return sa.and_(*parts)
-    return table.c.code == value
+def _bind(name: str) -> sa.BindParameter[Any]:
+    # Untyped: comparing it with a column gives it the column's type, as a literal would get.
+    return sa.bindparam(name)
 
 
 def _widen(moment: datetime, days: int) -> datetime:
@@ -74,33 +112,11 @@ def _widen(moment: datetime, days: int) -> datetime:
         return MAX_DT if days > 0 else MIN_DT
 
 
-def _date_condition(table: sa.Table, value: str, name: str) -> sa.ColumnElement[bool]:
-    prefix, text = _split_prefix(value)
+def _date_range(text: str, name: str) -> tuple[datetime, datetime]:
     try:
-        low, high = parse_range(text)
+        return parse_range(text)
     except ValueError as exc:
         raise fhir_error(400, "invalid", f"{name}: {exc}") from None
-    lo, hi = table.c.low, table.c.high
-    if prefix == "eq":
-        return sa.and_(lo >= low, hi <= high)
-    if prefix == "ne":
-        return sa.not_(sa.and_(lo >= low, hi <= high))
-    if prefix == "gt":
-        return hi > high
-    if prefix == "lt":
-        return lo < low
-    # ge/le (R4 search): the range above/below the value overlaps the target's range, or the
-    # value's range contains it. The first conjunct is implied; it keeps the index range scan.
-    if prefix == "ge":
-        return sa.and_(hi >= low, sa.or_(hi > high, lo >= low))
-    if prefix == "le":
-        return sa.and_(lo <= high, sa.or_(lo < low, hi <= high))
-    if prefix == "sa":
-        return lo > high
-    if prefix == "eb":
-        return hi < low
-    # ap: overlap with the value widened by a day on each side.
-    return sa.and_(lo <= _widen(high, 1), hi >= _widen(low, -1))
 
 
 def _number(text: str, name: str) -> float:
@@ -113,136 +129,134 @@ def _number(text: str, name: str) -> float:
     return number
 
 
-def _quantity_condition(table: sa.Table, value: str, name: str) -> sa.ColumnElement[bool]:
+# --- step 1: values -> shape (plain Python, runs on every call) ------------------------------
+
+
+def _plan_token(b: _Binds, value: str) -> Node:
+    """One token value: `code`, `system|code`, `system|` or `|code` (no system)."""
+    if "|" in value:
+        system, _, code = value.partition("|")
+        return ("token|", b(code) if code else None, None if system == "" else b(system))
+    return ("token", b(value))
+
+
+def _plan_tokens(b: _Binds, values: tuple[str, ...]) -> Node:
+    """OR of token values, as `system = s AND code IN (...)` per system so an index on
+    (code, system) serves them all instead of a scan filtered term by term."""
+    by_system: dict[str | None, list[str]] = {}
+    others: list[Node] = []
+    for value in values:
+        system, bar, code = value.partition("|") if "|" in value else (None, "", value)
+        if bar and (not code or system == ""):
+            others.append(_plan_token(b, value))
+        else:
+            by_system.setdefault(system, []).append(code)
+    for system, codes in by_system.items():
+        others.append(("codes", b(codes), None if system is None else b(system)))
+    return ("or", tuple(others))
+
+
+def _plan_date(b: _Binds, value: str, name: str) -> Node:
+    prefix, text = _split_prefix(value)
+    low, high = _date_range(text, name)
+    if prefix == "ap":  # overlap with the value widened by a day on each side
+        low, high = _widen(low, -1), _widen(high, 1)
+    return ("date", prefix, b(low), b(high))
+
+
+def _plan_quantity(b: _Binds, value: str, name: str) -> Node:
     prefix, text = _split_prefix(value)
     number_text, *unit = text.split("|")
     number = _number(number_text, name)
     decimals = len(number_text.partition(".")[2]) if "." in number_text else 0
     half = 0.5 * 10 ** (-decimals)  # implicit precision: 5.4 means [5.35, 5.45)
-    v = table.c.value
-    conditions = {
-        "eq": sa.and_(v >= number - half, v < number + half),
-        "ne": sa.or_(v < number - half, v >= number + half),
-        "gt": v > number,
-        "lt": v < number,
-        "ge": v >= number,
-        "le": v <= number,
-        "sa": v > number,
-        "eb": v < number,
-        "ap": sa.and_(v >= number * 0.9, v <= number * 1.1)
-        if number >= 0
-        else sa.and_(v <= number * 0.9, v >= number * 1.1),
-    }
-    parts = [conditions[prefix]]
+    if prefix in ("eq", "ne"):
+        bounds = (b(number - half), b(number + half))
+    elif prefix == "ap":
+        bounds = (b(number * 0.9), b(number * 1.1))
+        prefix = "ap" if number >= 0 else "ap-"  # 0.9x is the upper bound of a negative x
+    else:
+        bounds = (b(number),)
+    system = code = None
     if len(unit) == 2:
-        system, code = unit
-        if system:
-            parts.append(table.c.system == system)
-        if code:
-            parts.append(table.c.code == code)
+        system = b(unit[0]) if unit[0] else None
+        code = b(unit[1]) if unit[1] else None
     elif unit:
         raise fhir_error(400, "invalid", f"{name}: use number|system|code")
-    return sa.and_(*parts)
+    return ("quantity", prefix, bounds, system, code)
 
 
-def _reference_condition(table: sa.Table, param: SearchParam, value: str) -> sa.ColumnElement[bool]:
+def _plan_reference(b: _Binds, param: SearchParam, value: str) -> Node:
     url, _, version = value.partition("|")
-    versioned = [table.c.target_version == version] if version else []
     target_type, target_id = parse_reference(url)
     if "://" in url:
-        parts = [table.c.target_url == url, *versioned]
         # An absolute reference to a resource also matches the relative (local) form.
-        if target_id is not None:
-            local = sa.and_(
-                table.c.target_url.is_(None),
-                table.c.target_type == target_type,
-                table.c.target_id == target_id,
-                *versioned,
-            )
-            return sa.or_(sa.and_(*parts), local)
-        return sa.and_(*parts)
+        local = (b(target_type), b(target_id)) if target_id is not None else None
+        return ("ref_url", b(url), b(version) if version else None, local)
     # Relative references and bare ids name resources on this server, never another server's
     # resource that happens to have the same type and id.
-    local_only = table.c.target_url.is_(None)
     if target_id is not None:
-        return sa.and_(
-            local_only, table.c.target_type == target_type, table.c.target_id == target_id
-        )
+        return ("ref_local", b(target_type), b(target_id))
     if "/" in url:
         raise fhir_error(400, "invalid", f"{param.name}: {value!r} is not a reference")
-    condition = sa.and_(local_only, table.c.target_id == url)  # a bare id
-    if len(param.targets) == 1:
-        condition = sa.and_(condition, table.c.target_type == param.targets[0])
-    return condition
+    only = param.targets[0] if len(param.targets) == 1 else None
+    return ("ref_id", b(url), only)
 
 
-def _value_condition(clause: Clause, value: str) -> sa.ColumnElement[bool]:
+def _plan_value(b: _Binds, clause: Clause, value: str) -> Node:
     param = clause.param
-    table = INDEX_TABLES[_kind(param)]
     if param.type in ("token", "uri"):
         if param.type == "uri" and clause.modifier == "below":
-            return table.c.code.startswith(value, autoescape=True)
-        return _token_condition(table, value)
+            return ("like", "token", "code", "startswith", b(_escape_like(value)))
+        return _plan_token(b, value)
     if param.type == "string":
         if clause.modifier == "exact":
-            return table.c.value_exact == value
-        needle = normalize_string(value)
+            return ("exact", b(value))
+        needle = b(_escape_like(normalize_string(value)))
         if clause.modifier == "contains":
-            return table.c.value_norm.contains(needle, autoescape=True)
-        return table.c.value_norm.startswith(needle, autoescape=True)
+            return ("like", "string", "value_norm", "contains", needle)
+        return ("like", "string", "value_norm", "startswith", needle)
     if param.type == "date":
-        return _date_condition(table, value, param.name)
+        return _plan_date(b, value, param.name)
     if param.type == "quantity":
-        return _quantity_condition(table, value, param.name)
-    return _reference_condition(table, param, value)
+        return _plan_quantity(b, value, param.name)
+    return _plan_reference(b, param, value)
 
 
-def _envelope_condition(clause: Clause) -> sa.ColumnElement[bool]:
+def _plan_values(b: _Binds, clause: Clause) -> Node:
+    """The OR of a clause's values."""
+    if clause.param.type == "token" and clause.modifier is None:
+        return _plan_tokens(b, clause.values)
+    return ("or", tuple(_plan_value(b, clause, v) for v in clause.values))
+
+
+def _plan_envelope(b: _Binds, clause: Clause) -> Node:
     """_id and _lastUpdated read the resource row itself."""
     if clause.param.name == "_id":
-        return resource.c.res_id.in_(clause.values)
+        return ("ids", b(list(clause.values)))
     ors = []
     for value in clause.values:
         prefix, text = _split_prefix(value)
-        try:
-            low, high = parse_range(text)
-        except ValueError as exc:
-            raise fhir_error(400, "invalid", f"_lastUpdated: {exc}") from None
-        col = resource.c.last_updated
-        ors.append(
-            {
-                "eq": sa.and_(col >= low, col <= high),
-                "ne": sa.or_(col < low, col > high),
-                "gt": col > high,
-                "sa": col > high,
-                "lt": col < low,
-                "eb": col < low,
-                "ge": col >= low,
-                "le": col <= high,
-                "ap": sa.and_(col >= _widen(low, -1), col <= _widen(high, 1)),
-            }[prefix]
-        )
-    return sa.or_(*ors)
+        low, high = _date_range(text, "_lastUpdated")
+        if prefix == "ap":
+            low, high = _widen(low, -1), _widen(high, 1)
+        ors.append(("updated", prefix, b(low), b(high)))
+    return ("or", tuple(ors))
 
 
-def clause_condition(clause: Clause) -> sa.ColumnElement[bool]:
-    if clause.param.name in ("_id", "_lastUpdated"):
+def _plan_clause(b: _Binds, clause: Clause) -> Node:
+    name = clause.param.name
+    if name in ("_id", "_lastUpdated"):
         if clause.modifier == "missing":
-            return sa.false() if clause.values[0] == "true" else sa.true()
-        return _envelope_condition(clause)
+            return ("false",) if clause.values[0] == "true" else ("true",)
+        return _plan_envelope(b, clause)
+    kind = _kind(clause.param)
     if clause.modifier == "missing":
-        present = _exists(clause.param, None)
-        return sa.not_(present) if clause.values[0] == "true" else present
+        present: Node = ("exists", kind, name, None)
+        return ("not", present) if clause.values[0] == "true" else present
     if clause.modifier == "not":
-        return sa.not_(_exists(clause.param, _values_condition(clause)))
-    return _exists(clause.param, _values_condition(clause))
-
-
-def _values_condition(clause: Clause) -> sa.ColumnElement[bool]:
-    """The OR of a clause's values."""
-    if clause.param.type == "token" and clause.modifier is None:
-        return _tokens_condition(INDEX_TABLES["token"], clause.values)
-    return sa.or_(*(_value_condition(clause, v) for v in clause.values))
+        return ("not", ("exists", kind, name, _plan_values(b, clause)))
+    return ("exists", kind, name, _plan_values(b, clause))
 
 
 def _driver_rank(clause: Clause) -> int | None:
@@ -262,19 +276,7 @@ def _driver_rank(clause: Clause) -> int | None:
     return {"reference": 2, "token": 3, "date": 4}.get(param.type, 5)
 
 
-def _in_driver(clause: Clause, resource_type: str) -> sa.ColumnElement[bool]:
-    table = INDEX_TABLES[_kind(clause.param)]
-    lookup = sa.select(table.c.resource_seq).where(
-        table.c.res_type == resource_type,
-        table.c.param == clause.param.name,
-        _values_condition(clause),
-    )
-    return resource.c.seq.in_(lookup)
-
-
-def _compartment_date_driver(
-    query: SearchQuery,
-) -> tuple[sa.ColumnElement[bool], list[Clause]] | None:
+def _compartment_dates(query: SearchQuery) -> tuple[Clause, list[Clause]] | None:
     """patient=Patient/x plus date bounds: one range scan of that patient's dated rows.
 
     This keeps a decision's record window as cheap for a patient with 10,000 stored sessions
@@ -305,73 +307,308 @@ def _compartment_date_driver(
         c.values[0][:2] in ("ge", "gt", "eq", "sa") or c.values[0][:1].isdigit() for c in dates
     ):
         return None  # no lower bound: the range would run over the whole history
-    table = INDEX_TABLES["date"]
-    lookup = sa.select(table.c.resource_seq).where(
-        table.c.res_type == query.resource_type,
-        table.c.param == dates[0].param.name,
-        table.c.compartment == patient.values[0],
-        *(_value_condition(c, c.values[0]) for c in dates),
-    )
-    return resource.c.seq.in_(lookup), [patient, *dates]
+    return patient, dates
 
 
-def where_clauses(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
-    conditions = [resource.c.deleted.is_(False)]
+def _plan_driver(b: _Binds, query: SearchQuery) -> tuple[Node | None, list[Clause]]:
+    """What drives the query as ``seq IN (index lookup)``, and the clauses left to check."""
     remaining = list(query.clauses)
-    driver: sa.ColumnElement[bool] | None = None
-    compartment = _compartment_date_driver(query)
+    compartment = _compartment_dates(query)
     if compartment is not None:
-        driver, covered = compartment
+        patient, dates = compartment
+        covered = [patient, *dates]
         # The patient clause is implied by the compartment; dates are in the driver.
         remaining = [c for c in remaining if c not in covered]
-    else:
-        ranked = [
-            (rank, i) for i, c in enumerate(remaining) if (rank := _driver_rank(c)) is not None
-        ]
-        if ranked:
-            _, index = min(ranked)
-            driver = _in_driver(remaining.pop(index), query.resource_type)
+        bounds = tuple(_plan_value(b, c, c.values[0]) for c in dates)
+        name = dates[0].param.name
+        node = ("compartment", query.resource_type, name, b(patient.values[0]), bounds)
+        return node, remaining
+    ranked = [(rank, i) for i, c in enumerate(remaining) if (rank := _driver_rank(c)) is not None]
+    if not ranked:
+        return None, remaining
+    driver = remaining.pop(min(ranked)[1])
+    param = driver.param
+    node = ("driver", query.resource_type, _kind(param), param.name, _plan_values(b, driver))
+    return node, remaining
+
+
+def where(query: SearchQuery) -> Where:
+    """The query's filter, values validated (400 on a malformed one) in request order."""
+    b = _Binds()
+    driver, remaining = _plan_driver(b, query)
+    nodes = tuple(_plan_clause(b, c) for c in remaining)
+    return Where((query.resource_type, driver, nodes), b.values)
+
+
+# --- step 2: shape -> SQLAlchemy expressions (once per shape) --------------------------------
+
+
+def _build(node: Node) -> sa.ColumnElement[bool]:
+    return _BUILDERS[node[0]](*node[1:])
+
+
+def _build_or(nodes: tuple[Node, ...]) -> sa.ColumnElement[bool]:
+    return sa.or_(*(_build(n) for n in nodes))
+
+
+def _build_not(node: Node) -> sa.ColumnElement[bool]:
+    return sa.not_(_build(node))
+
+
+def _build_exists(kind: str, name: str, condition: Node | None) -> sa.ColumnElement[bool]:
+    """A per-candidate check. It leaves res_type out on purpose: every value index leads
+    with res_type, so the only index it can use is the one keyed by the resource itself."""
+    table = INDEX_TABLES[kind]
+    where = [table.c.resource_seq == resource.c.seq, table.c.param == name]
+    if condition is not None:
+        where.append(_build(condition))
+    return sa.exists().where(*where)
+
+
+def _build_token(code: str) -> sa.ColumnElement[bool]:
+    return INDEX_TABLES["token"].c.code == _bind(code)
+
+
+def _build_token_system(code: str | None, system: str | None) -> sa.ColumnElement[bool]:
+    table = INDEX_TABLES["token"]
+    parts = []
+    if code is not None:
+        parts.append(table.c.code == _bind(code))
+    parts.append(table.c.system.is_(None) if system is None else table.c.system == _bind(system))
+    return sa.and_(*parts)
+
+
+def _build_codes(codes: str, system: str | None) -> sa.ColumnElement[bool]:
+    table = INDEX_TABLES["token"]
+    in_codes = table.c.code.in_(sa.bindparam(codes, expanding=True))
+    return in_codes if system is None else sa.and_(in_codes, table.c.system == _bind(system))
+
+
+def _build_like(kind: str, column: str, how: str, value: str) -> sa.ColumnElement[bool]:
+    like = getattr(INDEX_TABLES[kind].c[column], how)
+    return like(_bind(value), escape=_ESCAPE)
+
+
+def _build_exact(value: str) -> sa.ColumnElement[bool]:
+    return INDEX_TABLES["string"].c.value_exact == _bind(value)
+
+
+def _build_date(prefix: str, low_name: str, high_name: str) -> sa.ColumnElement[bool]:
+    table = INDEX_TABLES["date"]
+    lo, hi = table.c.low, table.c.high
+    low, high = _bind(low_name), _bind(high_name)
+    if prefix == "eq":
+        return sa.and_(lo >= low, hi <= high)
+    if prefix == "ne":
+        return sa.not_(sa.and_(lo >= low, hi <= high))
+    if prefix == "gt":
+        return hi > high
+    if prefix == "lt":
+        return lo < low
+    # ge/le (R4 search): the range above/below the value overlaps the target's range, or the
+    # value's range contains it. The first conjunct is implied; it keeps the index range scan.
+    if prefix == "ge":
+        return sa.and_(hi >= low, sa.or_(hi > high, lo >= low))
+    if prefix == "le":
+        return sa.and_(lo <= high, sa.or_(lo < low, hi <= high))
+    if prefix == "sa":
+        return lo > high
+    if prefix == "eb":
+        return hi < low
+    # ap: low and high are already widened by a day.
+    return sa.and_(lo <= high, hi >= low)
+
+
+def _build_quantity(
+    prefix: str, bounds: tuple[str, ...], system: str | None, code: str | None
+) -> sa.ColumnElement[bool]:
+    table = INDEX_TABLES["quantity"]
+    parts = [_quantity_bounds(table.c.value, prefix, *(_bind(name) for name in bounds))]
+    if system is not None:
+        parts.append(table.c.system == _bind(system))
+    if code is not None:
+        parts.append(table.c.code == _bind(code))
+    return sa.and_(*parts)
+
+
+def _quantity_bounds(
+    v: sa.ColumnElement[Any], prefix: str, x: sa.BindParameter[Any], y: Any = None
+) -> sa.ColumnElement[bool]:
+    """x, y: number -/+ half its precision (eq, ne), number * 0.9 and * 1.1 (ap)."""
+    if prefix == "eq":
+        return sa.and_(v >= x, v < y)
+    if prefix == "ne":
+        return sa.or_(v < x, v >= y)
+    if prefix in ("gt", "sa"):
+        return v > x
+    if prefix in ("lt", "eb"):
+        return v < x
+    if prefix == "ge":
+        return v >= x
+    if prefix == "le":
+        return v <= x
+    if prefix == "ap":
+        return sa.and_(v >= x, v <= y)
+    return sa.and_(v <= x, v >= y)  # ap of a negative number
+
+
+def _build_ref_url(
+    url: str, version: str | None, local: tuple[str, str] | None
+) -> sa.ColumnElement[bool]:
+    table = INDEX_TABLES["reference"]
+    versioned = [table.c.target_version == _bind(version)] if version is not None else []
+    parts = [table.c.target_url == _bind(url), *versioned]
+    if local is not None:
+        same_here = sa.and_(
+            table.c.target_url.is_(None),
+            table.c.target_type == _bind(local[0]),
+            table.c.target_id == _bind(local[1]),
+            *versioned,
+        )
+        return sa.or_(sa.and_(*parts), same_here)
+    return sa.and_(*parts)
+
+
+def _build_ref_local(target_type: str, target_id: str) -> sa.ColumnElement[bool]:
+    table = INDEX_TABLES["reference"]
+    return sa.and_(
+        table.c.target_url.is_(None),
+        table.c.target_type == _bind(target_type),
+        table.c.target_id == _bind(target_id),
+    )
+
+
+def _build_ref_id(target_id: str, only_type: str | None) -> sa.ColumnElement[bool]:
+    """A bare id; the target type too when the parameter allows only one."""
+    table = INDEX_TABLES["reference"]
+    condition = sa.and_(table.c.target_url.is_(None), table.c.target_id == _bind(target_id))
+    if only_type is not None:
+        condition = sa.and_(condition, table.c.target_type == only_type)
+    return condition
+
+
+def _build_ids(ids: str) -> sa.ColumnElement[bool]:
+    return resource.c.res_id.in_(sa.bindparam(ids, expanding=True))
+
+
+def _build_updated(prefix: str, low_name: str, high_name: str) -> sa.ColumnElement[bool]:
+    col = resource.c.last_updated
+    low, high = _bind(low_name), _bind(high_name)
+    if prefix in ("eq", "ap"):  # ap: already widened by a day
+        return sa.and_(col >= low, col <= high)
+    if prefix == "ne":
+        return sa.or_(col < low, col > high)
+    if prefix in ("gt", "sa"):
+        return col > high
+    if prefix in ("lt", "eb"):
+        return col < low
+    if prefix == "ge":
+        return col >= low
+    return col <= high  # le
+
+
+def _build_driver(
+    resource_type: str, kind: str, name: str, condition: Node
+) -> sa.ColumnElement[bool]:
+    table = INDEX_TABLES[kind]
+    lookup = sa.select(table.c.resource_seq).where(
+        table.c.res_type == resource_type, table.c.param == name, _build(condition)
+    )
+    return resource.c.seq.in_(lookup)
+
+
+def _build_compartment(
+    resource_type: str, name: str, patient: str, bounds: tuple[Node, ...]
+) -> sa.ColumnElement[bool]:
+    table = INDEX_TABLES["date"]
+    lookup = sa.select(table.c.resource_seq).where(
+        table.c.res_type == resource_type,
+        table.c.param == name,
+        table.c.compartment == _bind(patient),
+        *(_build(node) for node in bounds),
+    )
+    return resource.c.seq.in_(lookup)
+
+
+_BUILDERS: dict[str, Callable[..., Any]] = {
+    "true": sa.true,
+    "false": sa.false,
+    "or": _build_or,
+    "not": _build_not,
+    "exists": _build_exists,
+    "token": _build_token,
+    "token|": _build_token_system,
+    "codes": _build_codes,
+    "like": _build_like,
+    "exact": _build_exact,
+    "date": _build_date,
+    "quantity": _build_quantity,
+    "ref_url": _build_ref_url,
+    "ref_local": _build_ref_local,
+    "ref_id": _build_ref_id,
+    "ids": _build_ids,
+    "updated": _build_updated,
+    "driver": _build_driver,
+    "compartment": _build_compartment,
+}
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def conditions(shape: Shape) -> tuple[sa.ColumnElement[bool], ...]:
+    """The WHERE conditions of a shape, with a bindparam for each of its values."""
+    resource_type, driver, nodes = shape
+    built = [resource.c.deleted.is_(False)]
     if driver is not None:
+        lookup = _build(driver)
         # `res_type || ''` keeps SQLite from walking the type index instead of looking the
         # driver's rows up by primary key; PostgreSQL plans it the same either way.
-        conditions += [driver, resource.c.res_type.concat("") == query.resource_type]
+        built += [lookup, resource.c.res_type.concat("") == resource_type]
     else:
-        conditions.append(resource.c.res_type == query.resource_type)
-    conditions.extend(clause_condition(c) for c in remaining)
-    return conditions
+        built.append(resource.c.res_type == resource_type)
+    built.extend(_build(node) for node in nodes)
+    return tuple(built)
 
 
 # --- ordering and keyset paging -------------------------------------------------------------
 # Pages are cut by the sort key of the last row seen (a cursor), not by an offset, so rows
 # written between two page requests never shift, skip or repeat the rows of the next page.
 
+SortKey = tuple[tuple[str, str, bool], ...]
 
-def sort_columns(query: SearchQuery) -> list[tuple[sa.ColumnElement[Any], bool]]:
+
+def sort_key(query: SearchQuery) -> SortKey:
+    """What the sort columns depend on (the cache key of columns_for)."""
+    return tuple((param.name, _kind(param), descending) for param, descending in query.sort)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def columns_for(key: SortKey) -> Columns:
+    """The sort columns, then seq (a unique tie-break), each with whether it descends."""
     columns: list[tuple[sa.ColumnElement[Any], bool]] = []
-    for param, descending in query.sort:
-        if param.name == "_lastUpdated":
+    for name, kind, descending in key:
+        if name == "_lastUpdated":
             columns.append((resource.c.last_updated, descending))
-        elif param.name == "_id":
+        elif name == "_id":
             columns.append((resource.c.res_id, descending))
         else:
-            columns.append((_sort_value(param, descending), descending))
+            columns.append((_sort_value(name, kind, descending), descending))
     columns.append((resource.c.seq, False))
-    return columns
+    return tuple(columns)
 
 
-def _sort_value(param: SearchParam, descending: bool) -> sa.ColumnElement[Any]:
-    table = INDEX_TABLES[_kind(param)]
+def _sort_value(name: str, kind: str, descending: bool) -> sa.ColumnElement[Any]:
+    table = INDEX_TABLES[kind]
     column_name, missing = {
         "date": ("high" if descending else "low", MIN_DT if descending else MAX_DT),
         "string": ("value_norm", "" if descending else "\uffff"),
         "token": ("code", "" if descending else "\uffff"),
         "quantity": ("value", -1e308 if descending else 1e308),
-    }[_kind(param)]
+    }[kind]
     column = table.c[column_name]
     aggregate = sa.func.max(column) if descending else sa.func.min(column)
     inner = (
         sa.select(aggregate)
-        .where(table.c.resource_seq == resource.c.seq, table.c.param == param.name)
+        .where(table.c.resource_seq == resource.c.seq, table.c.param == name)
         .scalar_subquery()
     )
     # Resources without a value sort last in both directions.
@@ -384,9 +621,7 @@ def encode_cursor(values: list[Any], backwards: bool) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(
-    cursor: str, columns: list[tuple[sa.ColumnElement[Any], bool]]
-) -> tuple[list[Any], bool]:
+def decode_cursor(cursor: str, columns: Columns) -> tuple[list[Any], bool]:
     try:
         data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         values = data["k"]
@@ -401,9 +636,7 @@ def decode_cursor(
         raise fhir_error(400, "invalid", "Invalid or outdated paging cursor") from None
 
 
-def after(
-    columns: list[tuple[sa.ColumnElement[Any], bool]], values: list[Any], backwards: bool
-) -> sa.ColumnElement[bool]:
+def after(columns: Columns, values: list[Any], backwards: bool) -> sa.ColumnElement[bool]:
     """Rows strictly after the cursor in sort order (before it when going backwards)."""
     ors = []
     for i, (column, descending) in enumerate(columns):
@@ -413,7 +646,50 @@ def after(
     return sa.or_(*ors)
 
 
-def order_by(
-    columns: list[tuple[sa.ColumnElement[Any], bool]], backwards: bool
-) -> list[sa.ColumnElement[Any]]:
+def order_by(columns: Columns, backwards: bool) -> list[sa.ColumnElement[Any]]:
     return [c.desc() if (d != backwards) else c.asc() for c, d in columns]
+
+
+# --- whole statements, built once per shape ---------------------------------------------------
+
+LIMIT = "row_limit"  # the parameter name of a statement's LIMIT
+
+
+def _limit() -> sa.BindParameter[int]:
+    return sa.bindparam(LIMIT, type_=sa.Integer)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def page_statement(shape: Shape, key: SortKey) -> sa.Select[Any]:
+    """A search's first page: the resource and its sort keys (k0, k1, ...) in sort order."""
+    columns = columns_for(key)
+    return _page(conditions(shape), columns, False)
+
+
+def cursor_page_statement(
+    where: Where, columns: Columns, values: list[Any], backwards: bool
+) -> sa.Select[Any]:
+    """A later page, cut at a cursor's values (paging is rare: not cached)."""
+    return _page((*where.conditions, after(columns, values, backwards)), columns, backwards)
+
+
+def _page(
+    filters: Sequence[sa.ColumnElement[bool]], columns: Columns, backwards: bool
+) -> sa.Select[Any]:
+    labels = [col.label(f"k{i}") for i, (col, _) in enumerate(columns)]
+    return (
+        sa.select(*STORED_COLUMNS, *labels)
+        .where(*filters)
+        .order_by(*order_by(columns, backwards))
+        .limit(_limit())
+    )
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def ids_statement(shape: Shape) -> sa.Select[Any]:
+    return sa.select(resource.c.res_id).where(*conditions(shape)).limit(_limit())
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def count_statement(shape: Shape) -> sa.Select[Any]:
+    return sa.select(sa.func.count()).select_from(resource).where(*conditions(shape))

@@ -36,6 +36,45 @@ from service.store.tables import (
 
 T = TypeVar("T")
 
+# --- statements built once -----------------------------------------------------------------
+# Constant statements with bindparams: building one per call costs more Python than running
+# it, and a reused statement object also skips SQLAlchemy's cache-key computation.
+
+_GET = sa.select(*q.STORED_COLUMNS).where(
+    resource.c.res_type == sa.bindparam("type_"), resource.c.res_id == sa.bindparam("id_")
+)
+_GET_FOR_UPDATE = _GET.with_for_update()
+_INSERT = resource.insert().returning(resource.c.seq)
+_INSERT_MANY = resource.insert().returning(resource.c.seq, sort_by_parameter_order=True)
+_HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "method", "deleted", "body")
+# One history row, its parameters named after the columns plus "_" (it also runs as a CTE).
+_HISTORY = resource_history.insert().values({c: sa.bindparam(f"{c}_") for c in _HISTORY_COLUMNS})
+_INSERT_INDEX = {kind: table.insert() for kind, table in INDEX_TABLES.items()}
+# Optimistic: the row is still the version that was read (else someone wrote in between).
+_UPDATE = (
+    resource.update()
+    .where(resource.c.seq == sa.bindparam("seq_"), resource.c.version == sa.bindparam("read_"))
+    .values(
+        version=sa.bindparam("version_"),
+        last_updated=sa.bindparam("last_updated_"),
+        deleted=sa.bindparam("deleted_"),
+        body=sa.bindparam("body_"),
+    )
+)
+
+
+def _clear(table: sa.Table) -> sa.Delete:
+    return table.delete().where(table.c.resource_seq == sa.bindparam("seq_"))
+
+
+# What a new version of a resource replaces: its conditional-create key and index rows.
+_CLEAR = tuple(_clear(table) for table in (conditional_key, *INDEX_TABLES.values()))
+# PostgreSQL writes the new version's history row and does the clearing in one statement
+# (data-modifying CTEs): one round trip instead of seven.
+_HISTORY_AND_CLEAR_PG = _CLEAR[0].add_cte(
+    _HISTORY.cte("history"), *(_clear(t).cte(f"clear_{t.name}") for t in INDEX_TABLES.values())
+)
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -160,12 +199,8 @@ class Tx:
     # --- reads -----------------------------------------------------------------------------
 
     def get(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
-        stmt = sa.select(resource).where(
-            resource.c.res_type == resource_type, resource.c.res_id == resource_id
-        )
-        if lock and not self.sqlite:
-            stmt = stmt.with_for_update()
-        row = self.conn.execute(stmt).first()
+        stmt = _GET_FOR_UPDATE if lock and not self.sqlite else _GET
+        row = self.conn.execute(stmt, {"type_": resource_type, "id_": resource_id}).first()
         return _stored(row) if row else None
 
     def read(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored:
@@ -200,7 +235,7 @@ class Tx:
             return []
         pairs = [sa.and_(resource.c.res_type == t, resource.c.res_id == i) for t, i in refs]
         rows = self.conn.execute(
-            sa.select(resource).where(sa.or_(*pairs), resource.c.deleted.is_(False))
+            sa.select(*q.STORED_COLUMNS).where(sa.or_(*pairs), resource.c.deleted.is_(False))
         ).all()
         return [_stored(r) for r in rows]
 
@@ -226,17 +261,9 @@ class Tx:
             }
             for f in finals
         ]
-        seqs = (
-            self.conn.execute(
-                resource.insert().returning(resource.c.seq, sort_by_parameter_order=True), rows
-            )
-            .scalars()
-            .all()
-        )
-        self.conn.execute(
-            resource_history.insert(),
-            [{**r, "method": "POST"} for r in rows],
-        )
+        seqs = self.conn.execute(_INSERT_MANY, rows).scalars().all()
+        history = [_history_params(f["resourceType"], f["id"], 1, now, "POST", f) for f in finals]
+        self.conn.execute(_HISTORY, history)
         index: dict[str, list[dict[str, Any]]] = {}
         for seq, final in zip(seqs, finals, strict=True):
             for kind, kind_rows in index_rows(final).items():
@@ -244,7 +271,7 @@ class Tx:
                     {"resource_seq": seq, "res_type": final["resourceType"], **r} for r in kind_rows
                 )
         for kind, kind_rows in index.items():
-            self.conn.execute(INDEX_TABLES[kind].insert(), kind_rows)
+            self.conn.execute(_INSERT_INDEX[kind], kind_rows)
         return [
             Stored(seq, f["resourceType"], f["id"], 1, now, False, f)
             for seq, f in zip(seqs, finals, strict=True)
@@ -284,10 +311,10 @@ class Tx:
         ).first()
         if existing is not None:
             holder = existing.resource_seq
+            where = q.where(criteria)
             still_matches = self.conn.execute(
-                sa.select(resource.c.seq).where(
-                    *q.where_clauses(criteria), resource.c.seq == holder
-                )
+                sa.select(resource.c.seq).where(*where.conditions, resource.c.seq == holder),
+                where.params,
             ).first()
             if still_matches is not None:
                 # A parallel create committed after our search: redo, and find its resource.
@@ -346,20 +373,18 @@ class Tx:
     ) -> Stored:
         now = utc_now().replace(tzinfo=None)
         final = _with_meta(body, resource_id, version, now)
-        seq = self.conn.execute(
-            resource.insert()
-            .values(
-                res_type=resource_type,
-                res_id=resource_id,
-                version=version,
-                last_updated=now,
-                deleted=False,
-                body=final,
-            )
-            .returning(resource.c.seq)
-        ).scalar_one()
-        self._history_row(resource_type, resource_id, version, now, method, final)
-        self._write_index(seq, final, fresh=True)
+        row = {
+            "res_type": resource_type,
+            "res_id": resource_id,
+            "version": version,
+            "last_updated": now,
+            "deleted": False,
+            "body": final,
+        }
+        seq = self.conn.execute(_INSERT, row).scalar_one()
+        history = _history_params(resource_type, resource_id, version, now, method, final)
+        self.conn.execute(_HISTORY, history)
+        self._write_index(seq, final)
         return Stored(seq, resource_type, resource_id, version, now, False, final)
 
     def _replace(self, current: Stored, body: dict[str, Any] | None, method: str) -> Stored:
@@ -367,58 +392,44 @@ class Tx:
         version = current.version + 1
         final = _with_meta(body, current.id, version, now) if body is not None else None
         result = self.conn.execute(
-            resource.update()
-            .where(resource.c.seq == current.seq, resource.c.version == current.version)
-            .values(version=version, last_updated=now, deleted=body is None, body=final)
+            _UPDATE,
+            {
+                "seq_": current.seq,
+                "read_": current.version,
+                "version_": version,
+                "last_updated_": now,
+                "deleted_": body is None,
+                "body_": final,
+            },
         )
         if result.rowcount != 1:
             raise RetryTransaction()  # someone else wrote in between: decide again from scratch
-        self._history_row(current.type, current.id, version, now, method, final)
-        self.conn.execute(
-            conditional_key.delete().where(conditional_key.c.resource_seq == current.seq)
-        )
-        self._write_index(current.seq, final, fresh=False)
+        history = _history_params(current.type, current.id, version, now, method, final)
+        if self.sqlite:
+            self.conn.execute(_HISTORY, history)
+            for stmt in _CLEAR:  # the previous version's criteria key and index rows
+                self.conn.execute(stmt, {"seq_": current.seq})
+        else:
+            self.conn.execute(_HISTORY_AND_CLEAR_PG, {**history, "seq_": current.seq})
+        self._write_index(current.seq, final)
         return Stored(current.seq, current.type, current.id, version, now, body is None, final)
 
-    def _history_row(
-        self,
-        resource_type: str,
-        resource_id: str,
-        version: int,
-        now: datetime,
-        method: str,
-        body: dict[str, Any] | None,
-    ) -> None:
-        self.conn.execute(
-            resource_history.insert().values(
-                res_type=resource_type,
-                res_id=resource_id,
-                version=version,
-                last_updated=now,
-                method=method,
-                deleted=body is None,
-                body=body,
-            )
-        )
-
-    def _write_index(self, seq: int, body: dict[str, Any] | None, *, fresh: bool) -> None:
-        if not fresh:
-            for table in INDEX_TABLES.values():
-                self.conn.execute(table.delete().where(table.c.resource_seq == seq))
+    def _write_index(self, seq: int, body: dict[str, Any] | None) -> None:
         if body is None:
             return
         resource_type = body["resourceType"]
         for kind, rows in index_rows(body).items():
             self.conn.execute(
-                INDEX_TABLES[kind].insert(),
+                _INSERT_INDEX[kind],
                 [{"resource_seq": seq, "res_type": resource_type, **row} for row in rows],
             )
 
     # --- search ----------------------------------------------------------------------------
 
     def search_ids(self, query: SearchQuery, limit: int) -> list[str]:
-        stmt = sa.select(resource.c.res_id).where(*q.where_clauses(query)).limit(limit)
-        return list(self.conn.execute(stmt).scalars())
+        where = q.where(query)
+        params = {**where.params, q.LIMIT: limit}
+        return list(self.conn.execute(q.ids_statement(where.shape), params).scalars())
 
     def find(
         self, resource_type: str, items: list[tuple[str, str]], limit: int = 10_000
@@ -429,35 +440,37 @@ class Tx:
         return [m.body for m in self.search(query).matches if m.body is not None]
 
     def count(self, query: SearchQuery) -> int:
-        stmt = sa.select(sa.func.count()).select_from(resource).where(*q.where_clauses(query))
-        return int(self.conn.execute(stmt).scalar_one())
+        return self._count(q.where(query))
+
+    def _count(self, where: q.Where) -> int:
+        stmt = q.count_statement(where.shape)
+        return int(self.conn.execute(stmt, where.params).scalar_one())
 
     def search(self, query: SearchQuery) -> SearchPage:
-        columns = q.sort_columns(query)
-        where = q.where_clauses(query)
+        sort = q.sort_key(query)
+        columns = q.columns_for(sort)
+        where = q.where(query)
         backwards = False
         if query.cursor:
             values, backwards = q.decode_cursor(query.cursor, columns)
-            where.append(q.after(columns, values, backwards))
-        labels = [col.label(f"k{i}") for i, (col, _) in enumerate(columns)]
-        stmt = (
-            sa.select(resource, *labels)
-            .where(*where)
-            .order_by(*q.order_by(columns, backwards))
-            .limit(query.count + 1)
-        )
-        rows = self.conn.execute(stmt).all()
+            stmt = q.cursor_page_statement(where, columns, values, backwards)
+        else:
+            stmt = q.page_statement(where.shape, sort)
+        rows = self.conn.execute(stmt, {**where.params, q.LIMIT: query.count + 1}).all()
         more = len(rows) > query.count
         rows = rows[: query.count]
         if backwards:
             rows.reverse()
-        keys = [[getattr(r, f"k{i}") for i in range(len(columns))] for r in rows]
         matches = [_stored(r) for r in rows]
         has_after = more if not backwards else bool(query.cursor)
         has_before = more if backwards else bool(query.cursor)
-        next_cursor = q.encode_cursor(keys[-1], False) if rows and has_after else None
-        previous_cursor = q.encode_cursor(keys[0], True) if rows and has_before else None
-        total = None if query.total == "none" else self.count(query)
+        # Only the first and last rows' sort keys (k0, k1, ...) make cursors.
+        width = len(columns)
+        next_cursor = q.encode_cursor(_keys(rows[-1], width), False) if rows and has_after else None
+        previous_cursor = (
+            q.encode_cursor(_keys(rows[0], width), True) if rows and has_before else None
+        )
+        total = None if query.total == "none" else self._count(where)
         included = self._includes(query, matches)
         return SearchPage(matches, included, total, next_cursor, previous_cursor)
 
@@ -511,6 +524,29 @@ class Tx:
         return entries, next_seq, total
 
 
+_STORED_WIDTH = len(q.STORED_COLUMNS)
+
+
+def _history_params(
+    resource_type: str,
+    resource_id: str,
+    version: int,
+    now: datetime,
+    method: str,
+    body: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The parameters of _HISTORY."""
+    return {
+        "res_type_": resource_type,
+        "res_id_": resource_id,
+        "version_": version,
+        "last_updated_": now,
+        "method_": method,
+        "deleted_": body is None,
+        "body_": body,
+    }
+
+
 def _with_meta(
     body: dict[str, Any], resource_id: str, version: int, now: datetime
 ) -> dict[str, Any]:
@@ -521,9 +557,13 @@ def _with_meta(
 
 
 def _stored(row: Any) -> Stored:
-    return Stored(
-        row.seq, row.res_type, row.res_id, row.version, row.last_updated, row.deleted, row.body
-    )
+    """A row that starts with q.STORED_COLUMNS (search rows have sort keys after them)."""
+    return Stored(*row[:_STORED_WIDTH])
+
+
+def _keys(row: Any, width: int) -> list[Any]:
+    """A search row's sort key values, labelled k0, k1, ... by the page statement."""
+    return [getattr(row, f"k{i}") for i in range(width)]
 
 
 def _history(row: Any) -> HistoryEntry:
