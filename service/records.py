@@ -9,7 +9,7 @@ patient with four sessions a day costs what a new patient costs:
 - session panels: those of the decision day (the only use is counting the day's sessions).
 """
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.fhir.dates import format_instant
@@ -23,6 +23,11 @@ from service.store.repository import Tx
 
 Json = dict[str, Any]
 _STATE_CODES = ("episode-phase", "extension-program", "red-flag-screen")
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """How the date index holds instants."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def find_canonical(tx: Tx, resource_type: str, canonical: str) -> Json | None:
@@ -66,17 +71,18 @@ def load_record(
 ) -> PatientRecord:
     """The patient's record as of `at`. `earlier_decisions` overrides the stored ones (replay)."""
     patient_ref = f"Patient/{patient['id']}"
-    since = format_instant(at - timedelta(days=lookback_days(read_params(plan_definition))))
+    days = lookback_days(read_params(plan_definition))
+    since = format_instant(at - timedelta(days=days))
     until = format_instant(at)
-    window = [("patient", patient_ref), ("date", f"ge{since}"), ("date", f"le{until}")]
     # Past repetitions are read back through the decisions that used them, not one by one.
-    observations = tx.find(
+    observations = tx.compartment_window(
         "Observation",
-        [
-            *window,
-            ("component-code:not", f"{CAREPLAN_CS}|{REPETITION_INDEX}"),
-            ("code:not", f"{CAREPLAN_CS}|{SESSION_CODE}"),
-        ],
+        patient_ref,
+        (_naive_utc(at - timedelta(days=days)), _naive_utc(at)),
+        excluded=(
+            ("component-code", CAREPLAN_CS, REPETITION_INDEX),
+            ("code", CAREPLAN_CS, SESSION_CODE),
+        ),
     )
     # The session's own local day starts less than a day before its clock.
     day_start = format_instant(at - timedelta(days=1))
@@ -116,7 +122,7 @@ def load_record(
         limit=200,
     )
     if earlier_decisions is None:
-        earlier_decisions = _stored_decisions(tx, care_plan, since, until)
+        earlier_decisions = _stored_decisions(tx, care_plan, patient_ref, at, days)
     return PatientRecord(
         patient=patient,
         care_plan=care_plan,
@@ -127,22 +133,27 @@ def load_record(
     )
 
 
-def _stored_decisions(tx: Tx, care_plan: Json | None, since: str, until: str) -> list[Json]:
+def _stored_decisions(
+    tx: Tx, care_plan: Json | None, patient_ref: str, at: datetime, days: int
+) -> list[Json]:
     if care_plan is None or "id" not in care_plan:
         return []
-    scope = [("result", f"CarePlan/{care_plan['id']}")]
-    patient = (care_plan.get("subject") or {}).get("reference")
-    if patient:
-        scope.append(("patient", patient))  # lets the patient's date index drive the query
-    window = [*scope, ("date", f"ge{since}"), ("date", f"le{until}")]
+    plan_ref = f"CarePlan/{care_plan['id']}"
+    until = _naive_utc(at)
+    since = until - timedelta(days=days)
     # Three, not one: the core skips a decision for the very session it decides again.
-    latest = tx.find("GuidanceResponse", [*window, ("_sort", "-date")], limit=3)
+    latest = tx.latest_dated(
+        "GuidanceResponse", patient_ref, (since, until), ("result", plan_ref), 3
+    )
     if latest and all(carries_state(d) for d in latest):
         return latest
     if latest:  # written before decisions carried their state (or one was voided): fold all
-        return tx.find("GuidanceResponse", window)
+        window = [("date", f"ge{format_instant(since)}"), ("date", f"le{format_instant(at)}")]
+        return tx.find(
+            "GuidanceResponse", [("result", plan_ref), ("patient", patient_ref), *window]
+        )
     # Nothing recent: the plan's last decision, however old, still carries its state.
-    older = tx.find(
-        "GuidanceResponse", [*scope, ("date", f"le{until}"), ("_sort", "-date")], limit=3
+    older = tx.latest_dated(
+        "GuidanceResponse", patient_ref, (datetime.min, until), ("result", plan_ref), 3
     )
     return older if all(carries_state(d) for d in older) else older[:1]

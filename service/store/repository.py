@@ -75,6 +75,55 @@ _HISTORY_AND_CLEAR_PG = _CLEAR[0].add_cte(
     _HISTORY.cte("history"), *(_clear(t).cte(f"clear_{t.name}") for t in INDEX_TABLES.values())
 )
 
+_DATES, _REFS = INDEX_TABLES["date"], INDEX_TABLES["reference"]
+_LATEST_DATED = (
+    sa.select(*q.STORED_COLUMNS)
+    .join(_DATES, _DATES.c.resource_seq == resource.c.seq)
+    .where(
+        _DATES.c.res_type == sa.bindparam("type_"),
+        _DATES.c.param == "date",
+        _DATES.c.compartment == sa.bindparam("compartment_"),
+        _DATES.c.high >= sa.bindparam("since_"),
+        _DATES.c.low <= sa.bindparam("until_"),
+        resource.c.deleted.is_(False),
+        sa.exists().where(
+            _REFS.c.resource_seq == resource.c.seq,
+            _REFS.c.param == sa.bindparam("ref_param_"),
+            _REFS.c.target_id == sa.bindparam("target_id_"),
+            _REFS.c.target_type == sa.bindparam("target_type_"),
+        ),
+    )
+    .order_by(_DATES.c.high.desc(), resource.c.seq.desc())
+    .limit(sa.bindparam("limit_"))
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _window_statement(excluded: int) -> sa.Select[Any]:
+    tokens = INDEX_TABLES["token"]
+    lookup = sa.select(_DATES.c.resource_seq).where(
+        _DATES.c.res_type == sa.bindparam("type_"),
+        _DATES.c.param == "date",
+        _DATES.c.compartment == sa.bindparam("compartment_"),
+        _DATES.c.high >= sa.bindparam("since_"),
+        _DATES.c.low <= sa.bindparam("until_"),
+    )
+    for i in range(excluded):
+        token = tokens.alias(f"excluded{i}")
+        lookup = lookup.where(
+            ~sa.exists().where(
+                token.c.resource_seq == _DATES.c.resource_seq,
+                token.c.param == sa.bindparam(f"param{i}_"),
+                token.c.code == sa.bindparam(f"code{i}_"),
+                token.c.system == sa.bindparam(f"system{i}_"),
+            )
+        )
+    return (
+        sa.select(*q.STORED_COLUMNS)
+        .where(resource.c.deleted.is_(False), resource.c.seq.in_(lookup))
+        .order_by(resource.c.seq)
+    )
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -438,6 +487,65 @@ class Tx:
         query = parse_search(resource_type, items, default_count=limit, max_count=limit)
         query.total = "none"
         return [m.body for m in self.search(query).matches if m.body is not None]
+
+    def compartment_window(
+        self,
+        resource_type: str,
+        compartment: str,
+        window: tuple[datetime, datetime],
+        excluded: tuple[tuple[str, str, str], ...] = (),
+    ) -> list[dict[str, Any]]:
+        """A patient's resources whose `date` overlaps [since, until], leaving out those with
+        any of the `excluded` tokens (search parameter, system, code), in storage order.
+
+        A decision's record window: the token checks run on the date index rows, so the
+        session repetitions it leaves out cost one index probe each, not a resource read.
+        """
+        since, until = window
+        values: dict[str, Any] = {
+            "type_": resource_type,
+            "compartment_": compartment,
+            "since_": since,
+            "until_": until,
+        }
+        for i, (param, system, code) in enumerate(excluded):
+            values |= {f"param{i}_": param, f"system{i}_": system, f"code{i}_": code}
+        rows = self.conn.execute(_window_statement(len(excluded)), values).all()
+        return [row.body for row in rows if row.body is not None]
+
+    def latest_dated(
+        self,
+        resource_type: str,
+        compartment: str,
+        window: tuple[datetime, datetime],
+        reference: tuple[str, str],
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """The newest resources of a patient's compartment by their `date`, within
+        [since, until], that point at `reference` (search parameter, "Type/id").
+
+        What a decision needs to find its plan's latest decisions: one backward scan of the
+        compartment date index that stops after `limit` matches, so it costs the same for a
+        patient with one decision in the window as for one with hundreds (a generic search
+        sorted by date reads and sorts every match first).
+        """
+        since, until = window
+        param, target = reference
+        target_type, _, target_id = target.partition("/")
+        rows = self.conn.execute(
+            _LATEST_DATED,
+            {
+                "type_": resource_type,
+                "compartment_": compartment,
+                "since_": since,
+                "until_": until,
+                "ref_param_": param,
+                "target_type_": target_type,
+                "target_id_": target_id,
+                "limit_": limit,
+            },
+        ).all()
+        return [row.body for row in rows if row.body is not None]
 
     def count(self, query: SearchQuery) -> int:
         return self._count(q.where(query))
