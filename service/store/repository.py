@@ -45,7 +45,9 @@ _GET = sa.select(*q.STORED_COLUMNS).where(
 )
 _GET_FOR_UPDATE = _GET.with_for_update()
 _INSERT = resource.insert().returning(resource.c.seq)
-_INSERT_MANY = resource.insert().returning(resource.c.seq, sort_by_parameter_order=True)
+# Rows come back in any order, matched by (type, id): asking for parameter order makes
+# SQLAlchemy send one INSERT per row on SQLite, unordered ones go as one multi-row INSERT.
+_INSERT_MANY = resource.insert().returning(resource.c.seq, resource.c.res_type, resource.c.res_id)
 _HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "method", "deleted", "body")
 # One history row, its parameters named after the columns plus "_" (it also runs as a CTE).
 _HISTORY = resource_history.insert().values({c: sa.bindparam(f"{c}_") for c in _HISTORY_COLUMNS})
@@ -310,7 +312,8 @@ class Tx:
             }
             for f in finals
         ]
-        seqs = self.conn.execute(_INSERT_MANY, rows).scalars().all()
+        returned = {(t, i): seq for seq, t, i in self.conn.execute(_INSERT_MANY, rows)}
+        seqs = [returned[(f["resourceType"], f["id"])] for f in finals]
         history = [_history_params(f["resourceType"], f["id"], 1, now, "POST", f) for f in finals]
         self.conn.execute(_HISTORY, history)
         index: dict[str, list[dict[str, Any]]] = {}
