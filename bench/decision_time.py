@@ -1,6 +1,6 @@
 """Decision time for patients with 1, 120 (a full 30-day window) and N (10,000) sessions.
 
-    .venv/bin/python bench/decision_time.py [--sessions 10000] [--database-url URL]
+    .venv/bin/python bench/decision_time.py [--sessions 10000] [--postgres URL]
 
 Each patient's history is built through the real submission path (4 sessions a day, so
 10,000 sessions span about seven years, and 120 fill the 30-day look-back window). Then a new
@@ -17,9 +17,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.run import postgres_schema  # noqa: E402
 from service import sessions  # noqa: E402
 from service.knowledge import load_definitions, shipped_definitions  # noqa: E402
 from service.protocol.apply import apply_plan  # noqa: E402
@@ -81,9 +84,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--database-url")
+    parser.add_argument("--postgres", help="PostgreSQL URL (a fresh schema is made in it)")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "decision_results.json"))
     args = parser.parse_args()
-    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/decision.db"
+    url = postgres_schema(args.postgres) if args.postgres else None
+    url = url or f"sqlite:///{tempfile.mkdtemp()}/decision.db"
     engine = create_db_engine(url)
     migrations.upgrade(engine)
     store = Store(engine)
@@ -94,6 +99,9 @@ def main() -> int:
         started = time.perf_counter()
         fill(store, plans[n], f"p{n}", n)
         print(f"stored {n} sessions in {time.perf_counter() - started:.0f} s", flush=True)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:  # planner statistics, as autovacuum would keep
+            connection.execute(sa.text("ANALYZE"))
     medians = {
         n: statistics.median(measure(store, plans[n], f"p{n}", n, args.repeats)) for n in counts
     }
@@ -103,7 +111,14 @@ def main() -> int:
         f"ratio_{args.sessions}_vs_1": round(medians[args.sessions] / medians[1], 3),
         f"ratio_{args.sessions}_vs_120": round(medians[args.sessions] / medians[120], 3),
     }
+    result["date"] = datetime.now(UTC).isoformat(timespec="minutes")
+    result["command"] = " ".join(sys.argv)
     print(json.dumps(result))
+    output = Path(args.output)
+    known = json.loads(output.read_text()) if output.exists() else {}
+    if "database" in known:  # the one-database format of earlier runs
+        known = {known["database"]: known}
+    output.write_text(json.dumps({**known, engine.dialect.name: result}, indent=2) + "\n")
     return 0
 
 

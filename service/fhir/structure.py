@@ -74,6 +74,10 @@ _MISSING_BINDINGS: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+# R4 primitives whose regex forbids whitespace anywhere (uri family and ids).
+_NO_WHITESPACE = frozenset({"Uri", "Url", "Canonical", "Oid", "Uuid", "Id"})
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     kind: str  # boolean | integer | decimal | string | element | resource | primitive-ext
@@ -81,10 +85,12 @@ class FieldSpec:
     element: str | None = None  # model class name for kind == element
     codes: frozenset[str] | None = None  # required binding
     targets: frozenset[str] | None = None  # Reference: the resource types it may point at
+    primitive: str | None = None  # the FHIR primitive of a string ("Uri", "Code", "Id", ...)
 
 
-def _unwrap(annotation: Any) -> tuple[Any, bool]:
-    is_list = False
+def _unwrap_primitive(annotation: Any) -> tuple[Any, bool, str | None]:
+    """The base type, whether it is a list, and the FHIR primitive a str is annotated with."""
+    is_list, primitive = False, None
     while True:
         origin = typing.get_origin(annotation)
         args = typing.get_args(annotation)
@@ -96,12 +102,13 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
             annotation = args[0]
         elif origin is typing.Annotated:
             annotation = args[0]
+            primitive = next((type(m).__name__ for m in args[1:]), None)
         else:
-            return annotation, is_list
+            return annotation, is_list, primitive
 
 
 def _spec(annotation: Any, extra: dict[str, Any] | None) -> FieldSpec:
-    base, is_list = _unwrap(annotation)
+    base, is_list, primitive = _unwrap_primitive(annotation)
     codes = _binding(extra.get("enum_values")) if extra else None
     if base in _PRIMITIVE_KINDS:
         return FieldSpec(_PRIMITIVE_KINDS[base], is_list, codes=codes)
@@ -118,7 +125,7 @@ def _spec(annotation: Any, extra: dict[str, Any] | None) -> FieldSpec:
         return FieldSpec(
             "element", is_list, element=element, targets=frozenset(targets) if targets else None
         )
-    return FieldSpec("string", is_list, codes=codes)
+    return FieldSpec("string", is_list, codes=codes, primitive=primitive)
 
 
 @cache
@@ -197,6 +204,7 @@ def _check_element(
                 )
             seen_choice[group] = key
         _check_value(spec, item, where, issues)
+    _check_invariants(class_name, value, path, issues, is_resource)
     for key in required:
         if key not in value and f"_{key}" not in value:
             issues.append(
@@ -204,6 +212,33 @@ def _check_element(
                     "required", f"Missing required element {key!r}", expression=(f"{path}.{key}",)
                 )
             )
+
+
+def _has_value(element: dict[str, Any]) -> bool:
+    return any(key.startswith("value") and key[5:6].isupper() for key in element)
+
+
+def _check_invariants(
+    class_name: str, value: dict[str, Any], path: str, issues: list[Issue], is_resource: bool
+) -> None:
+    """The R4 invariants the models do not check (ext-1, obs-6)."""
+    if class_name == "Extension" and ("extension" in value) == _has_value(value):
+        issues.append(
+            Issue(
+                "invariant",
+                "ext-1: an extension has either nested extensions or a value[x], not both",
+                expression=(path,),
+            )
+        )
+    absent = class_name == "Observation" and is_resource and "dataAbsentReason" in value
+    if absent and _has_value(value):
+        issues.append(
+            Issue(
+                "invariant",
+                "obs-6: dataAbsentReason is only allowed when there is no value[x]",
+                expression=(f"{path}.dataAbsentReason",),
+            )
+        )
 
 
 def _check_value(spec: FieldSpec, item: Any, where: str, issues: list[Issue]) -> None:
@@ -245,6 +280,14 @@ def _check_single(spec: FieldSpec, item: Any, where: str, issues: list[Issue]) -
             issues.append(Issue("structure", "Expected a JSON string", expression=(where,)))
         elif not item.strip():
             issues.append(Issue("structure", "Empty strings are not allowed", expression=(where,)))
+        elif spec.primitive in _NO_WHITESPACE and any(c.isspace() for c in item):
+            issues.append(
+                Issue(
+                    "value",
+                    f"A {spec.primitive.lower()} cannot contain whitespace",
+                    expression=(where,),
+                )
+            )
         elif spec.codes is not None and item not in spec.codes:
             allowed = ", ".join(sorted(spec.codes))
             issues.append(

@@ -173,6 +173,44 @@ def test_bad_body_on_create(client, app, body, status, code):
             "structure",
             id="object for code",
         ),
+        pytest.param(
+            _observation(dataAbsentReason={"text": "asked, not answered"}),
+            400,
+            "invariant",
+            id="obs-6 dataAbsentReason beside a value",
+        ),
+        pytest.param(
+            _observation(extension=[{"url": "https://example.org/x"}]),
+            400,
+            "invariant",
+            id="ext-1 extension without value or extensions",
+        ),
+        pytest.param(
+            _observation(
+                extension=[
+                    {
+                        "url": "https://example.org/x",
+                        "valueString": "a",
+                        "extension": [{"url": "y", "valueInteger": 1}],
+                    }
+                ]
+            ),
+            400,
+            "invariant",
+            id="ext-1 extension with value and extensions",
+        ),
+        pytest.param(
+            _observation(implicitRules="https://example.org/some rules"),
+            400,
+            "value",
+            id="uri with a space",
+        ),
+        pytest.param(
+            _observation(code={"coding": [{"system": "http://loinc .org", "code": "x"}]}),
+            400,
+            "value",
+            id="coding system uri with a space",
+        ),
     ],
 )
 def test_bad_observation(client, app, body, status, code):
