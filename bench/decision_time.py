@@ -22,7 +22,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import postgres_schema  # noqa: E402
+from bench.run import drop_schema, postgres_schema  # noqa: E402
 from service import sessions  # noqa: E402
 from service.knowledge import load_definitions, shipped_definitions  # noqa: E402
 from service.protocol.apply import apply_plan  # noqa: E402
@@ -58,6 +58,12 @@ def session_at(plan_id: str, patient_id: str, k: int) -> dict:
     return bundle
 
 
+def analyze(store: Store) -> None:
+    """Planner statistics, as autovacuum keeps them on a production database."""
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("ANALYZE"))
+
+
 def fill(store: Store, plan_id: str, patient_id: str, count: int) -> None:
     now = datetime.now(UTC)
     for k in range(count):
@@ -65,6 +71,8 @@ def fill(store: Store, plan_id: str, patient_id: str, count: int) -> None:
         store.run(lambda tx, bd=bundle: sessions.submit_session(tx, plan_id, bd, now))
         if k and k % 1000 == 0:
             print(f"  {patient_id}: {k} sessions", flush=True)
+        if store.engine.dialect.name == "postgresql" and k in (100, 1000, 5000):
+            analyze(store)  # what autovacuum does as tables grow: plans fit the data
 
 
 def measure(store: Store, plan_id: str, patient_id: str, k: int, repeats: int) -> list[float]:
@@ -100,8 +108,7 @@ def main() -> int:
         fill(store, plans[n], f"p{n}", n)
         print(f"stored {n} sessions in {time.perf_counter() - started:.0f} s", flush=True)
     if engine.dialect.name == "postgresql":
-        with engine.begin() as connection:  # planner statistics, as autovacuum would keep
-            connection.execute(sa.text("ANALYZE"))
+        analyze(store)
     medians = {
         n: statistics.median(measure(store, plans[n], f"p{n}", n, args.repeats)) for n in counts
     }
@@ -119,6 +126,9 @@ def main() -> int:
     if "database" in known:  # the one-database format of earlier runs
         known = {known["database"]: known}
     output.write_text(json.dumps({**known, engine.dialect.name: result}, indent=2) + "\n")
+    engine.dispose()
+    if args.postgres:
+        drop_schema(args.postgres, url)
     return 0
 
 

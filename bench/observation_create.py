@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import FHIR, _ms, free_port, postgres_schema, server  # noqa: E402
+from bench.run import FHIR, _ms, drop_schema, free_port, postgres_schema, server  # noqa: E402
 
 MEDPLUM = ROOT / "bench" / "medplum"
 LUA = ROOT / "bench" / "observation.lua"
@@ -109,15 +108,6 @@ def drive(name: str, url: str, duration: int, results: dict[str, Any]) -> None:
         # The second run's effective times start past the first's.
         env["BENCH_BASE"] = str(int(env["BENCH_BASE"]) + 86400 * 365)
         print(key, results[key], flush=True)
-
-
-def drop_schema(admin_url: str, url: str) -> None:
-    """Drop the schema postgres_schema made (its name is in the search_path option)."""
-    schema = re.search(r"search_path%3D(bench_[0-9a-f]+)", url).group(1)
-    engine = sa.create_engine(admin_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
 
 
 def main() -> int:

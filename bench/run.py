@@ -144,6 +144,15 @@ def postgres_schema(url: str) -> str:
     return f"{url}{sep}options=-csearch_path%3D{schema}"
 
 
+def drop_schema(admin_url: str, url: str) -> None:
+    """Drop the schema postgres_schema made (its name is in the search_path option)."""
+    schema = re.search(r"search_path%3D(bench_[0-9a-f]+)", url).group(1)
+    engine = sa.create_engine(admin_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10)
@@ -204,6 +213,8 @@ def main() -> int:
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     shutil.rmtree(tmp, ignore_errors=True)
+    if "postgres" in backends:
+        drop_schema(args.postgres, backends["postgres"])
     return 0
 
 

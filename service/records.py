@@ -142,12 +142,15 @@ def _stored_decisions(
     until = _naive_utc(at)
     since = until - timedelta(days=days)
     # Three, not one: the core skips a decision for the very session it decides again.
-    latest = tx.latest_dated(
-        "GuidanceResponse", patient_ref, (since, until), ("result", plan_ref), 3
-    )
-    if latest and all(carries_state(d) for d in latest):
-        return latest
-    if latest:  # written before decisions carried their state (or one was voided): fold all
+    scope = (patient_ref, (since, until), ("result", plan_ref))
+    latest = tx.latest_dated("GuidanceResponse", *scope, 3)
+    bodies = [s.body for s in latest if s.body is not None]
+    # The newest decision's carried state is the plan's, unless a decision dated before it was
+    # stored after it (a session that arrived late): then the window is folded in date order.
+    carried = bool(latest) and all(carries_state(d) for d in bodies)
+    if carried and not tx.written_after("GuidanceResponse", *scope, latest[0].seq):
+        return bodies
+    if latest:  # written before decisions carried their state, voided, or out of order
         window = [("date", f"ge{format_instant(since)}"), ("date", f"le{format_instant(at)}")]
         return tx.find(
             "GuidanceResponse", [("result", plan_ref), ("patient", patient_ref), *window]
@@ -156,4 +159,5 @@ def _stored_decisions(
     older = tx.latest_dated(
         "GuidanceResponse", patient_ref, (datetime.min, until), ("result", plan_ref), 3
     )
-    return older if all(carries_state(d) for d in older) else older[:1]
+    older_bodies = [s.body for s in older if s.body is not None]
+    return older_bodies if all(carries_state(d) for d in older_bodies) else older_bodies[:1]

@@ -256,7 +256,8 @@ def decide(
     # Carried forward from the state as stored (before a clinician's resume via the CarePlan),
     # exactly what folding this decision onto the earlier ones would give.
     after = since(advance(stored_state, this, clock.tzinfo), first_day)
-    features = feature_values(decision, ctx, tolerated, hold_started, after)
+    previous = past[-1].session_key if past else None
+    features = feature_values(decision, ctx, tolerated, hold_started, after, previous)
     return Decision(**{**decision.__dict__, "features": features})
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime, tzinfo
+from itertools import pairwise
 from typing import Any
 
 from service.protocol.codes import CAREPLAN_CS
@@ -42,6 +43,9 @@ S_STOP_RULES = "state-stop-rules"
 S_HOLDS = "state-hold-backs"
 S_TOLERATED_DAYS = "state-tolerated-days"
 S_INTOLERANT_DAYS = "state-intolerant-days"
+# The session key of the decision the state was carried from: lets a reader check that the
+# decisions it has form one chain (a late-arriving session breaks it, and is then folded).
+S_PREVIOUS = "state-previous"
 
 # Decision codes (decision table, column "decision").
 DATA_REQUIRED = "data-required"
@@ -94,6 +98,7 @@ class PastDecision:
     retry_start: date | None
     retry_end: date | None
     state: PlanState | None = None  # the plan state after it, when the decision carries it
+    previous: str | None = None  # the session key of the decision that state was carried from
 
 
 def _output_parameters(response: Json) -> dict[str, Any]:
@@ -145,7 +150,7 @@ def carries_state(response: Json) -> bool:
     return _carried_state(_output_parameters(response)) is not None
 
 
-def state_parameters(state: PlanState) -> dict[str, Any]:
+def state_parameters(state: PlanState, previous: str | None) -> dict[str, Any]:
     """The `state-*` output parameters a decision carries (None = left out)."""
 
     def days(values: tuple[date, ...]) -> str | None:
@@ -163,6 +168,7 @@ def state_parameters(state: PlanState) -> dict[str, Any]:
         S_HOLDS: days(state.earlier_holds),
         S_TOLERATED_DAYS: days(state.tolerated_days),
         S_INTOLERANT_DAYS: days(state.intolerant_days),
+        S_PREVIOUS: previous,
     }
 
 
@@ -187,6 +193,7 @@ def parse_decision(response: Json, tz: tzinfo | None) -> PastDecision | None:
         retry_start=_as_date(values.get(P_RETRY_START)),
         retry_end=_as_date(values.get(P_RETRY_END)),
         state=_carried_state(values),
+        previous=values.get(S_PREVIOUS) if isinstance(values.get(S_PREVIOUS), str) else None,
     )
 
 
@@ -265,8 +272,15 @@ def since(state: PlanState, first_day: date) -> PlanState:
     )
 
 
+def _one_chain(past: list[PastDecision]) -> bool:
+    """Each decision's state was carried from the one before it in time: none arrived late."""
+    return all(later.previous == earlier.session_key for earlier, later in pairwise(past))
+
+
 def state_before(past: list[PastDecision], tz: tzinfo | None, first_day: date) -> PlanState:
-    """The plan state before the clock: carried by the latest decision, else folded."""
-    if past and past[-1].state is not None:
+    """The plan state before the clock: carried by the latest decision when the decisions
+    form one chain, else folded from them in time order (as decisions were made before they
+    carried their state, and still are after a session arrives out of time order)."""
+    if past and past[-1].state is not None and _one_chain(past):
         return since(past[-1].state, first_day)
     return plan_state(past, tz)

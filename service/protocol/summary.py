@@ -21,6 +21,7 @@ def feature_values(
     tolerated: bool,
     hold_started: date | None,
     state_after: h.PlanState,
+    previous: str | None,
 ) -> dict[str, Any]:
     """name -> value (None = not reported / not applicable)."""
     s, p = ctx.session, ctx.patient
@@ -74,4 +75,4 @@ def feature_values(
             "consecutive-tolerated-days": consecutive_tolerated_days(ctx),
         }
     # Last, so a reader of the features sees the decision's own values first.
-    return values | h.state_parameters(state_after)
+    return values | h.state_parameters(state_after, previous)

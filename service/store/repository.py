@@ -78,25 +78,56 @@ _HISTORY_AND_CLEAR_PG = _CLEAR[0].add_cte(
 )
 
 _DATES, _REFS = INDEX_TABLES["date"], INDEX_TABLES["reference"]
-_LATEST_DATED = (
-    sa.select(*q.STORED_COLUMNS)
-    .join(_DATES, _DATES.c.resource_seq == resource.c.seq)
-    .where(
+
+
+def _dated_filter() -> tuple[sa.ColumnElement[bool], ...]:
+    """A compartment's dated rows in a window whose resource points at a reference."""
+    return (
         _DATES.c.res_type == sa.bindparam("type_"),
         _DATES.c.param == "date",
         _DATES.c.compartment == sa.bindparam("compartment_"),
         _DATES.c.high >= sa.bindparam("since_"),
         _DATES.c.low <= sa.bindparam("until_"),
-        resource.c.deleted.is_(False),
         sa.exists().where(
-            _REFS.c.resource_seq == resource.c.seq,
+            _REFS.c.resource_seq == _DATES.c.resource_seq,
             _REFS.c.param == sa.bindparam("ref_param_"),
             _REFS.c.target_id == sa.bindparam("target_id_"),
             _REFS.c.target_type == sa.bindparam("target_type_"),
         ),
     )
-    .order_by(_DATES.c.high.desc(), resource.c.seq.desc())
+
+
+def _dated_values(
+    resource_type: str,
+    compartment: str,
+    window: tuple[datetime, datetime],
+    reference: tuple[str, str],
+) -> dict[str, Any]:
+    param, target = reference
+    target_type, _, target_id = target.partition("/")
+    return {
+        "type_": resource_type,
+        "compartment_": compartment,
+        "since_": window[0],
+        "until_": window[1],
+        "ref_param_": param,
+        "target_type_": target_type,
+        "target_id_": target_id,
+    }
+
+
+_LATEST_DATED = (
+    sa.select(*q.STORED_COLUMNS)
+    .join(_DATES, _DATES.c.resource_seq == resource.c.seq)
+    .where(*_dated_filter(), resource.c.deleted.is_(False))
+    .order_by(_DATES.c.high.desc())  # the index order: PostgreSQL stops after `limit` rows
     .limit(sa.bindparam("limit_"))
+)
+# The seq test comes first, so rows written before `seq` (nearly all) skip the EXISTS probe.
+_WRITTEN_AFTER = (
+    sa.select(sa.literal(1))
+    .where(_DATES.c.resource_seq > sa.bindparam("seq_"), *_dated_filter())
+    .limit(1)
 )
 
 
@@ -523,7 +554,7 @@ class Tx:
         window: tuple[datetime, datetime],
         reference: tuple[str, str],
         limit: int,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Stored]:
         """The newest resources of a patient's compartment by their `date`, within
         [since, until], that point at `reference` (search parameter, "Type/id").
 
@@ -532,23 +563,22 @@ class Tx:
         patient with one decision in the window as for one with hundreds (a generic search
         sorted by date reads and sorts every match first).
         """
-        since, until = window
-        param, target = reference
-        target_type, _, target_id = target.partition("/")
-        rows = self.conn.execute(
-            _LATEST_DATED,
-            {
-                "type_": resource_type,
-                "compartment_": compartment,
-                "since_": since,
-                "until_": until,
-                "ref_param_": param,
-                "target_type_": target_type,
-                "target_id_": target_id,
-                "limit_": limit,
-            },
-        ).all()
-        return [row.body for row in rows if row.body is not None]
+        values = _dated_values(resource_type, compartment, window, reference)
+        rows = self.conn.execute(_LATEST_DATED, {**values, "limit_": limit}).all()
+        return [_stored(row) for row in rows]
+
+    def written_after(
+        self,
+        resource_type: str,
+        compartment: str,
+        window: tuple[datetime, datetime],
+        reference: tuple[str, str],
+        seq: int,
+    ) -> bool:
+        """Whether a resource of the same kind as `latest_dated` finds was stored after the
+        one with `seq`: with `seq` the newest by date, one that arrived out of date order."""
+        values = _dated_values(resource_type, compartment, window, reference)
+        return self.conn.execute(_WRITTEN_AFTER, {**values, "seq_": seq}).first() is not None
 
     def count(self, query: SearchQuery) -> int:
         return self._count(q.where(query))

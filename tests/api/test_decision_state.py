@@ -64,3 +64,17 @@ def test_decisions_stored_without_the_state_are_folded_as_before(client, plan_id
     answer = submit(client, plan_id, WEARING_OFF, day(7), sid="day-7").json()
     assert decision_codes(answer)[:3] == ["progress", "R9", "R10"]
     assert _features(part(answer, "decision"))["consecutive-tolerated-days"] == 7
+
+
+def test_a_session_that_arrives_late_counts_in_time_order(client, plan_id):
+    """A patient app syncs day 4 after days 5 and 6: day 7 still makes seven days in a row.
+
+    The store sees a decision dated before the newest one but stored after it, and hands the
+    core the whole window, which it folds in time order.
+    """
+    for n in (1, 2, 3, 5, 6, 4):
+        response = submit(client, plan_id, WEARING_OFF, day(n), sid=f"day-{n}")
+        assert response.status_code == 200, response.text
+    answer = submit(client, plan_id, WEARING_OFF, day(7), sid="day-7").json()
+    assert decision_codes(answer)[:3] == ["progress", "R9", "R10"]
+    assert _features(part(answer, "decision"))["consecutive-tolerated-days"] == 7

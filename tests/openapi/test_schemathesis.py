@@ -46,7 +46,8 @@ from typing import Any
 import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
-from schemathesis.engine import Status, events, from_schema
+from schemathesis.engine import Status, events, from_schema, observations
+from schemathesis.engine.observations import _same_origin_path
 
 from service.main import create_app
 from service.settings import Settings
@@ -206,9 +207,19 @@ def _failures(event: events.ScenarioFinished) -> list[str]:
     return found
 
 
-def test_schemathesis(app: Any) -> None:
+def _tolerant_same_origin_path(value: str, origin: tuple[str, str]) -> str | None:
+    try:
+        return _same_origin_path(value, origin)
+    except ValueError:  # e.g. "http://[x" in a stored uri: urlsplit says "Invalid IPv6 URL"
+        return None
+
+
+def test_schemathesis(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi.testclient import TestClient
 
+    # schemathesis 4.32 scans response bodies for links and crashes (ValueError) on a stored
+    # uri that urlsplit cannot parse; such a value is a valid R4 uri, so skip it instead.
+    monkeypatch.setattr(observations, "_same_origin_path", _tolerant_same_origin_path)
     with TestClient(app):  # runs the lifespan: database, protocol definitions
         schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=_config())
         _install_hooks(schema)

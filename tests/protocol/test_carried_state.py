@@ -174,7 +174,26 @@ def test_state_parameters_round_trip() -> None:
     assert past is not None and past.state is not None
     names = {p["name"] for p in latest["contained"][0]["parameter"]}
     assert {S_LEVEL, S_TOLERATED_DAYS} <= names
-    written = {k: v for k, v in state_parameters(past.state).items() if v is not None}
+    carried = state_parameters(past.state, past.previous)
+    written = {k: v for k, v in carried.items() if v is not None}
     stored = {p["name"] for p in latest["contained"][0]["parameter"] if p["name"] in written}
     assert stored == set(written)
     assert len(past.state.tolerated_days) >= 2  # three days of tolerated sessions so far
+
+
+def test_a_session_that_arrives_late_is_folded_in_time_order() -> None:
+    """Days 1-3, 5, 6, then day 4 arrives late: day 7 is the seventh tolerated day in a row.
+
+    The decision of day 6 carried a state without day 4; the decisions no longer form one
+    chain (day 5 was carried from day 3), so the core folds them in time order instead.
+    """
+    timeline = Timeline(observations=[*eligible_state(at(0)), *pain_days(at(30), [0] * 44)])
+    for n in (1, 2, 3, 5, 6, 4):
+        timeline.submit(PATTERNS["wearing-off"], at(n), sid=f"day-{n}")
+    late = parse_decision(timeline.decisions[-1], None)
+    assert (
+        late is not None and late.previous == "https://fhir.flexion-careplan.org/sid/session|day-3"
+    )
+    decision, _ = timeline.submit(PATTERNS["wearing-off"], at(7), sid="day-7")
+    assert decision.code == PROGRESS
+    assert decision.features["consecutive-tolerated-days"] == 7

@@ -52,9 +52,10 @@ ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
 CODE_PATTERN = (
     rf"^(?:{_TOKEN}+[{_RUST_WS}])*{_TOKEN}*{_VISIBLE}{_TOKEN}*(?:[{_RUST_WS}]{_TOKEN}+)*$"
 )
-# Strings (and uri, canonical, markdown: the server checks no more for them) are not blank.
+# Strings (and markdown: the server checks no more for them) are not blank.
 STRING_PATTERN = rf"^[\s\S]*{_VISIBLE}[\s\S]*$"
-URI_PATTERN = STRING_PATTERN
+# uri, url, canonical (R4 regex \S*): no white space at all, and not blank.
+URI_PATTERN = rf"^{_VISIBLE}+$"
 DATE_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_PARTIAL})$"
 DATETIME_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}(?:T{_TIME}{_ZONE})?|{_PARTIAL})$"
 INSTANT_PATTERN = rf"^{_YEAR}-{_MONTH_DAY}T{_TIME}{_ZONE}$"
@@ -193,9 +194,9 @@ _EXT_VALUES = (
 
 
 class ExtensionValue(Element):
-    """An extension leaf: a url and (at most) one value[x]."""
+    """An extension leaf: a url and exactly one value[x] (ext-1: it has no nested ones)."""
 
-    model_config = ConfigDict(json_schema_extra=one_of(_EXT_VALUES))
+    model_config = ConfigDict(json_schema_extra=one_of(_EXT_VALUES) | one_required(*_EXT_VALUES))
 
     url: Uri
     valueBoolean: bool | Skip = None
@@ -214,11 +215,13 @@ class ExtensionValue(Element):
 class Extension(ExtensionValue):
     """An extension: a url with one value[x], or nested extensions (one level here).
 
-    FHIR ext-1 says "either extensions or value[x], not both"; the service does not check that
-    invariant, so the schema does not claim it.
+    FHIR ext-1: either extensions or a value[x], not both (the service checks it).
     """
 
-    model_config = ConfigDict(json_schema_extra=one_of(_EXT_VALUES))
+    model_config = ConfigDict(
+        json_schema_extra=one_of(_EXT_VALUES)
+        | {"oneOf": [{"required": ["extension"]}, one_required(*_EXT_VALUES)]}
+    )
 
     extension: List[ExtensionValue] | Skip = None
 

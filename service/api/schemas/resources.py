@@ -142,8 +142,10 @@ class Observation(DomainResource):
         "Observation: a session panel (code flexion-session, hasMember the repetitions), a "
         "repetition or daily pain score (LOINC 72514-3), or patient state." + _EXTRA_DOC
     )
+    # obs-6: dataAbsentReason only without a value[x], so it joins the value[x] choice group.
     model_config = _config(
-        ("effectiveDateTime", "effectivePeriod", "effectiveInstant"), _OBS_VALUES
+        ("effectiveDateTime", "effectivePeriod", "effectiveInstant"),
+        ("dataAbsentReason", *_OBS_VALUES),
     )
     resourceType: Literal["Observation"]
     identifier: List[Identifier] | Skip = None
