@@ -59,9 +59,9 @@ def session_at(plan_id: str, patient_id: str, k: int) -> dict:
 
 
 def analyze(store: Store) -> None:
-    """Planner statistics, as autovacuum keeps them on a production database."""
-    with store.engine.begin() as connection:
-        connection.execute(sa.text("ANALYZE"))
+    """Planner statistics and visibility map, as autovacuum keeps them in production."""
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(sa.text("VACUUM ANALYZE"))
 
 
 def fill(store: Store, plan_id: str, patient_id: str, count: int) -> None:

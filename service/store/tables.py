@@ -117,7 +117,16 @@ idx_date = _index_table(
     sa.Column("compartment", sa.String(80), nullable=True),
     indexes=(
         sa.Index("ix_idx_date_lookup", "res_type", "param", "low", "high"),
-        sa.Index("ix_idx_date_compartment", "res_type", "param", "compartment", "high"),
+        # Covering (low, resource_seq too): the record window is an index-only scan.
+        sa.Index(
+            "ix_idx_date_compartment",
+            "res_type",
+            "param",
+            "compartment",
+            "high",
+            "low",
+            "resource_seq",
+        ),
     ),
     seq_columns=("low", "high"),
 )
