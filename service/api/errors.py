@@ -70,12 +70,16 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
     return outcome_response(400, issues or [Issue("invalid", "Invalid request")])
 
 
+async def _client_disconnect(_request: Request, _exc: Exception) -> Response:
+    # The client went away mid-request (a load generator stopping, a closed app): nobody reads
+    # this answer, and it is not a fault of the service worth a stack trace. Registered for the
+    # class itself, so Starlette's ExceptionMiddleware handles it and does not re-raise it to
+    # the server (a handler for Exception is called and then re-raised: uvicorn logs a trace).
+    logger.info("client disconnected before the request was read")
+    return outcome_response(400, [Issue("incomplete", "The client disconnected")])
+
+
 async def _unexpected(_request: Request, exc: Exception) -> Response:
-    if isinstance(exc, ClientDisconnect):
-        # The client went away mid-request (a load generator stopping, a closed app): nobody
-        # reads this answer, and it is not a fault of the service worth a stack trace.
-        logger.info("client disconnected before the request was read")
-        return outcome_response(400, [Issue("incomplete", "The client disconnected")])
     # Log the stack trace for operators; the caller gets no internals.
     logger.exception("unhandled error", exc_info=exc)
     return outcome_response(500, [Issue("exception", "Internal server error")])
@@ -85,4 +89,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected)
