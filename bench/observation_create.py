@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,7 +28,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import FHIR, _ms, drop_schema, free_port, postgres_schema, server  # noqa: E402
+from bench.run import (  # noqa: E402
+    FHIR,
+    _ms,
+    drop_schema,
+    free_port,
+    postgres_schema,
+    running,
+    server,
+)
 
 MEDPLUM = ROOT / "bench" / "medplum"
 LUA = ROOT / "bench" / "observation.lua"
@@ -48,26 +55,10 @@ def medplum() -> Iterator[str]:
         npm_ci = ["npm", "ci", "--engine-strict=false", "--no-audit"]
         subprocess.run(npm_ci, cwd=MEDPLUM, check=True)
     port = free_port()
-    proc = subprocess.Popen(
-        ["node", "--experimental-websocket", "server.mjs"],
-        cwd=MEDPLUM,
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-    )
+    args = ["node", "--experimental-websocket", "server.mjs"]
     url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                sys.exit(f"medplum peer exited with {proc.returncode}")
-            try:
-                httpx.get(f"{url}/healthz").raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with running(args, MEDPLUM, {"PORT": str(port)}, url, "/healthz") as ready:
+        yield ready
 
 
 def create_patient(url: str) -> str:

@@ -43,27 +43,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(app: str, env: dict[str, str], factory: bool) -> Iterator[str]:
-    port = free_port()
-    args = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    if factory:
-        args.append("--factory")
-    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env})
-    url = f"http://127.0.0.1:{port}"
+def running(args: list[str], cwd: Path, env: dict[str, str], url: str, probe: str) -> Iterator[str]:
+    """A server process, once GET `probe` answers below 500; stopped on exit."""
+    proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     try:
         for _ in range(300):
+            if proc.poll() is not None:
+                sys.exit(f"{args[0]} exited with {proc.returncode}")
             try:
-                if httpx.get(f"{url}/docs" if not factory else f"{url}/readyz").status_code < 500:
+                if httpx.get(f"{url}{probe}").status_code < 500:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -71,6 +59,17 @@ def server(app: str, env: dict[str, str], factory: bool) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@contextmanager
+def server(app: str, env: dict[str, str], factory: bool) -> Iterator[str]:
+    """One uvicorn worker serving `app` on a free port."""
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", app, "--port", str(port)]
+    args += ["--log-level", "warning", "--no-access-log"] + (["--factory"] if factory else [])
+    url = f"http://127.0.0.1:{port}"
+    with running(args, ROOT, env, url, "/readyz" if factory else "/docs") as ready:
+        yield ready
 
 
 def enrol_patients(url: str, count: int) -> tuple[list[str], str]:
