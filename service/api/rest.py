@@ -151,14 +151,15 @@ async def _run_search(
     request: Request, resource_type: str, items: list[tuple[str, str]]
 ) -> Response:
     settings = settings_of(request)
+    base = base_url(request)
     query = parse_search(
         resource_type,
         items,
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
         strict=prefer(request, "handling") == "strict",
+        base_url=base,
     )
-    base = base_url(request)
 
     def unit(tx: Tx) -> dict[str, Any]:
         if query.summary == "count":

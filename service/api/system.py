@@ -133,6 +133,7 @@ class BundleRunner:
                 params,
                 default_count=settings.default_page_size,
                 max_count=settings.max_page_size,
+                base_url=self.base,
             )
             page = tx.search(query)
             return {

@@ -54,6 +54,8 @@ class SearchQuery:
     total: str = "accurate"
     # The recognized parameters, in request order, for the self/next/previous links.
     link_params: list[tuple[str, str]] = field(default_factory=list)
+    # This server's FHIR base URL: an absolute reference under it names a local resource.
+    base_url: str | None = None
 
 
 def split_values(text: str) -> list[str]:
@@ -67,9 +69,10 @@ def parse_search(
     default_count: int,
     max_count: int,
     strict: bool = False,
+    base_url: str | None = None,
 ) -> SearchQuery:
     known = params_for(resource_type)
-    query = SearchQuery(resource_type, count=default_count)
+    query = SearchQuery(resource_type, count=default_count, base_url=base_url)
     for key, value in items:
         name, _, modifier = key.partition(":")
         if name in RESULT_PARAMS:

@@ -60,10 +60,11 @@ class _Binds:
     They cannot clash with SQLAlchemy's anonymous names, which end in ``_<n>``.
     """
 
-    __slots__ = ("values",)
+    __slots__ = ("base_url", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, base_url: str | None = None) -> None:
         self.values: dict[str, Any] = {}
+        self.base_url = base_url  # the server's own base: absolute references under it are local
 
     def __call__(self, value: Any) -> str:
         name = f"v{len(self.values)}"
@@ -190,8 +191,11 @@ def _plan_reference(b: _Binds, param: SearchParam, value: str) -> Node:
     url, _, version = value.partition("|")
     target_type, target_id = parse_reference(url)
     if "://" in url:
-        # An absolute reference to a resource also matches the relative (local) form.
-        local = (b(target_type), b(target_id)) if target_id is not None else None
+        # An absolute reference matches itself; under this server's own base it also names a
+        # local resource, so it matches the relative form too. Another server's Patient/x is
+        # not ours, even with the same type and id.
+        ours = b.base_url is not None and url.startswith(b.base_url.rstrip("/") + "/")
+        local = (b(target_type), b(target_id)) if ours and target_id is not None else None
         return ("ref_url", b(url), b(version) if version else None, local)
     # Relative references and bare ids name resources on this server, never another server's
     # resource that happens to have the same type and id.
@@ -334,7 +338,7 @@ def _plan_driver(b: _Binds, query: SearchQuery) -> tuple[Node | None, list[Claus
 
 def where(query: SearchQuery) -> Where:
     """The query's filter, values validated (400 on a malformed one) in request order."""
-    b = _Binds()
+    b = _Binds(query.base_url)
     driver, remaining = _plan_driver(b, query)
     nodes = tuple(_plan_clause(b, c) for c in remaining)
     return Where((query.resource_type, driver, nodes), b.values)

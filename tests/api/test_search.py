@@ -219,9 +219,12 @@ def test_reference_absolute_url_stored(client):
     code = ("http://example.org/codes", "note")
     oid = _create(client, _observation(external, coding=code))
     local = _create(client, _observation("Patient/ext-1", coding=code))
-    assert _ids(client, "Observation", {"subject": external}) == {oid, local}
-    # Patient/ext-1 here is not the other server's Patient/ext-1.
+    # Another server's Patient/ext-1 is not this server's, in either direction.
+    assert _ids(client, "Observation", {"subject": external}) == {oid}
     assert _ids(client, "Observation", {"subject": "Patient/ext-1"}) == {local}
+    # An absolute URL under this server's own base names the local resource.
+    ours = "http://testserver/fhir/Patient/ext-1"
+    assert _ids(client, "Observation", {"subject": ours}) == {local}
     assert _ids(client, "Observation", {"subject": "ext-1"}) == {local}
     bad = client.get("/fhir/Observation", params={"subject": "not/a/reference/at/all"})
     assert bad.status_code == 400
