@@ -19,7 +19,7 @@ from service.protocol.fhirdata import code_in
 from service.protocol.history import carries_state
 from service.protocol.inputs import REPETITION_INDEX, SESSION_CODE, PatientRecord
 from service.protocol.parameters import lookback_days, read_params
-from service.store.repository import Tx
+from service.store.repository import Stored, Tx
 
 Json = dict[str, Any]
 _STATE_CODES = ("episode-phase", "extension-program", "red-flag-screen")
@@ -72,13 +72,13 @@ def load_record(
     """The patient's record as of `at`. `earlier_decisions` overrides the stored ones (replay)."""
     patient_ref = f"Patient/{patient['id']}"
     days = lookback_days(read_params(plan_definition))
-    since = format_instant(at - timedelta(days=days))
-    until = format_instant(at)
+    start = at - timedelta(days=days)
+    since, until = format_instant(start), format_instant(at)
     # Past repetitions are read back through the decisions that used them, not one by one.
     observations = tx.compartment_window(
         "Observation",
         patient_ref,
-        (_naive_utc(at - timedelta(days=days)), _naive_utc(at)),
+        (_naive_utc(start), _naive_utc(at)),
         excluded=(
             ("component-code", CAREPLAN_CS, REPETITION_INDEX),
             ("code", CAREPLAN_CS, SESSION_CODE),
@@ -144,12 +144,10 @@ def _stored_decisions(
     # Three, not one: the core skips a decision for the very session it decides again.
     scope = (patient_ref, (since, until), ("result", plan_ref))
     latest = tx.latest_dated("GuidanceResponse", *scope, 3)
-    bodies = [s.body for s in latest if s.body is not None]
     # The newest decision's carried state is the plan's, unless a decision dated before it was
     # stored after it (a session that arrived late): then the window is folded in date order.
-    carried = bool(latest) and all(carries_state(d) for d in bodies)
-    if carried and not tx.written_after("GuidanceResponse", *scope, latest[0].seq):
-        return bodies
+    if _carry_state(latest) and not tx.written_after("GuidanceResponse", *scope, latest[0].seq):
+        return _bodies(latest)
     if latest:  # written before decisions carried their state, voided, or out of order
         window = [("date", f"ge{format_instant(since)}"), ("date", f"le{format_instant(at)}")]
         return tx.find(
@@ -159,5 +157,14 @@ def _stored_decisions(
     older = tx.latest_dated(
         "GuidanceResponse", patient_ref, (datetime.min, until), ("result", plan_ref), 3
     )
-    older_bodies = [s.body for s in older if s.body is not None]
-    return older_bodies if all(carries_state(d) for d in older_bodies) else older_bodies[:1]
+    return _bodies(older) if _carry_state(older) else _bodies(older)[:1]
+
+
+def _bodies(stored: list[Stored]) -> list[Json]:
+    return [s.body for s in stored if s.body is not None]
+
+
+def _carry_state(decisions: list[Stored]) -> bool:
+    """Decisions found, each carrying the plan state after it (none voided or from before)."""
+    bodies = _bodies(decisions)
+    return bool(decisions) and len(bodies) == len(decisions) and all(map(carries_state, bodies))

@@ -106,13 +106,21 @@ def _dated_values(
     param, target = reference
     target_type, _, target_id = target.partition("/")
     return {
+        **_window_values(resource_type, compartment, window),
+        "ref_param_": param,
+        "target_type_": target_type,
+        "target_id_": target_id,
+    }
+
+
+def _window_values(
+    resource_type: str, compartment: str, window: tuple[datetime, datetime]
+) -> dict[str, Any]:
+    return {
         "type_": resource_type,
         "compartment_": compartment,
         "since_": window[0],
         "until_": window[1],
-        "ref_param_": param,
-        "target_type_": target_type,
-        "target_id_": target_id,
     }
 
 
@@ -535,13 +543,7 @@ class Tx:
         A decision's record window: the token checks run on the date index rows, so the
         session repetitions it leaves out cost one index probe each, not a resource read.
         """
-        since, until = window
-        values: dict[str, Any] = {
-            "type_": resource_type,
-            "compartment_": compartment,
-            "since_": since,
-            "until_": until,
-        }
+        values = _window_values(resource_type, compartment, window)
         for i, (param, system, code) in enumerate(excluded):
             values |= {f"param{i}_": param, f"system{i}_": system, f"code{i}_": code}
         rows = self.conn.execute(_window_statement(len(excluded)), values).all()
