@@ -26,6 +26,7 @@ from service.fhir.search import SearchQuery, parse_search
 from service.observability import record_db_error
 from service.store import query as q
 from service.store.db import is_sqlite
+from service.store.prepared import Runner
 from service.store.tables import (
     INDEX_TABLES,
     conditional_key,
@@ -45,12 +46,10 @@ _GET = sa.select(*q.STORED_COLUMNS).where(
 )
 _GET_FOR_UPDATE = _GET.with_for_update()
 _INSERT = resource.insert().returning(resource.c.seq)
-# Rows come back in any order, matched by (type, id): asking for parameter order makes
-# SQLAlchemy send one INSERT per row on SQLite, unordered ones go as one multi-row INSERT.
-_INSERT_MANY = resource.insert().returning(resource.c.seq, resource.c.res_type, resource.c.res_id)
 _HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "method", "deleted", "body")
 # One history row, its parameters named after the columns plus "_" (it also runs as a CTE).
 _HISTORY = resource_history.insert().values({c: sa.bindparam(f"{c}_") for c in _HISTORY_COLUMNS})
+_HISTORY_ROWS = resource_history.insert()  # the same, for many rows named after the columns
 _INSERT_INDEX = {kind: table.insert() for kind, table in INDEX_TABLES.items()}
 # Optimistic: the row is still the version that was read (else someone wrote in between).
 _UPDATE = (
@@ -63,6 +62,23 @@ _UPDATE = (
         body=sa.bindparam("body_"),
     )
 )
+
+
+_RESOURCE_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", "body")
+_INSERT_CHUNK = 16
+
+
+@functools.lru_cache(maxsize=_INSERT_CHUNK)
+def _insert_rows(count: int) -> sa.Insert:
+    """A multi-row INSERT of `count` resources, parameters named <column>_<row>. Rows come
+    back in any order, matched by (type, id)."""
+    values = [
+        {c: sa.bindparam(f"{c}_{i}", type_=resource.c[c].type) for c in _RESOURCE_COLUMNS}
+        for i in range(count)
+    ]
+    return resource.insert().values(values).returning(
+        resource.c.seq, resource.c.res_type, resource.c.res_id
+    )
 
 
 def _clear(table: sa.Table) -> sa.Delete:
@@ -285,13 +301,14 @@ class Tx:
         self.conn = conn
         self.sqlite = is_sqlite(conn.engine)
         self.after_commit: list[Callable[[], None]] = []
+        self.db = Runner(conn)
 
     # --- reads -----------------------------------------------------------------------------
 
     def get(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
         stmt = _GET_FOR_UPDATE if lock and not self.sqlite else _GET
-        row = self.conn.execute(stmt, {"type_": resource_type, "id_": resource_id}).first()
-        return _stored(row) if row else None
+        rows = self.db.rows(stmt, {"type_": resource_type, "id_": resource_id})
+        return _stored(rows[0]) if rows else None
 
     def read(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored:
         found = self.get(resource_type, resource_id, lock=lock)
@@ -351,10 +368,12 @@ class Tx:
             }
             for f in finals
         ]
-        returned = {(t, i): seq for seq, t, i in self.conn.execute(_INSERT_MANY, rows)}
+        returned = {(t, i): seq for seq, t, i in self._insert_returning(rows)}
         seqs = [returned[(f["resourceType"], f["id"])] for f in finals]
-        history = [_history_params(f["resourceType"], f["id"], 1, now, "POST", f) for f in finals]
-        self.conn.execute(_HISTORY, history)
+        history = [
+            {"res_type": r["res_type"], "res_id": r["res_id"], "method": "POST", **r} for r in rows
+        ]
+        self.db.many(_HISTORY_ROWS, history)
         index: dict[str, list[dict[str, Any]]] = {}
         for seq, final in zip(seqs, finals, strict=True):
             for kind, kind_rows in index_rows(final).items():
@@ -362,11 +381,20 @@ class Tx:
                     {"resource_seq": seq, "res_type": final["resourceType"], **r} for r in kind_rows
                 )
         for kind, kind_rows in index.items():
-            self.conn.execute(_INSERT_INDEX[kind], kind_rows)
+            self.db.many(_INSERT_INDEX[kind], kind_rows)
         return [
             Stored(seq, f["resourceType"], f["id"], 1, now, False, f)
             for seq, f in zip(seqs, finals, strict=True)
         ]
+
+    def _insert_returning(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """INSERT resource rows, as few statements as possible: (seq, type, id) of each."""
+        returned = []
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start : start + _INSERT_CHUNK]
+            params = {f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in _RESOURCE_COLUMNS}
+            returned += self.db.rows(_insert_rows(len(chunk)), params)
+        return returned
 
     def create(self, body: dict[str, Any], resource_id: str | None = None) -> Stored:
         resource_type = body["resourceType"]
@@ -472,9 +500,9 @@ class Tx:
             "deleted": False,
             "body": final,
         }
-        seq = self.conn.execute(_INSERT, row).scalar_one()
+        seq = self.db.rows(_INSERT, row)[0][0]
         history = _history_params(resource_type, resource_id, version, now, method, final)
-        self.conn.execute(_HISTORY, history)
+        self.db.execute(_HISTORY, history)
         self._write_index(seq, final)
         return Stored(seq, resource_type, resource_id, version, now, False, final)
 
@@ -482,7 +510,7 @@ class Tx:
         now = max(utc_now().replace(tzinfo=None), current.last_updated)
         version = current.version + 1
         final = _with_meta(body, current.id, version, now) if body is not None else None
-        result = self.conn.execute(
+        _, rowcount = self.db.execute(
             _UPDATE,
             {
                 "seq_": current.seq,
@@ -493,15 +521,15 @@ class Tx:
                 "body_": final,
             },
         )
-        if result.rowcount != 1:
+        if rowcount != 1:
             raise RetryTransaction()  # someone else wrote in between: decide again from scratch
         history = _history_params(current.type, current.id, version, now, method, final)
         if self.sqlite:
-            self.conn.execute(_HISTORY, history)
+            self.db.execute(_HISTORY, history)
             for stmt in _CLEAR:  # the previous version's criteria key and index rows
-                self.conn.execute(stmt, {"seq_": current.seq})
+                self.db.execute(stmt, {"seq_": current.seq})
         else:
-            self.conn.execute(_HISTORY_AND_CLEAR_PG, {**history, "seq_": current.seq})
+            self.db.execute(_HISTORY_AND_CLEAR_PG, {**history, "seq_": current.seq})
         self._write_index(current.seq, final)
         return Stored(current.seq, current.type, current.id, version, now, body is None, final)
 
@@ -510,7 +538,7 @@ class Tx:
             return
         resource_type = body["resourceType"]
         for kind, rows in index_rows(body).items():
-            self.conn.execute(
+            self.db.many(
                 _INSERT_INDEX[kind],
                 [{"resource_seq": seq, "res_type": resource_type, **row} for row in rows],
             )
@@ -520,7 +548,7 @@ class Tx:
     def search_ids(self, query: SearchQuery, limit: int) -> list[str]:
         where = q.where(query)
         params = {**where.params, q.LIMIT: limit}
-        return list(self.conn.execute(q.ids_statement(where.shape), params).scalars())
+        return [row[0] for row in self.db.rows(q.ids_statement(where.shape), params)]
 
     def find(
         self, resource_type: str, items: list[tuple[str, str]], limit: int = 10_000
@@ -546,8 +574,8 @@ class Tx:
         values = _window_values(resource_type, compartment, window)
         for i, (param, system, code) in enumerate(excluded):
             values |= {f"param{i}_": param, f"system{i}_": system, f"code{i}_": code}
-        rows = self.conn.execute(_window_statement(len(excluded)), values).all()
-        return [row.body for row in rows if row.body is not None]
+        rows = self.db.rows(_window_statement(len(excluded)), values)
+        return _bodies(rows)
 
     def latest_dated(
         self,
@@ -566,7 +594,7 @@ class Tx:
         sorted by date reads and sorts every match first).
         """
         values = _dated_values(resource_type, compartment, window, reference)
-        rows = self.conn.execute(_LATEST_DATED, {**values, "limit_": limit}).all()
+        rows = self.db.rows(_LATEST_DATED, {**values, "limit_": limit})
         return [_stored(row) for row in rows]
 
     def written_after(
@@ -580,14 +608,14 @@ class Tx:
         """Whether a resource of the same kind as `latest_dated` finds was stored after the
         one with `seq`: with `seq` the newest by date, one that arrived out of date order."""
         values = _dated_values(resource_type, compartment, window, reference)
-        return self.conn.execute(_WRITTEN_AFTER, {**values, "seq_": seq}).first() is not None
+        return bool(self.db.rows(_WRITTEN_AFTER, {**values, "seq_": seq}))
 
     def count(self, query: SearchQuery) -> int:
         return self._count(q.where(query))
 
     def _count(self, where: q.Where) -> int:
         stmt = q.count_statement(where.shape)
-        return int(self.conn.execute(stmt, where.params).scalar_one())
+        return int(self.db.rows(stmt, where.params)[0][0])
 
     def search(self, query: SearchQuery) -> SearchPage:
         sort = q.sort_key(query)
@@ -599,7 +627,7 @@ class Tx:
             stmt = q.cursor_page_statement(where, columns, values, backwards)
         else:
             stmt = q.page_statement(where.shape, sort)
-        rows = self.conn.execute(stmt, {**where.params, q.LIMIT: query.count + 1}).all()
+        rows = self.db.rows(stmt, {**where.params, q.LIMIT: query.count + 1})
         more = len(rows) > query.count
         rows = rows[: query.count]
         if backwards:
@@ -699,14 +727,19 @@ def _with_meta(
     return {**body, "id": resource_id, "meta": meta}
 
 
+def _bodies(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The bodies of rows that start with q.STORED_COLUMNS (deleted ones have none)."""
+    return [body for body in (_stored(row).body for row in rows) if body is not None]
+
+
 def _stored(row: Any) -> Stored:
     """A row that starts with q.STORED_COLUMNS (search rows have sort keys after them)."""
     return Stored(*row[:_STORED_WIDTH])
 
 
-def _keys(row: Any, width: int) -> list[Any]:
-    """A search row's sort key values, labelled k0, k1, ... by the page statement."""
-    return [getattr(row, f"k{i}") for i in range(width)]
+def _keys(row: tuple[Any, ...], width: int) -> list[Any]:
+    """A search row's sort key values (k0, k1, ... after the stored columns)."""
+    return list(row[_STORED_WIDTH : _STORED_WIDTH + width])
 
 
 def _history(row: Any) -> HistoryEntry:

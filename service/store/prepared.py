@@ -1,0 +1,208 @@
+"""Statements compiled once per dialect and run straight on the DB-API cursor.
+
+The store's hot statements are built once (module constants, or one per search shape in
+query.py), yet SQLAlchemy's `Connection.execute` still spends 40-60 µs of Python on each run:
+an execution context, parameter construction, result metadata, event dispatch. A session
+submission runs about 35 statements, so that is a quarter of its time. Here a statement's
+SQL text, parameter order, default values and SQLAlchemy's own type processors are taken from
+one compilation, and each run only converts values and calls the driver.
+
+Statements it cannot run the same way as SQLAlchemy (expanding IN lists, Python-side column
+defaults, escaped bind names) are marked unprepared and go through `Connection.execute`.
+Errors are raised as SQLAlchemy's exception classes, so callers see no difference.
+"""
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+_REQUIRED = object()
+_CACHE_LIMIT = 2048
+_CHUNK = 64  # rows per multi-row INSERT (PostgreSQL allows 65,535 parameters)
+Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    sql: str
+    # (bind name, parameter key, default or _REQUIRED, bind processor or None), in the order
+    # of a positional paramstyle; named paramstyles use the names.
+    binds: tuple[tuple[str, str, Any, Processor | None], ...]
+    positional: bool
+    results: tuple[Processor | None, ...]
+
+
+# (dialect, statement, parameter keys) -> (statement, Prepared or None). The statement is held
+# so its id cannot be reused while cached; statements are few (constants and shapes).
+_cache: dict[tuple[int, int, tuple[str, ...]], tuple[Any, Prepared | None]] = {}
+
+
+def _prepare(stmt: Any, dialect: Dialect, keys: tuple[str, ...]) -> Prepared | None:
+    compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+    assert isinstance(compiled, SQLCompiler)
+    if (
+        compiled.literal_execute_params
+        or compiled.post_compile_params
+        or compiled.escaped_bind_names
+        or compiled.insert_prefetch
+        or compiled.update_prefetch
+        or any(bind.callable is not None for bind in compiled.bind_names)
+    ):
+        return None
+    processors = compiled._bind_processors
+    by_name = {
+        name: (bind.key, _REQUIRED if bind.required else bind.value)
+        for bind, name in compiled.bind_names.items()
+    }
+    order = compiled.positiontup if compiled.positional else list(by_name)
+    binds = tuple(
+        (name, by_name[name][0], by_name[name][1], processors.get(name)) for name in order or ()
+    )
+    results = tuple(
+        column.type._cached_result_processor(dialect, None)
+        for column in compiled._result_columns
+    )
+    return Prepared(compiled.string, binds, compiled.positional, results)
+
+
+def prepared(stmt: Any, dialect: Dialect, keys: Iterable[str] = ()) -> Prepared | None:
+    cache_key = (id(dialect), id(stmt), tuple(keys))
+    hit = _cache.get(cache_key)
+    if hit is not None and hit[0] is stmt:
+        return hit[1]
+    if len(_cache) >= _CACHE_LIMIT:
+        _cache.clear()
+    result = _prepare(stmt, dialect, cache_key[2])
+    _cache[cache_key] = (stmt, result)
+    return result
+
+
+def _values(p: Prepared, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+    converted = []
+    for _name, key, default, process in p.binds:
+        value = params.get(key, default)
+        if value is _REQUIRED:
+            raise sa.exc.ArgumentError(f"A value is required for bind parameter {key!r}")
+        converted.append(process(value) if process is not None else value)
+    if p.positional:
+        return converted
+    return {name: value for (name, *_), value in zip(p.binds, converted, strict=True)}
+
+
+def _row(p: Prepared, raw: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(
+        process(value) if process is not None else value
+        for process, value in zip(p.results, raw, strict=True)
+    )
+
+
+class Runner:
+    """Runs statements inside a `Connection`'s open transaction, on its DB-API connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect
+
+    def rows(self, stmt: Any, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """All result rows, as tuples in the statement's column order."""
+        return self.execute(stmt, params)[0]
+
+    def execute(self, stmt: Any, params: Mapping[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
+        """(rows, rowcount); rows is empty for a statement that returns none."""
+        p = prepared(stmt, self.dialect, _insert_keys(stmt, params))
+        if p is None:
+            result = self.conn.execute(stmt, dict(params))
+            rows = [tuple(r) for r in result] if result.returns_rows else []
+            return rows, result.rowcount
+        values = _values(p, params)
+        cursor = self._cursor()
+        try:
+            cursor.execute(p.sql, values)
+            raw = cursor.fetchall() if cursor.description else []
+            return [_row(p, r) for r in raw], cursor.rowcount
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise self._wrapped(exc, p.sql, values, cursor) from exc
+        finally:
+            cursor.close()
+
+    def many(self, stmt: Any, rows: list[Mapping[str, Any]]) -> None:
+        """One statement for many parameter sets (no results), as `executemany`.
+
+        SQLite's executemany is a loop in C; over a network it is a round trip per row (the
+        psycopg pipeline still waits on each), so there a plain INSERT goes as multi-row
+        INSERTs of up to _CHUNK rows, as SQLAlchemy's "insertmanyvalues" does.
+        """
+        if not rows:
+            return
+        keys = _insert_keys(stmt, rows[0])
+        if keys and self.dialect.name != "sqlite":
+            for start in range(0, len(rows), _CHUNK):
+                chunk = rows[start : start + _CHUNK]
+                params = {f"{k}_{i}": row[k] for i, row in enumerate(chunk) for k in keys}
+                self.execute(_multi_row(stmt, keys, len(chunk)), params)
+            return
+        p = prepared(stmt, self.dialect, _insert_keys(stmt, rows[0]))
+        if p is None:
+            self.conn.execute(stmt, [dict(r) for r in rows])
+            return
+        values = [_values(p, r) for r in rows]
+        cursor = self._cursor()
+        try:
+            cursor.executemany(p.sql, values)
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise self._wrapped(exc, p.sql, values, cursor) from exc
+        finally:
+            cursor.close()
+
+    def _cursor(self) -> Any:
+        return self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+    def _wrapped(self, exc: Exception, sql: str, values: Any, cursor: Any) -> sa.exc.DBAPIError:
+        """The SQLAlchemy exception `Connection.execute` would raise (IntegrityError, ...);
+        a lost connection is invalidated, so the pool does not hand it out again."""
+        dbapi_connection = self.conn.connection.dbapi_connection
+        lost = self.dialect.is_disconnect(exc, dbapi_connection, cursor)  # type: ignore[arg-type]
+        if lost:
+            self.conn.invalidate(exc)
+        return sa.exc.DBAPIError.instance(
+            sql,
+            values,
+            exc,
+            self.dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            dialect=self.dialect,
+            connection_invalidated=lost,
+        )
+
+
+_multi_rows: dict[tuple[int, tuple[str, ...], int], tuple[Any, sa.Insert]] = {}
+
+
+def _multi_row(stmt: sa.Insert, keys: tuple[str, ...], count: int) -> sa.Insert:
+    """`stmt`'s table as one INSERT of `count` rows, parameters named <key>_<row>."""
+    cache_key = (id(stmt), keys, count)
+    hit = _multi_rows.get(cache_key)
+    if hit is not None and hit[0] is stmt:
+        return hit[1]
+    table = stmt.table
+    columns = table.c  # type: ignore[union-attr]
+    values = [
+        {k: sa.bindparam(f"{k}_{i}", type_=columns[k].type) for k in keys} for i in range(count)
+    ]
+    multi = table.insert().values(values)  # type: ignore[union-attr]
+    if len(_multi_rows) >= _CACHE_LIMIT:
+        _multi_rows.clear()
+    _multi_rows[cache_key] = (stmt, multi)
+    return multi
+
+
+def _insert_keys(stmt: Any, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """An INSERT without explicit VALUES compiles to the columns it is given; others do not
+    depend on the parameters."""
+    if isinstance(stmt, sa.Insert) and not stmt._values and not stmt._multi_values:
+        return tuple(params)
+    return ()
