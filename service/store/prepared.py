@@ -63,8 +63,7 @@ def _prepare(stmt: Any, dialect: Dialect, keys: tuple[str, ...]) -> Prepared | N
         (name, by_name[name][0], by_name[name][1], processors.get(name)) for name in order or ()
     )
     results = tuple(
-        column.type._cached_result_processor(dialect, None)
-        for column in compiled._result_columns
+        column.type._cached_result_processor(dialect, None) for column in compiled._result_columns
     )
     return Prepared(compiled.string, binds, compiled.positional, results)
 

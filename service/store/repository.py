@@ -76,8 +76,10 @@ def _insert_rows(count: int) -> sa.Insert:
         {c: sa.bindparam(f"{c}_{i}", type_=resource.c[c].type) for c in _RESOURCE_COLUMNS}
         for i in range(count)
     ]
-    return resource.insert().values(values).returning(
-        resource.c.seq, resource.c.res_type, resource.c.res_id
+    return (
+        resource.insert()
+        .values(values)
+        .returning(resource.c.seq, resource.c.res_type, resource.c.res_id)
     )
 
 

@@ -1,0 +1,138 @@
+"""The prepared-statement runner must behave exactly like `Connection.execute`: the same rows
+with the same Python types, the same rowcounts, the same exception classes, and a fallback
+for statements it cannot prepare. Run on both databases."""
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from service.store import prepared
+from service.store import query as q
+from service.store.db import create_db_engine
+from service.store.prepared import Runner
+from service.store.tables import idx_token, resource
+
+WHEN = datetime(2024, 5, 6, 7, 8, 9, 123456)
+BODY = {"resourceType": "Basic", "id": "x", "code": {"text": 'ü "quoted" ✓'}, "n": [1, 2.5]}
+
+_BY_TYPE_ID = sa.select(*q.STORED_COLUMNS).where(
+    resource.c.res_type == sa.bindparam("type_"), resource.c.res_id == sa.bindparam("id_")
+)
+_RENAME = (
+    resource.update()
+    .where(resource.c.res_id == sa.bindparam("old_"))
+    .values(res_id=sa.bindparam("new_"))
+)
+_INSERT = resource.insert()
+
+
+@pytest.fixture
+def connection(database_url: str) -> Iterator[sa.Connection]:
+    engine = create_db_engine(database_url)
+    with engine.connect() as conn, conn.begin() as transaction:
+        yield conn
+        transaction.rollback()
+    engine.dispose()
+
+
+def _row(res_id: str, body: Any = BODY, deleted: bool = False) -> dict[str, Any]:
+    return {
+        "res_type": "Basic",
+        "res_id": res_id,
+        "version": 3,
+        "last_updated": WHEN,
+        "deleted": deleted,
+        "body": body,
+    }
+
+
+def test_rows_equal_what_sqlalchemy_returns(connection: sa.Connection) -> None:
+    runner = Runner(connection)
+    runner.many(_INSERT, [_row("a"), _row("b", None, deleted=True)])
+    for res_id in ("a", "b", "missing"):
+        params = {"type_": "Basic", "id_": res_id}
+        expected = [tuple(r) for r in connection.execute(_BY_TYPE_ID, params)]
+        assert runner.rows(_BY_TYPE_ID, params) == expected
+    (seq, res_type, res_id, version, last_updated, deleted, body) = runner.rows(
+        _BY_TYPE_ID, {"type_": "Basic", "id_": "a"}
+    )[0]
+    # Types as SQLAlchemy converts them on both databases (SQLite stores text and integers).
+    assert (res_type, res_id, version) == ("Basic", "a", 3)
+    assert isinstance(seq, int) and last_updated == WHEN and deleted is False and body == BODY
+    assert runner.rows(_BY_TYPE_ID, {"type_": "Basic", "id_": "b"})[0][5:] == (True, None)
+
+
+def test_rowcount_and_literal_defaults(connection: sa.Connection) -> None:
+    runner = Runner(connection)
+    runner.execute(_INSERT, _row("c"))
+    assert runner.execute(_RENAME, {"old_": "c", "new_": "d"})[1] == 1
+    assert runner.execute(_RENAME, {"old_": "c", "new_": "e"})[1] == 0
+    # A literal in the statement (param == "date", deleted IS false) is bound from the
+    # statement itself, not from the caller's parameters.
+    live = sa.select(resource.c.res_id).where(
+        resource.c.res_type == "Basic", resource.c.deleted.is_(False)
+    )
+    assert runner.rows(live, {}) == [("d",)]
+
+
+def test_a_missing_parameter_is_refused_before_the_database_sees_it(
+    connection: sa.Connection,
+) -> None:
+    with pytest.raises(sa.exc.ArgumentError, match="id_"):
+        Runner(connection).rows(_BY_TYPE_ID, {"type_": "Basic"})
+
+
+def test_driver_errors_are_sqlalchemy_exceptions(connection: sa.Connection) -> None:
+    """Store.run retries on IntegrityError: the class must survive the bypass."""
+    runner = Runner(connection)
+    runner.execute(_INSERT, _row("dup"))
+    with pytest.raises(IntegrityError), connection.begin_nested():
+        runner.execute(_INSERT, _row("dup"))
+    with pytest.raises(IntegrityError), connection.begin_nested():
+        runner.many(_INSERT, [_row("dup2"), _row("dup2")])
+
+
+def test_many_rows_beyond_one_multi_row_insert(connection: sa.Connection) -> None:
+    runner = Runner(connection)
+    seq = runner.execute(_INSERT.returning(resource.c.seq), _row("owner"))[0][0][0]
+    rows = [
+        {"resource_seq": seq, "res_type": "Basic", "param": "code", "system": None, "code": str(i)}
+        for i in range(prepared._CHUNK * 2 + 3)
+    ]
+    runner.many(idx_token.insert(), rows)
+    stored = connection.execute(
+        sa.select(idx_token.c.code).where(idx_token.c.resource_seq == seq)
+    ).scalars()
+    assert sorted(stored, key=int) == [str(i) for i in range(len(rows))]
+
+
+def test_statements_it_cannot_prepare_run_through_sqlalchemy(
+    connection: sa.Connection,
+) -> None:
+    runner = Runner(connection)
+    runner.many(_INSERT, [_row("p"), _row("q"), _row("r")])
+    expanding = sa.select(resource.c.res_id).where(
+        resource.c.res_id.in_(sa.bindparam("ids", expanding=True))
+    )
+    assert prepared.prepared(expanding, connection.dialect) is None
+    assert sorted(runner.rows(expanding, {"ids": ["p", "r", "zz"]})) == [("p",), ("r",)]
+    # A column default computed in Python (deleted=False) is left to SQLAlchemy too.
+    without_deleted = {k: v for k, v in _row("s").items() if k != "deleted"}
+    assert prepared.prepared(_INSERT, connection.dialect, without_deleted) is None
+    runner.execute(_INSERT, without_deleted)
+    assert runner.rows(_BY_TYPE_ID, {"type_": "Basic", "id_": "s"})[0][5] is False
+
+
+def test_prepared_statements_hold_no_values(connection: sa.Connection) -> None:
+    runner = Runner(connection)
+    runner.many(_INSERT, [_row("v1"), _row("v2")])
+    for res_id in ("v1", "v2"):
+        assert runner.rows(_BY_TYPE_ID, {"type_": "Basic", "id_": res_id})[0][2] == res_id
+    p = prepared.prepared(_BY_TYPE_ID, connection.dialect)
+    assert p is not None
+    assert "v1" not in p.sql and "v2" not in p.sql
+    assert [default for _, _, default, _ in p.binds] == [prepared._REQUIRED] * 2
