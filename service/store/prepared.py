@@ -7,12 +7,12 @@ submission runs about 35 statements, so that is a quarter of its time. Here a st
 SQL text, parameter order, default values and SQLAlchemy's own type processors are taken from
 one compilation, and each run only converts values and calls the driver.
 
-Statements it cannot run the same way as SQLAlchemy (expanding IN lists, Python-side column
-defaults, escaped bind names) are marked unprepared and go through `Connection.execute`.
+Statements it cannot run the same way as SQLAlchemy (literal-rendered parameters, Python-side
+column defaults, escaped bind names) are marked unprepared and go through `Connection.execute`.
 Errors are raised as SQLAlchemy's exception classes, so callers see no difference.
 """
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,62 +29,101 @@ Processor = Callable[[Any], Any]
 @dataclass(frozen=True)
 class Prepared:
     sql: str
-    # (bind name, parameter key, default or _REQUIRED, bind processor or None), in the order
-    # of a positional paramstyle; named paramstyles use the names.
-    binds: tuple[tuple[str, str, Any, Processor | None], ...]
+    # (bind name, parameter key, list index or None, default or _REQUIRED, bind processor or
+    # None), in the order of a positional paramstyle; named paramstyles use the names. An
+    # expanding parameter ("code IN :codes") has one bind per list item, so a statement is
+    # prepared once per list length.
+    binds: tuple[tuple[str, str, int | None, Any, Processor | None], ...]
     positional: bool
     results: tuple[Processor | None, ...]
 
 
-# (dialect, statement, parameter keys) -> (statement, Prepared or None). The statement is held
-# so its id cannot be reused while cached; statements are few (constants and shapes).
-_cache: dict[tuple[int, int, tuple[str, ...]], tuple[Any, Prepared | None]] = {}
+# The statement is held so its id cannot be reused while cached; statements are few
+# (constants and search shapes), and list lengths are small.
+_compiled: dict[tuple[int, int, tuple[str, ...]], tuple[Any, SQLCompiler | None]] = {}
+_cache: dict[tuple[int, int, tuple[str, ...], tuple[int, ...]], tuple[Any, Prepared]] = {}
 
 
-def _prepare(stmt: Any, dialect: Dialect, keys: tuple[str, ...]) -> Prepared | None:
+def _compile(stmt: Any, dialect: Dialect, keys: tuple[str, ...]) -> SQLCompiler | None:
+    """The statement compiled for `dialect`, or None when only SQLAlchemy can run it."""
+    cache_key = (id(dialect), id(stmt), keys)
+    hit = _compiled.get(cache_key)
+    if hit is not None and hit[0] is stmt:
+        return hit[1]
     compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
     assert isinstance(compiled, SQLCompiler)
-    if (
+    runnable = not (
         compiled.literal_execute_params
-        or compiled.post_compile_params
         or compiled.escaped_bind_names
         or compiled.insert_prefetch
         or compiled.update_prefetch
         or any(bind.callable is not None for bind in compiled.bind_names)
-    ):
-        return None
-    processors = compiled._bind_processors
-    by_name = {
+    )
+    if len(_compiled) >= _CACHE_LIMIT:
+        _compiled.clear()
+    _compiled[cache_key] = (stmt, compiled if runnable else None)
+    return compiled if runnable else None
+
+
+def _prepare(compiled: SQLCompiler, dialect: Dialect, lengths: dict[str, int]) -> Prepared:
+    defaults = {
         name: (bind.key, _REQUIRED if bind.required else bind.value)
         for bind, name in compiled.bind_names.items()
     }
-    order = compiled.positiontup if compiled.positional else list(by_name)
-    binds = tuple(
-        (name, by_name[name][0], by_name[name][1], processors.get(name)) for name in order or ()
-    )
+    sql, order = compiled.string, compiled.positiontup
+    processors: Mapping[str, Processor] = compiled._bind_processors
+    items: dict[str, tuple[str, int]] = {}  # an expanded bind -> (its list parameter, index)
+    expanding = {compiled.bind_names[bind] for bind in compiled.post_compile_params}
+    if lengths:
+        # What SQLAlchemy does per execution: one placeholder per item (and its own form of
+        # an empty list); the values themselves do not change the SQL.
+        expanded = compiled._process_parameters_for_postcompile(
+            {key: [None] * n for key, n in lengths.items()}, _populate_self=False
+        )
+        sql, order = expanded.statement, expanded.positiontup
+        processors = {**processors, **expanded.processors}
+        for name, item_names in expanded.parameter_expansion.items():
+            items |= {item: (defaults[name][0], i) for i, item in enumerate(item_names)}
+    names = order if compiled.positional else [*defaults, *items]
+    binds = []
+    for name in names or ():
+        if name in items:
+            key, index = items[name]
+            binds.append((name, key, index, _REQUIRED, processors.get(name)))
+        elif name in defaults and name not in expanding:
+            key, default = defaults[name]
+            binds.append((name, key, None, default, processors.get(name)))
     results = tuple(
         column.type._cached_result_processor(dialect, None) for column in compiled._result_columns
     )
-    return Prepared(compiled.string, binds, compiled.positional, results)
+    return Prepared(sql, tuple(binds), compiled.positional, results)
 
 
-def prepared(stmt: Any, dialect: Dialect, keys: Iterable[str] = ()) -> Prepared | None:
-    cache_key = (id(dialect), id(stmt), tuple(keys))
+def prepared(stmt: Any, dialect: Dialect, params: Mapping[str, Any]) -> Prepared | None:
+    """`stmt` ready to run with `params` on the DB-API cursor, or None (SQLAlchemy runs it)."""
+    keys = _insert_keys(stmt, params)
+    compiled = _compile(stmt, dialect, keys)
+    if compiled is None:
+        return None
+    lengths = {bind.key: len(params.get(bind.key) or ()) for bind in compiled.post_compile_params}
+    cache_key = (id(dialect), id(stmt), keys, tuple(lengths.values()))
     hit = _cache.get(cache_key)
     if hit is not None and hit[0] is stmt:
         return hit[1]
+    result = _prepare(compiled, dialect, lengths)
     if len(_cache) >= _CACHE_LIMIT:
         _cache.clear()
-    result = _prepare(stmt, dialect, cache_key[2])
     _cache[cache_key] = (stmt, result)
     return result
 
 
 def _values(p: Prepared, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
     converted = []
-    for _name, key, default, process in p.binds:
+    for _name, key, index, default, process in p.binds:
         value = params.get(key, default)
-        if value is _REQUIRED:
+        if index is not None:
+            value = value[index]
+        elif value is _REQUIRED:
             raise sa.exc.ArgumentError(f"A value is required for bind parameter {key!r}")
         converted.append(process(value) if process is not None else value)
     if p.positional:
@@ -112,7 +151,7 @@ class Runner:
 
     def execute(self, stmt: Any, params: Mapping[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
         """(rows, rowcount); rows is empty for a statement that returns none."""
-        p = prepared(stmt, self.dialect, _insert_keys(stmt, params))
+        p = prepared(stmt, self.dialect, params)
         if p is None:
             result = self.conn.execute(stmt, dict(params))
             rows = [tuple(r) for r in result] if result.returns_rows else []
@@ -144,7 +183,7 @@ class Runner:
                 params = {f"{k}_{i}": row[k] for i, row in enumerate(chunk) for k in keys}
                 self.execute(_multi_row(stmt, keys, len(chunk)), params)
             return
-        p = prepared(stmt, self.dialect, _insert_keys(stmt, rows[0]))
+        p = prepared(stmt, self.dialect, rows[0])
         if p is None:
             self.conn.execute(stmt, [dict(r) for r in rows])
             return

@@ -110,16 +110,34 @@ def test_many_rows_beyond_one_multi_row_insert(connection: sa.Connection) -> Non
     assert sorted(stored, key=int) == [str(i) for i in range(len(rows))]
 
 
+def test_expanding_lists_get_one_placeholder_per_item(connection: sa.Connection) -> None:
+    runner = Runner(connection)
+    runner.many(_INSERT, [_row("p"), _row("q"), _row("r")])
+    expanding = sa.select(resource.c.res_id).where(
+        resource.c.res_type == sa.bindparam("type_"),
+        resource.c.res_id.in_(sa.bindparam("ids", expanding=True)),
+    )
+    for ids in (["p", "r", "zz"], ["q"], [], ["r", "p"]):
+        params = {"type_": "Basic", "ids": ids}
+        expected = sorted(tuple(r) for r in connection.execute(expanding, params))
+        assert sorted(runner.rows(expanding, params)) == expected
+        assert sorted(expected) == sorted((i,) for i in ids if i in "pqr")
+    one, three = (
+        prepared.prepared(expanding, connection.dialect, {"ids": ["x"] * n}) for n in (1, 3)
+    )
+    assert one is not None and three is not None and one.sql != three.sql
+
+
 def test_statements_it_cannot_prepare_run_through_sqlalchemy(
     connection: sa.Connection,
 ) -> None:
     runner = Runner(connection)
-    runner.many(_INSERT, [_row("p"), _row("q"), _row("r")])
-    expanding = sa.select(resource.c.res_id).where(
-        resource.c.res_id.in_(sa.bindparam("ids", expanding=True))
+    runner.many(_INSERT, [_row("p"), _row("q")])
+    literal = sa.select(resource.c.res_id).where(
+        resource.c.res_id == sa.bindparam("id_", literal_execute=True)
     )
-    assert prepared.prepared(expanding, connection.dialect) is None
-    assert sorted(runner.rows(expanding, {"ids": ["p", "r", "zz"]})) == [("p",), ("r",)]
+    assert prepared.prepared(literal, connection.dialect, {"id_": "p"}) is None
+    assert runner.rows(literal, {"id_": "q"}) == [("q",)]
     # A column default computed in Python (deleted=False) is left to SQLAlchemy too.
     without_deleted = {k: v for k, v in _row("s").items() if k != "deleted"}
     assert prepared.prepared(_INSERT, connection.dialect, without_deleted) is None
@@ -132,7 +150,7 @@ def test_prepared_statements_hold_no_values(connection: sa.Connection) -> None:
     runner.many(_INSERT, [_row("v1"), _row("v2")])
     for res_id in ("v1", "v2"):
         assert runner.rows(_BY_TYPE_ID, {"type_": "Basic", "id_": res_id})[0][2] == res_id
-    p = prepared.prepared(_BY_TYPE_ID, connection.dialect)
+    p = prepared.prepared(_BY_TYPE_ID, connection.dialect, {})
     assert p is not None
     assert "v1" not in p.sql and "v2" not in p.sql
-    assert [default for _, _, default, _ in p.binds] == [prepared._REQUIRED] * 2
+    assert [default for _, _, _, default, _ in p.binds] == [prepared._REQUIRED] * 2
