@@ -133,7 +133,7 @@ def _persist(tx: Tx, outputs: DecisionOutputs, care_plan: Stored) -> Json:
     """Write the decision's resources and answer with what was stored (ids, meta)."""
     written = tx.create_many([(r, r["id"]) for r in [outputs.guidance_response, *outputs.created]])
     # Optimistic on the version read at the start: a concurrent change makes the unit retry.
-    updated, _ = tx.update(outputs.care_plan, care_plan.id, care_plan.version)
+    updated = tx.replace(care_plan, outputs.care_plan)
     bodies = [w.body or {} for w in written]
     return parameters(bodies[0], updated.body or {}, bodies[1:])
 

@@ -12,7 +12,8 @@ column defaults, escaped bind names) are marked unprepared and go through `Conne
 Errors are raised as SQLAlchemy's exception classes, so callers see no difference.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,9 +145,37 @@ class Runner:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.dialect = conn.dialect
+        self._pipelined = False
+
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Writes whose results nobody reads, sent without waiting for each (PostgreSQL's
+        pipeline mode): one round trip for the block instead of one per statement, and the
+        server works while Python builds the next statement. Errors surface at the end of the
+        block. Inside it use `write` and `many` only. SQLite runs in-process: a no-op there.
+        """
+        if self._pipelined:
+            yield
+            return
+        self._pipelined = True  # on SQLite too, so a misuse fails in every test run
+        try:
+            if self.dialect.name == "sqlite":
+                yield
+            else:
+                with self.conn.connection.dbapi_connection.pipeline():  # type: ignore[union-attr]
+                    yield
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise self._wrapped(exc, "(pipeline)", (), None) from exc
+        finally:
+            self._pipelined = False
+
+    def write(self, stmt: Any, params: Mapping[str, Any]) -> None:
+        """A statement whose result (rows, rowcount) is not needed."""
+        self.execute(stmt, params)
 
     def rows(self, stmt: Any, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """All result rows, as tuples in the statement's column order."""
+        assert not self._pipelined, "rows are not read inside a pipelined block"
         return self.execute(stmt, params)[0]
 
     def execute(self, stmt: Any, params: Mapping[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
@@ -160,6 +189,8 @@ class Runner:
         cursor = self._cursor()
         try:
             cursor.execute(p.sql, values)
+            if self._pipelined:  # its result arrives at the end of the block, unread
+                return [], -1
             raw = cursor.fetchall() if cursor.description else []
             return [_row(p, r) for r in raw], cursor.rowcount
         except self.dialect.loaded_dbapi.Error as exc:

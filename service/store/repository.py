@@ -375,15 +375,16 @@ class Tx:
         history = [
             {"res_type": r["res_type"], "res_id": r["res_id"], "method": "POST", **r} for r in rows
         ]
-        self.db.many(_HISTORY_ROWS, history)
         index: dict[str, list[dict[str, Any]]] = {}
         for seq, final in zip(seqs, finals, strict=True):
             for kind, kind_rows in index_rows(final).items():
                 index.setdefault(kind, []).extend(
                     {"resource_seq": seq, "res_type": final["resourceType"], **r} for r in kind_rows
                 )
-        for kind, kind_rows in index.items():
-            self.db.many(_INSERT_INDEX[kind], kind_rows)
+        with self.db.pipelined():
+            self.db.many(_HISTORY_ROWS, history)
+            for kind, kind_rows in index.items():
+                self.db.many(_INSERT_INDEX[kind], kind_rows)
         return [
             Stored(seq, f["resourceType"], f["id"], 1, now, False, f)
             for seq, f in zip(seqs, finals, strict=True)
@@ -481,6 +482,11 @@ class Tx:
             )
         return self._replace(current, body, "PUT"), current.deleted
 
+    def replace(self, current: Stored, body: dict[str, Any]) -> Stored:
+        """A new version of a resource this transaction read (locked) before: no second read.
+        Still optimistic, so a version changed in between makes the unit retry."""
+        return self._replace(current, body, "PUT")
+
     def delete(self, resource_type: str, resource_id: str) -> Stored | None:
         current = self.get(resource_type, resource_id, lock=True)
         if current is None:
@@ -504,8 +510,9 @@ class Tx:
         }
         seq = self.db.rows(_INSERT, row)[0][0]
         history = _history_params(resource_type, resource_id, version, now, method, final)
-        self.db.execute(_HISTORY, history)
-        self._write_index(seq, final)
+        with self.db.pipelined():
+            self.db.write(_HISTORY, history)
+            self._write_index(seq, final)
         return Stored(seq, resource_type, resource_id, version, now, False, final)
 
     def _replace(self, current: Stored, body: dict[str, Any] | None, method: str) -> Stored:
@@ -526,13 +533,14 @@ class Tx:
         if rowcount != 1:
             raise RetryTransaction()  # someone else wrote in between: decide again from scratch
         history = _history_params(current.type, current.id, version, now, method, final)
-        if self.sqlite:
-            self.db.execute(_HISTORY, history)
-            for stmt in _CLEAR:  # the previous version's criteria key and index rows
-                self.db.execute(stmt, {"seq_": current.seq})
-        else:
-            self.db.execute(_HISTORY_AND_CLEAR_PG, {**history, "seq_": current.seq})
-        self._write_index(current.seq, final)
+        with self.db.pipelined():
+            if self.sqlite:
+                self.db.write(_HISTORY, history)
+                for stmt in _CLEAR:  # the previous version's criteria key and index rows
+                    self.db.write(stmt, {"seq_": current.seq})
+            else:
+                self.db.write(_HISTORY_AND_CLEAR_PG, {**history, "seq_": current.seq})
+            self._write_index(current.seq, final)
         return Stored(current.seq, current.type, current.id, version, now, body is None, final)
 
     def _write_index(self, seq: int, body: dict[str, Any] | None) -> None:
