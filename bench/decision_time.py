@@ -75,16 +75,26 @@ def fill(store: Store, plan_id: str, patient_id: str, count: int) -> None:
             analyze(store)  # what autovacuum does as tables grow: plans fit the data
 
 
-def measure(store: Store, plan_id: str, patient_id: str, k: int, repeats: int) -> list[float]:
-    bundle = session_at(plan_id, patient_id, k)
+def measure_once(store: Store, plan_id: str, bundle: dict, now: datetime) -> float:
+    """One decision in a transaction that is rolled back, in ms."""
+    with store.engine.connect() as connection, connection.begin() as transaction:
+        started = time.perf_counter()
+        sessions.submit_session(Tx(connection), plan_id, bundle, now)
+        elapsed = (time.perf_counter() - started) * 1000
+        transaction.rollback()
+    return elapsed
+
+
+def measure(store: Store, plans: dict[int, str], repeats: int) -> dict[int, list[float]]:
+    """Each patient's next session, decided `repeats` times, the patients taking turns: on
+    PostgreSQL a rolled-back insert leaves dead index entries behind, and measuring one
+    patient after the other would make the later ones pay for the earlier ones' leftovers."""
     now = datetime.now(UTC)
-    times = []
+    bundles = {n: session_at(plan, f"p{n}", n) for n, plan in plans.items()}
+    times: dict[int, list[float]] = {n: [] for n in plans}
     for _ in range(repeats):
-        with store.engine.connect() as connection, connection.begin() as transaction:
-            started = time.perf_counter()
-            sessions.submit_session(Tx(connection), plan_id, bundle, now)
-            times.append((time.perf_counter() - started) * 1000)
-            transaction.rollback()
+        for n, plan in plans.items():
+            times[n].append(measure_once(store, plan, bundles[n], now))
     return times
 
 
@@ -109,9 +119,7 @@ def main() -> int:
         print(f"stored {n} sessions in {time.perf_counter() - started:.0f} s", flush=True)
     if engine.dialect.name == "postgresql":
         analyze(store)
-    medians = {
-        n: statistics.median(measure(store, plans[n], f"p{n}", n, args.repeats)) for n in counts
-    }
+    medians = {n: statistics.median(t) for n, t in measure(store, plans, args.repeats).items()}
     result = {
         "database": engine.dialect.name,
         **{f"median_ms_{n}_sessions": round(m, 2) for n, m in medians.items()},

@@ -198,21 +198,27 @@ class Runner:
         finally:
             cursor.close()
 
+    def inserted(self, stmt: sa.Insert, rows: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        """INSERT `rows` as multi-row statements of up to _CHUNK rows each (as SQLAlchemy's
+        "insertmanyvalues" does): what `stmt` returns for each row, in no particular order."""
+        keys = _insert_keys(stmt, rows[0]) if rows else ()
+        returned = []
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            params = {f"{k}_{i}": row[k] for i, row in enumerate(chunk) for k in keys}
+            returned += self.execute(_multi_row(stmt, keys, len(chunk)), params)[0]
+        return returned
+
     def many(self, stmt: Any, rows: list[Mapping[str, Any]]) -> None:
         """One statement for many parameter sets (no results), as `executemany`.
 
         SQLite's executemany is a loop in C; over a network it is a round trip per row (the
-        psycopg pipeline still waits on each), so there a plain INSERT goes as multi-row
-        INSERTs of up to _CHUNK rows, as SQLAlchemy's "insertmanyvalues" does.
+        psycopg pipeline still waits on each), so there a plain INSERT goes as `inserted`.
         """
         if not rows:
             return
-        keys = _insert_keys(stmt, rows[0])
-        if keys and self.dialect.name != "sqlite":
-            for start in range(0, len(rows), _CHUNK):
-                chunk = rows[start : start + _CHUNK]
-                params = {f"{k}_{i}": row[k] for i, row in enumerate(chunk) for k in keys}
-                self.execute(_multi_row(stmt, keys, len(chunk)), params)
+        if _insert_keys(stmt, rows[0]) and self.dialect.name != "sqlite":
+            self.inserted(stmt, rows)
             return
         p = prepared(stmt, self.dialect, rows[0])
         if p is None:
@@ -252,7 +258,8 @@ _multi_rows: dict[tuple[int, tuple[str, ...], int], tuple[Any, sa.Insert]] = {}
 
 
 def _multi_row(stmt: sa.Insert, keys: tuple[str, ...], count: int) -> sa.Insert:
-    """`stmt`'s table as one INSERT of `count` rows, parameters named <key>_<row>."""
+    """`stmt` (its table and RETURNING) as one INSERT of `count` rows, parameters named
+    <key>_<row>."""
     cache_key = (id(stmt), keys, count)
     hit = _multi_rows.get(cache_key)
     if hit is not None and hit[0] is stmt:
@@ -262,7 +269,7 @@ def _multi_row(stmt: sa.Insert, keys: tuple[str, ...], count: int) -> sa.Insert:
     values = [
         {k: sa.bindparam(f"{k}_{i}", type_=columns[k].type) for k in keys} for i in range(count)
     ]
-    multi = table.insert().values(values)  # type: ignore[union-attr]
+    multi = stmt.values(values)
     if len(_multi_rows) >= _CACHE_LIMIT:
         _multi_rows.clear()
     _multi_rows[cache_key] = (stmt, multi)

@@ -64,23 +64,8 @@ _UPDATE = (
 )
 
 
-_RESOURCE_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", "body")
-_INSERT_CHUNK = 16
-
-
-@functools.lru_cache(maxsize=_INSERT_CHUNK)
-def _insert_rows(count: int) -> sa.Insert:
-    """A multi-row INSERT of `count` resources, parameters named <column>_<row>. Rows come
-    back in any order, matched by (type, id)."""
-    values = [
-        {c: sa.bindparam(f"{c}_{i}", type_=resource.c[c].type) for c in _RESOURCE_COLUMNS}
-        for i in range(count)
-    ]
-    return (
-        resource.insert()
-        .values(values)
-        .returning(resource.c.seq, resource.c.res_type, resource.c.res_id)
-    )
+# Rows come back in any order, matched by (type, id).
+_INSERT_MANY = resource.insert().returning(resource.c.seq, resource.c.res_type, resource.c.res_id)
 
 
 def _clear(table: sa.Table) -> sa.Delete:
@@ -370,7 +355,7 @@ class Tx:
             }
             for f in finals
         ]
-        returned = {(t, i): seq for seq, t, i in self._insert_returning(rows)}
+        returned = {(t, i): seq for seq, t, i in self.db.inserted(_INSERT_MANY, rows)}
         seqs = [returned[(f["resourceType"], f["id"])] for f in finals]
         history = [
             {"res_type": r["res_type"], "res_id": r["res_id"], "method": "POST", **r} for r in rows
@@ -389,15 +374,6 @@ class Tx:
             Stored(seq, f["resourceType"], f["id"], 1, now, False, f)
             for seq, f in zip(seqs, finals, strict=True)
         ]
-
-    def _insert_returning(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        """INSERT resource rows, as few statements as possible: (seq, type, id) of each."""
-        returned = []
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            chunk = rows[start : start + _INSERT_CHUNK]
-            params = {f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in _RESOURCE_COLUMNS}
-            returned += self.db.rows(_insert_rows(len(chunk)), params)
-        return returned
 
     def create(self, body: dict[str, Any], resource_id: str | None = None) -> Stored:
         resource_type = body["resourceType"]
