@@ -15,7 +15,7 @@ Errors are raised as SQLAlchemy's exception classes, so callers see no differenc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
@@ -39,18 +39,28 @@ class Prepared:
     results: tuple[Processor | None, ...]
 
 
-# The statement is held so its id cannot be reused while cached; statements are few
-# (constants and search shapes), and list lengths are small.
-_compiled: dict[tuple[int, int, tuple[str, ...]], tuple[Any, SQLCompiler | None]] = {}
-_cache: dict[tuple[int, int, tuple[str, ...], tuple[int, ...]], tuple[Any, Prepared]] = {}
+T = TypeVar("T")
+# Caches keyed by id(statement): each entry holds its statement, so the id cannot be reused
+# while cached. Statements are few (constants and search shapes), list lengths small.
+_Cache = dict[tuple[Any, ...], tuple[Any, Any]]
+_compiled: _Cache = {}
+_prepared: _Cache = {}
+_multi_rows: _Cache = {}
+
+
+def _memo(cache: _Cache, key: tuple[Any, ...], stmt: Any, build: Callable[[], T]) -> T:
+    hit = cache.get(key)
+    if hit is not None and hit[0] is stmt:
+        return hit[1]  # type: ignore[no-any-return]
+    value = build()
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = (stmt, value)
+    return value
 
 
 def _compile(stmt: Any, dialect: Dialect, keys: tuple[str, ...]) -> SQLCompiler | None:
     """The statement compiled for `dialect`, or None when only SQLAlchemy can run it."""
-    cache_key = (id(dialect), id(stmt), keys)
-    hit = _compiled.get(cache_key)
-    if hit is not None and hit[0] is stmt:
-        return hit[1]
     compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
     assert isinstance(compiled, SQLCompiler)
     runnable = not (
@@ -60,9 +70,6 @@ def _compile(stmt: Any, dialect: Dialect, keys: tuple[str, ...]) -> SQLCompiler 
         or compiled.update_prefetch
         or any(bind.callable is not None for bind in compiled.bind_names)
     )
-    if len(_compiled) >= _CACHE_LIMIT:
-        _compiled.clear()
-    _compiled[cache_key] = (stmt, compiled if runnable else None)
     return compiled if runnable else None
 
 
@@ -103,19 +110,14 @@ def _prepare(compiled: SQLCompiler, dialect: Dialect, lengths: dict[str, int]) -
 def prepared(stmt: Any, dialect: Dialect, params: Mapping[str, Any]) -> Prepared | None:
     """`stmt` ready to run with `params` on the DB-API cursor, or None (SQLAlchemy runs it)."""
     keys = _insert_keys(stmt, params)
-    compiled = _compile(stmt, dialect, keys)
+    compiled = _memo(
+        _compiled, (id(dialect), id(stmt), keys), stmt, lambda: _compile(stmt, dialect, keys)
+    )
     if compiled is None:
         return None
     lengths = {bind.key: len(params.get(bind.key) or ()) for bind in compiled.post_compile_params}
-    cache_key = (id(dialect), id(stmt), keys, tuple(lengths.values()))
-    hit = _cache.get(cache_key)
-    if hit is not None and hit[0] is stmt:
-        return hit[1]
-    result = _prepare(compiled, dialect, lengths)
-    if len(_cache) >= _CACHE_LIMIT:
-        _cache.clear()
-    _cache[cache_key] = (stmt, result)
-    return result
+    key = (id(dialect), id(stmt), keys, tuple(lengths.values()))
+    return _memo(_prepared, key, stmt, lambda: _prepare(compiled, dialect, lengths))
 
 
 def _values(p: Prepared, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
@@ -159,10 +161,11 @@ class Runner:
             return
         self._pipelined = True  # on SQLite too, so a misuse fails in every test run
         try:
-            if self.dialect.name == "sqlite":
+            dbapi_connection = self.conn.connection.dbapi_connection
+            if self.dialect.name == "sqlite" or not hasattr(dbapi_connection, "pipeline"):
                 yield
             else:
-                with self.conn.connection.dbapi_connection.pipeline():  # type: ignore[union-attr]
+                with dbapi_connection.pipeline():
                     yield
         except self.dialect.loaded_dbapi.Error as exc:
             raise self._wrapped(exc, "(pipeline)", (), None) from exc
@@ -202,6 +205,7 @@ class Runner:
         """INSERT `rows` as multi-row statements of up to _CHUNK rows each (as SQLAlchemy's
         "insertmanyvalues" does): what `stmt` returns for each row, in no particular order."""
         keys = _insert_keys(stmt, rows[0]) if rows else ()
+        assert keys or not rows, "inserted() takes an INSERT without explicit VALUES"
         returned = []
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
@@ -254,26 +258,20 @@ class Runner:
         )
 
 
-_multi_rows: dict[tuple[int, tuple[str, ...], int], tuple[Any, sa.Insert]] = {}
-
-
 def _multi_row(stmt: sa.Insert, keys: tuple[str, ...], count: int) -> sa.Insert:
     """`stmt` (its table and RETURNING) as one INSERT of `count` rows, parameters named
     <key>_<row>."""
-    cache_key = (id(stmt), keys, count)
-    hit = _multi_rows.get(cache_key)
-    if hit is not None and hit[0] is stmt:
-        return hit[1]
-    table = stmt.table
-    columns = table.c  # type: ignore[union-attr]
-    values = [
-        {k: sa.bindparam(f"{k}_{i}", type_=columns[k].type) for k in keys} for i in range(count)
-    ]
-    multi = stmt.values(values)
-    if len(_multi_rows) >= _CACHE_LIMIT:
-        _multi_rows.clear()
-    _multi_rows[cache_key] = (stmt, multi)
-    return multi
+
+    def build() -> sa.Insert:
+        columns = stmt.table.c  # type: ignore[union-attr]
+        return stmt.values(
+            [
+                {k: sa.bindparam(f"{k}_{i}", type_=columns[k].type) for k in keys}
+                for i in range(count)
+            ]
+        )
+
+    return _memo(_multi_rows, (id(stmt), keys, count), stmt, build)
 
 
 def _insert_keys(stmt: Any, params: Mapping[str, Any]) -> tuple[str, ...]:
