@@ -40,22 +40,27 @@ class Prepared:
 
 
 T = TypeVar("T")
-# Caches keyed by id(statement): each entry holds its statement, so the id cannot be reused
-# while cached. Statements are few (constants and search shapes), list lengths small.
-_Cache = dict[tuple[Any, ...], tuple[Any, Any]]
+# Caches keyed by the ids of their statement and dialect. Each entry holds those objects and is
+# used only when they are the very ones asked about: a freed object's id can be reused, and
+# a statement compiled for an engine that is gone must not serve a new engine (of another
+# database) that happens to get the same id. Statements are few (constants and search
+# shapes), and so are list lengths.
+_Cache = dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]]
 _compiled: _Cache = {}
 _prepared: _Cache = {}
 _multi_rows: _Cache = {}
 
 
-def _memo(cache: _Cache, key: tuple[Any, ...], stmt: Any, build: Callable[[], T]) -> T:
+def _memo(
+    cache: _Cache, key: tuple[Any, ...], owners: tuple[Any, ...], build: Callable[[], T]
+) -> T:
     hit = cache.get(key)
-    if hit is not None and hit[0] is stmt:
+    if hit is not None and all(a is b for a, b in zip(hit[0], owners, strict=True)):
         return hit[1]  # type: ignore[no-any-return]
     value = build()
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
-    cache[key] = (stmt, value)
+    cache[key] = (owners, value)
     return value
 
 
@@ -110,14 +115,14 @@ def _prepare(compiled: SQLCompiler, dialect: Dialect, lengths: dict[str, int]) -
 def prepared(stmt: Any, dialect: Dialect, params: Mapping[str, Any]) -> Prepared | None:
     """`stmt` ready to run with `params` on the DB-API cursor, or None (SQLAlchemy runs it)."""
     keys = _insert_keys(stmt, params)
-    compiled = _memo(
-        _compiled, (id(dialect), id(stmt), keys), stmt, lambda: _compile(stmt, dialect, keys)
-    )
+    owners = (stmt, dialect)
+    key = (id(dialect), id(stmt), keys)
+    compiled = _memo(_compiled, key, owners, lambda: _compile(stmt, dialect, keys))
     if compiled is None:
         return None
     lengths = {bind.key: len(params.get(bind.key) or ()) for bind in compiled.post_compile_params}
-    key = (id(dialect), id(stmt), keys, tuple(lengths.values()))
-    return _memo(_prepared, key, stmt, lambda: _prepare(compiled, dialect, lengths))
+    key = (*key, tuple(lengths.values()))
+    return _memo(_prepared, key, owners, lambda: _prepare(compiled, dialect, lengths))
 
 
 def _values(p: Prepared, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
@@ -271,7 +276,7 @@ def _multi_row(stmt: sa.Insert, keys: tuple[str, ...], count: int) -> sa.Insert:
             ]
         )
 
-    return _memo(_multi_rows, (id(stmt), keys, count), stmt, build)
+    return _memo(_multi_rows, (id(stmt), keys, count), (stmt,), build)
 
 
 def _insert_keys(stmt: Any, params: Mapping[str, Any]) -> tuple[str, ...]:

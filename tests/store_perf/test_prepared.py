@@ -28,6 +28,7 @@ _RENAME = (
     .values(res_id=sa.bindparam("new_"))
 )
 _INSERT = resource.insert()
+_PG_LIKE = "postgresql+psycopg://unused@127.0.0.1:1/unused"  # a dialect only, never connected
 
 
 @pytest.fixture
@@ -187,3 +188,23 @@ def test_rows_are_not_read_inside_a_pipelined_block(connection: sa.Connection) -
     runner = Runner(connection)
     with pytest.raises(AssertionError), runner.pipelined():
         runner.rows(_BY_TYPE_ID, {"type_": "Basic", "id_": "x"})
+
+
+def test_a_cached_statement_serves_only_its_own_dialect(connection: sa.Connection) -> None:
+    """Caches are keyed by id(): when an engine is gone and a new one's dialect gets the same
+    id, the old engine's compiled SQL (another database's placeholders) must not be reused."""
+    other = create_db_engine("sqlite://" if connection.dialect.name != "sqlite" else _PG_LIKE)
+    try:
+        mine = prepared.prepared(_BY_TYPE_ID, connection.dialect, {})
+        assert mine is not None
+        # Pretend `other`'s dialect sits at the address of this connection's dialect.
+        for cache in (prepared._compiled, prepared._prepared):
+            for key, entry in list(cache.items()):
+                if key[0] == id(connection.dialect) and key[1] == id(_BY_TYPE_ID):
+                    cache[(id(other.dialect), *key[1:])] = entry
+        theirs = prepared.prepared(_BY_TYPE_ID, other.dialect, {})
+        assert theirs is not None
+        assert theirs.sql == str(_BY_TYPE_ID.compile(dialect=other.dialect))
+        assert theirs.positional == other.dialect.positional
+    finally:
+        other.dispose()
