@@ -357,9 +357,7 @@ class Tx:
         ]
         returned = {(t, i): seq for seq, t, i in self.db.inserted(_INSERT_MANY, rows)}
         seqs = [returned[(f["resourceType"], f["id"])] for f in finals]
-        history = [
-            {"res_type": r["res_type"], "res_id": r["res_id"], "method": "POST", **r} for r in rows
-        ]
+        history = [{**row, "method": "POST"} for row in rows]  # each row, plus the method
         index: dict[str, list[dict[str, Any]]] = {}
         for seq, final in zip(seqs, finals, strict=True):
             for kind, kind_rows in index_rows(final).items():
