@@ -1,12 +1,17 @@
-"""Structural R4 checks the fhir.resources models leave out.
+"""R4 validation of raw JSON, driven by the fhir.resources R4B models' own field metadata.
 
-The R4B models coerce ``"true"`` to a boolean and ``"1.5"`` to a decimal, accept nulls, ``{}``,
-``[]`` and ``""``, and do not enforce required code bindings. This walker checks the raw JSON
-against the models' own field metadata (JSON kind, cardinality, ``enum_values``) and reports
-every problem with a FHIRPath-like expression, before the models validate the rest.
+The walker checks what the models check: known elements, cardinality, required elements,
+one value per choice group, and every primitive against the model's own validator for that
+primitive (regex, calendar, range), called directly through a pydantic TypeAdapter. It also
+checks what the models leave out: they coerce ``"true"`` to a boolean and ``"1.5"`` to a
+decimal, accept nulls, ``{}``, ``[]`` and ``""``, and do not enforce required code bindings.
+Building the models themselves costs ~70 Python-level validator calls per Observation, ten
+times this walk; tests/test_validation_agrees_with_models.py holds the walk to the models'
+verdict on the official R4 examples and on mutations of them.
 """
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass
 from decimal import Decimal
@@ -14,6 +19,7 @@ from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
+from pydantic import TypeAdapter, ValidationError
 
 from service.fhir.errors import Issue
 from service.fhir.indexing import parse_reference
@@ -76,6 +82,7 @@ _MISSING_BINDINGS: dict[tuple[str, str], frozenset[str]] = {
 
 # R4 primitives whose regex forbids whitespace anywhere (uri family and ids).
 _NO_WHITESPACE = frozenset({"Uri", "Url", "Canonical", "Oid", "Uuid", "Id"})
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)
@@ -86,11 +93,14 @@ class FieldSpec:
     codes: frozenset[str] | None = None  # required binding
     targets: frozenset[str] | None = None  # Reference: the resource types it may point at
     primitive: str | None = None  # the FHIR primitive of a string ("Uri", "Code", "Id", ...)
+    # The model's own validator for the primitive (it checks the value's lexical form).
+    validator: TypeAdapter[Any] | None = dataclasses.field(default=None, compare=False)
 
 
-def _unwrap_primitive(annotation: Any) -> tuple[Any, bool, str | None]:
-    """The base type, whether it is a list, and the FHIR primitive a str is annotated with."""
-    is_list, primitive = False, None
+def _unwrap_primitive(annotation: Any) -> tuple[Any, bool, str | None, Any]:
+    """The base type, whether it is a list, the FHIR primitive it is annotated with, and the
+    annotated type itself (None for elements)."""
+    is_list, primitive, annotated = False, None, None
     while True:
         origin = typing.get_origin(annotation)
         args = typing.get_args(annotation)
@@ -101,17 +111,22 @@ def _unwrap_primitive(annotation: Any) -> tuple[Any, bool, str | None]:
             is_list = True
             annotation = args[0]
         elif origin is typing.Annotated:
+            annotated = annotation
             annotation = args[0]
-            primitive = next((type(m).__name__ for m in args[1:]), None)
+            primitive = type(args[-1]).__name__
         else:
-            return annotation, is_list, primitive
+            return annotation, is_list, primitive, annotated
 
 
 def _spec(annotation: Any, extra: dict[str, Any] | None) -> FieldSpec:
-    base, is_list, primitive = _unwrap_primitive(annotation)
+    base, is_list, primitive, annotated = _unwrap_primitive(annotation)
     codes = _binding(extra.get("enum_values")) if extra else None
+    if base is bool:
+        return FieldSpec("boolean", is_list, codes=codes)
     if base in _PRIMITIVE_KINDS:
-        return FieldSpec(_PRIMITIVE_KINDS[base], is_list, codes=codes)
+        kind = _PRIMITIVE_KINDS[base]
+        validator = _primitive_validator(annotated)
+        return FieldSpec(kind, is_list, codes=codes, primitive=primitive, validator=validator)
     name = getattr(base, "__name__", "")
     if name == "ResourceType":
         return FieldSpec("resource", is_list)
@@ -125,7 +140,25 @@ def _spec(annotation: Any, extra: dict[str, Any] | None) -> FieldSpec:
         return FieldSpec(
             "element", is_list, element=element, targets=frozenset(targets) if targets else None
         )
-    return FieldSpec("string", is_list, codes=codes, primitive=primitive)
+    validator = _primitive_validator(annotated)
+    return FieldSpec("string", is_list, codes=codes, primitive=primitive, validator=validator)
+
+
+@cache
+def _primitive_validator(annotated: Any) -> TypeAdapter[Any] | None:
+    return None if annotated is None else TypeAdapter(annotated)
+
+
+def _primitive_problem(spec: FieldSpec, item: Any) -> str | None:
+    """Why the model's own validator for this primitive refuses ``item``, if it does."""
+    if spec.validator is None:
+        return None
+    try:
+        spec.validator.validate_python(item)
+    except ValidationError as exc:
+        name = (spec.primitive or "value").lower()
+        return f"Not a valid {name}: {exc.errors(include_url=False)[0]['msg']}"
+    return None
 
 
 @cache
@@ -272,15 +305,19 @@ def _check_single(spec: FieldSpec, item: Any, where: str, issues: list[Issue]) -
     elif kind == "integer":
         if isinstance(item, bool) or not isinstance(item, int):
             issues.append(Issue("structure", "Expected a JSON integer", expression=(where,)))
+        elif problem := _primitive_problem(spec, item):
+            issues.append(Issue("invalid", problem, expression=(where,)))
     elif kind == "decimal":
         if isinstance(item, bool) or not isinstance(item, int | float):
             issues.append(Issue("structure", "Expected a JSON number", expression=(where,)))
+        elif problem := _primitive_problem(spec, item):
+            issues.append(Issue("invalid", problem, expression=(where,)))
     elif kind == "string":
         if not isinstance(item, str):
             issues.append(Issue("structure", "Expected a JSON string", expression=(where,)))
         elif not item.strip():
             issues.append(Issue("structure", "Empty strings are not allowed", expression=(where,)))
-        elif spec.primitive in _NO_WHITESPACE and any(c.isspace() for c in item):
+        elif spec.primitive in _NO_WHITESPACE and _WHITESPACE.search(item):
             issues.append(
                 Issue(
                     "value",
@@ -293,6 +330,8 @@ def _check_single(spec: FieldSpec, item: Any, where: str, issues: list[Issue]) -
             issues.append(
                 Issue("code-invalid", f"{item!r} is not one of: {allowed}", expression=(where,))
             )
+        elif problem := _primitive_problem(spec, item):
+            issues.append(Issue("invalid", problem, expression=(where,)))
     elif kind == "resource":
         issues.extend(check_resource(item, where))
     elif kind in ("element", "primitive-ext"):
