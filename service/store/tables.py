@@ -103,7 +103,15 @@ idx_reference = _index_table(
     sa.Column("target_version", sa.String(64), nullable=True),
     indexes=(
         sa.Index("ix_idx_reference_target", "res_type", "param", "target_id", "target_type"),
-        sa.Index("ix_idx_reference_url", "res_type", "param", "target_url"),
+        # Partial: only canonical and absolute references have a url (alembic 0006).
+        sa.Index(
+            "ix_idx_reference_url",
+            "res_type",
+            "param",
+            "target_url",
+            sqlite_where=sa.text("target_url IS NOT NULL"),
+            postgresql_where=sa.text("target_url IS NOT NULL"),
+        ),
     ),
     seq_columns=("target_id", "target_type"),
 )
