@@ -140,3 +140,61 @@ def test_a_new_version_replaces_every_index_row_and_the_criteria_key(store: Stor
     _, history = store.run(keys_and_history)
     assert history[-1] == (3, "DELETE", True)
     assert store.run(lambda tx: tx.vread("Patient", created.id, 2)).body == updated.body
+
+
+def _mark_index_rows(tx: Tx, seq: int) -> None:
+    """Put a value into the resource's string rows that indexing never writes: a rewrite of
+    the rows would remove it (row ids cannot tell, SQLite reuses them)."""
+    table = INDEX_TABLES["string"]
+    tx.conn.execute(
+        table.update().where(table.c.resource_seq == seq).values(value_exact="<marker>")
+    )
+
+
+def _marked(tx: Tx, seq: int) -> int:
+    table = INDEX_TABLES["string"]
+    stmt = sa.select(sa.func.count()).where(
+        table.c.resource_seq == seq, table.c.value_exact == "<marker>"
+    )
+    return tx.conn.execute(stmt).scalar_one()
+
+
+def test_a_new_version_with_the_same_index_rows_keeps_them(store: Store) -> None:
+    """A change no search parameter sees (a decision's CarePlan update) leaves the rows alone;
+    the criteria key still goes, as with any update."""
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:mrn", "value": "mrn-1"}],
+        "name": [{"family": "Same"}],
+        "birthDate": "1970-01-01",
+    }
+    criteria = [("identifier", "urn:mrn|mrn-1")]
+    created, _ = store.run(
+        lambda tx: tx.create_conditional(patient, _query("Patient", criteria), criteria)
+    )
+    seq = created.seq
+    before = store.run(lambda tx: _index_rows(tx, seq))
+    store.run(lambda tx: _mark_index_rows(tx, seq))
+    marked = store.run(lambda tx: _marked(tx, seq))
+    assert marked == before["string"] > 0
+
+    unindexed_change = {**patient, "multipleBirthBoolean": False}  # no R4 search parameter
+    updated, _ = store.run(lambda tx: tx.update(unindexed_change, created.id, if_match=1))
+    assert updated.version == 2 and updated.body["multipleBirthBoolean"] is False
+    assert store.run(lambda tx: _marked(tx, seq)) == marked  # the very same rows
+    assert store.run(lambda tx: _index_rows(tx, seq)) == before
+    assert _ids(store, "Patient", criteria) == [created.id]
+    keys = store.run(
+        lambda tx: tx.conn.execute(
+            sa.select(sa.func.count()).where(conditional_key.c.resource_seq == seq)
+        ).scalar_one()
+    )
+    assert keys == 0
+
+    # The next change that a parameter does see rewrites them.
+    renamed = {**unindexed_change, "name": [{"family": "Other"}]}
+    store.run(lambda tx: tx.update(renamed, created.id, if_match=2))
+    assert store.run(lambda tx: _marked(tx, seq)) == 0
+    assert store.run(lambda tx: _index_rows(tx, seq)) == before
+    assert _ids(store, "Patient", [("name", "same")]) == []
+    assert _ids(store, "Patient", [("name", "other")]) == [created.id]
