@@ -1,7 +1,7 @@
 """The validator's walk refuses whatever the fhir.resources R4B models refuse.
 
 The request path validates with one walk over the raw JSON (service/fhir/structure.py) instead
-of building the R4B models, which cost ten times as much. The models stay the oracle here, on
+of building the R4B models, which cost seven times as much. The models stay the oracle here, on
 inputs nobody on the team wrote: every official R4 example (npm hl7.fhir.r4.examples), and
 mutations of them that put one malformed value into one element at a time.
 

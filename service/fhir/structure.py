@@ -5,9 +5,9 @@ one value per choice group, and every primitive against the model's own validato
 primitive (regex, calendar, range), called directly through a pydantic TypeAdapter. It also
 checks what the models leave out: they coerce ``"true"`` to a boolean and ``"1.5"`` to a
 decimal, accept nulls, ``{}``, ``[]`` and ``""``, and do not enforce required code bindings.
-Building the models themselves costs ~70 Python-level validator calls per Observation, ten
-times this walk; tests/test_validation_agrees_with_models.py holds the walk to the models'
-verdict on the official R4 examples and on mutations of them.
+Building the models instead (about 70 model objects per session Bundle, each running Python
+validators) took seven times as long: 2.05 against 0.30 ms. tests/test_validation_agrees_with_
+models.py holds the walk to the models' verdict on the official R4 examples and on mutations.
 """
 
 import dataclasses

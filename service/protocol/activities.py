@@ -10,6 +10,7 @@ SimpleQuantity and cannot hold a range). The activity element id is `level-N-fle
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from service.protocol.codes import (
@@ -74,7 +75,7 @@ def level_activities(
             "instantiatesCanonical": [level.flexion_canonical],
             "code": _code(flexion_def, level.title),
             "status": status,
-            "scheduledTiming": level.timing,
+            "scheduledTiming": copy.deepcopy(level.timing),
             "description": (
                 f"{(flexion_def or {}).get('title') or level.title}: {reps} repetitions per "
                 f"session, {per_day} sessions a day, always followed immediately by Extension in "
@@ -99,7 +100,7 @@ def level_activities(
                     "instantiatesCanonical": [level.extension_canonical],
                     "code": _code(ext_def, "Extension in Lying"),
                     "status": status,
-                    "scheduledTiming": level.timing,
+                    "scheduledTiming": copy.deepcopy(level.timing),
                     "description": "Extension in Lying (the Cobra), immediately after every "
                     "flexion session.",
                 },

@@ -9,7 +9,10 @@ published version describes.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from service.protocol.codes import (
     EXT_DECISION_PARAMETER,
@@ -147,7 +150,21 @@ def _read_level(action: dict[str, Any]) -> Level:
 
 
 def read_params(plan_definition: dict[str, Any]) -> Params:
-    """Read every decision-table parameter and level; raise ValueError naming what is missing."""
+    """Read every decision-table parameter and level; raise ValueError naming what is missing.
+
+    Keyed on the whole content, so the same PlanDefinition is read once, not three times per
+    decision (window, rules, outputs). Params is frozen; its timing dicts are shared between
+    calls, so whoever puts one into a resource copies it (activities.py).
+    """
+    return _read_params_cached(orjson.dumps(plan_definition, option=orjson.OPT_SORT_KEYS))
+
+
+@lru_cache(maxsize=32)
+def _read_params_cached(content: bytes) -> Params:
+    return _read_params(orjson.loads(content))
+
+
+def _read_params(plan_definition: dict[str, Any]) -> Params:
     if plan_definition.get("resourceType") != "PlanDefinition":
         raise ValueError("not a PlanDefinition")
     url, version = plan_definition.get("url"), plan_definition.get("version")

@@ -66,3 +66,28 @@ def test_shipped_plan_definition_drives_decisions() -> None:
     d = decide(shipped, record(eligible_state(clock)), session([1, 2, 3, 4, 5], clock), clock)
     assert (d.code, d.rule_ids) == ("hold-back", ("R4",))
     assert d.plan_canonical == f"{shipped['url']}|{shipped['version']}"
+
+
+def test_read_once_per_content_and_read_again_when_it_changes() -> None:
+    """read_params is cached on the PlanDefinition's content, not on the dict object: an
+    edited threshold is read, even when the same dict was edited in place."""
+    pd = plan_definition()
+    first = read_params(pd)
+    assert read_params(plan_definition()) is first  # equal content: the cached Params
+    for ext in pd["extension"]:
+        parts = {sub["url"]: sub for sub in ext.get("extension", [])}
+        if parts.get("name", {}).get("valueCode") == "severe-pain-threshold":
+            parts["value"]["valueInteger"] = 8
+    edited = read_params(pd)
+    assert edited is not first
+    assert (first.severe_pain_threshold, edited.severe_pain_threshold) == (7, 8)
+
+
+def test_activities_do_not_share_the_cached_timing() -> None:
+    from service.protocol.activities import level_activities
+
+    level = read_params(plan_definition()).level(1)
+    before = json.dumps(level.timing, sort_keys=True)
+    for activity in level_activities(level, "in-progress"):
+        activity["detail"]["scheduledTiming"]["repeat"]["frequency"] = 99
+    assert json.dumps(read_params(plan_definition()).level(1).timing, sort_keys=True) == before

@@ -39,7 +39,7 @@ _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?"
 _ZONE = r"(?:Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
 _PARTIAL = rf"{_YEAR}(?:-(?:0[1-9]|1[0-2]))?"
 
-# White space as the server sees it: the R4B models check code patterns with Rust's regex
+# White space as the server sees it: the R4B code validators check patterns with Rust's regex
 # (\s = Unicode White_Space); the structure check refuses values that Python's str.strip()
 # empties (which also strips \x1c-\x1f). Written out, so every regex engine agrees.
 _RUST_WS = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
