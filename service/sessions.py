@@ -6,12 +6,12 @@ Every output id is derived from (CarePlan, session identifier), so a resubmitted
 finds its earlier answer instead of deciding twice.
 """
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from service.fhir.dates import parse_range
 from service.fhir.errors import FhirError, Issue, fhir_error
+from service.fhir.ids import new_resource_id
 from service.observability import record_decision
 from service.protocol.codes import CAREPLAN_CS
 from service.protocol.decide import Decision, decide, session_clock
@@ -68,12 +68,12 @@ def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, 
         body = {k: v for k, v in member.items() if k != "id"}
         body.setdefault("subject", subject)
         body.setdefault("basedOn", [plan_ref])
-        members.append({**body, "id": str(uuid.uuid4())})
+        members.append({**body, "id": new_resource_id()})
     panel = {k: v for k, v in session.panel.items() if k != "id"}
     panel["hasMember"] = [{"reference": f"Observation/{m['id']}"} for m in members]
     panel.setdefault("subject", subject)
     panel.setdefault("basedOn", [plan_ref])
-    panel["id"] = str(uuid.uuid4())
+    panel["id"] = new_resource_id()
     stored = [s.body or {} for s in tx.create_many([(r, r["id"]) for r in [*members, panel]])]
     stored_panel, stored_members = stored[-1], stored[:-1]
     refs = [f"Observation/{m['id']}" for m in [stored_panel, *stored_members]]

@@ -5,7 +5,6 @@ PUT, GET), ``urn:uuid:`` fullUrls are given ids first and every reference to the
 and any failing entry rolls the whole Bundle back.
 """
 
-import uuid
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -18,6 +17,7 @@ from service.api.rest import history_response, hooks_of, route_name, store_of
 from service.fhir import bundles
 from service.fhir.dates import format_instant
 from service.fhir.errors import FhirError, Issue, fhir_error, operation_outcome
+from service.fhir.ids import new_resource_id
 from service.fhir.search import parse_search
 from service.fhir.validate import validate_resource
 from service.hooks import Hooks
@@ -153,7 +153,7 @@ def _assign_ids(tx: Tx, entries: list[dict[str, Any]]) -> tuple[dict[str, str], 
         if request.get("method") != "POST" or not isinstance(body, dict):
             continue
         resource_type = body.get("resourceType")
-        new_id = str(uuid.uuid4())
+        new_id = new_resource_id()
         criteria = request.get("ifNoneExist")
         if criteria:
             query, _ = interactions.parse_if_none_exist(resource_type, criteria)

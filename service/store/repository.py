@@ -7,7 +7,6 @@ function returns and rolls back on any error, so a request never half-writes.
 import functools
 import hashlib
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from service.fhir.dates import format_instant, utc_now
 from service.fhir.errors import fhir_error
+from service.fhir.ids import new_resource_id
 from service.fhir.indexing import IndexRows, index_rows
 from service.fhir.search import SearchQuery, parse_search
 from service.observability import record_db_error
@@ -378,7 +378,7 @@ class Tx:
 
     def create(self, body: dict[str, Any], resource_id: str | None = None) -> Stored:
         resource_type = body["resourceType"]
-        new_id = resource_id or str(uuid.uuid4())
+        new_id = resource_id or new_resource_id()
         return self._insert(resource_type, new_id, 1, body, "POST")
 
     def create_conditional(
