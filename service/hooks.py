@@ -8,8 +8,9 @@ from service.store.repository import Stored, Tx
 
 # Raises FhirError (422) when a resource breaks a business rule; may read through the Tx.
 Validator = Callable[[Tx, dict[str, Any]], None]
-# Sees every resource a request wrote, before commit; may write more through the Tx.
-AfterWrite = Callable[[Tx, list[Stored]], None]
+# Sees every resource a request wrote, before commit; may write more through the Tx. The flag
+# says the server has just assigned their ids (a plain POST): nothing stored can point at them.
+AfterWrite = Callable[[Tx, list[Stored], bool], None]
 
 
 @dataclass
@@ -21,6 +22,6 @@ class Hooks:
         for check in self.validators.get(body["resourceType"], []):
             check(tx, body)
 
-    def written(self, tx: Tx, stored: list[Stored]) -> None:
+    def written(self, tx: Tx, stored: list[Stored], fresh_ids: bool = False) -> None:
         for hook in self.after_write:
-            hook(tx, stored)
+            hook(tx, stored, fresh_ids)

@@ -215,7 +215,7 @@ def validate_pain_observation(_tx: Tx, observation: Json) -> None:
             raise unprocessable(problems)
 
 
-def on_observations_written(tx: Tx, written: list[Stored]) -> None:
+def on_observations_written(tx: Tx, written: list[Stored], fresh_ids: bool = False) -> None:
     """Evaluate a session panel once it and all its repetitions are stored."""
     for stored in written:
         body = stored.body
@@ -225,6 +225,8 @@ def on_observations_written(tx: Tx, written: list[Stored]) -> None:
             panels = [body]
         elif not is_pain_score(body):
             continue  # only a pain score can complete a session panel: no lookup for the rest
+        elif fresh_ids:
+            continue  # an id made just now: no stored panel can list it as a member yet
         else:
             panels = tx.find(
                 "Observation",

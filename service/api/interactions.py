@@ -35,7 +35,7 @@ def create(
     else:
         stored, created = tx.create(body, resource_id), True
     if created:
-        hooks.written(tx, [stored])
+        hooks.written(tx, [stored], fresh_ids=resource_id is None)
     return stored, created
 
 

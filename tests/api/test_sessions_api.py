@@ -178,6 +178,36 @@ def test_session_as_plain_observations_is_evaluated_once_complete(client, plan_i
     )
 
 
+def test_panel_first_then_repetitions_is_evaluated_when_the_last_arrives(client, plan_id):
+    """PUT with client ids: the stored panel already lists each repetition, so each one's
+    arrival looks the panel up (a POSTed repetition, with an id made just then, cannot be
+    listed by any stored panel and skips that lookup)."""
+    panel, members = b.session_resources([1, 2, 4, 6], day(1), care_plan_id=plan_id)
+    assert client.put(f"/fhir/Observation/{panel['id']}", json=panel).status_code == 201
+    search = f"/fhir/GuidanceResponse?result=CarePlan/{plan_id}"
+    for member in members[:-1]:
+        assert client.put(f"/fhir/Observation/{member['id']}", json=member).status_code == 201
+    assert client.get(search).json()["total"] == 0
+    last = members[-1]
+    assert client.put(f"/fhir/Observation/{last['id']}", json=last).status_code == 201
+    assert client.get(search).json()["total"] == 1
+
+
+def test_a_repetition_with_a_fresh_id_skips_the_panel_lookup() -> None:
+    from service.sessions import on_observations_written
+    from service.store.repository import Stored
+
+    class NoLookups:
+        def find(self, *args: object, **kwargs: object) -> list[dict]:
+            raise AssertionError("looked up panels for an id no panel can list")
+
+    repetition = b.repetition(1, 3, day(1), "fresh")
+    stored = Stored(1, "Observation", "fresh", 1, day(1), False, repetition)
+    on_observations_written(NoLookups(), [stored], fresh_ids=True)  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match="looked up"):
+        on_observations_written(NoLookups(), [stored], fresh_ids=False)  # type: ignore[arg-type]
+
+
 def test_pain_score_out_of_range_as_plain_observation(client, app):
     eligible_patient(client)
     obs = b.daily_pain(datetime.now(UTC) - timedelta(hours=1), 3)
