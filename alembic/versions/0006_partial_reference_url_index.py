@@ -13,7 +13,6 @@ Create Date: 2026-11-24 14:40:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "0006"
