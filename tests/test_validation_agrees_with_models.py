@@ -158,3 +158,58 @@ def test_malformed_values_the_models_refuse_the_walk_refuses(examples):
     print(f"{tried} mutations, {refused} refused by the models")
     assert tried > 5_000 and refused > 1_000, (tried, refused)
     assert not missed, f"{len(missed)} mutations the models refuse pass the walk: {missed[:20]}"
+
+
+def _members(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """(path, value) of every object member in a JSON document, in document order."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield (*path, key), item
+            yield from _members(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _members(item, (*path, index))
+
+
+def _removed(resource: Json, path: tuple[Any, ...]) -> Json:
+    mutated = copy.deepcopy(resource)
+    target: Any = mutated
+    for step in path[:-1]:
+        target = target[step]
+    del target[path[-1]]
+    return mutated
+
+
+def _shape_mutations(resource: Json, path: tuple[Any, ...], value: Any) -> Iterator[Json]:
+    """The member left out, the wrong JSON kind, one value for an array and an array for
+    one value, and an element no model has next to it."""
+    yield _removed(resource, path)
+    yield _replaced(resource, path, {"unknownElement": "x"} if not isinstance(value, dict) else "x")
+    if isinstance(value, list):
+        yield _replaced(resource, path, value[0])
+    else:
+        yield _replaced(resource, path, [value])
+    parent = _replaced(resource, path, value)
+    target: Any = parent
+    for step in path[:-1]:
+        target = target[step]
+    target["unknownElement"] = "x"
+    yield parent
+
+
+def test_malformed_shapes_the_models_refuse_the_walk_refuses(examples):
+    """Required elements, choice groups, arrays and unknown members: the walk alone decides
+    them now, so it must refuse every shape the models refuse."""
+    missed = []
+    tried = refused = 0
+    for name, resource in _mutation_sample(examples):
+        for path, value in list(_members(resource))[::3][:20]:
+            for mutated in _shape_mutations(resource, path, value):
+                tried += 1
+                if not _models_accept(mutated):
+                    refused += 1
+                    if _walk_accepts(mutated):
+                        missed.append((name, path))
+    print(f"{tried} shape mutations, {refused} refused by the models")
+    assert tried > 5_000 and refused > 2_000, (tried, refused)
+    assert not missed, f"{len(missed)} shapes the models refuse pass the walk: {missed[:20]}"

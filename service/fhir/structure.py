@@ -174,7 +174,9 @@ def _fields(class_name: str) -> tuple[dict[str, FieldSpec], frozenset[str], dict
         json_name = info.alias or name
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else None
         specs[json_name] = _spec(info.annotation, extra)
-        if extra and extra.get("element_required"):
+        # Required primitives carry element_required (their _name extension can stand in for
+        # the value); required elements of other types are pydantic-required fields.
+        if info.is_required() or (extra and extra.get("element_required")):
             required.add(json_name)
         if extra and extra.get("one_of_many"):
             choice[json_name] = str(extra["one_of_many"])
@@ -182,6 +184,18 @@ def _fields(class_name: str) -> tuple[dict[str, FieldSpec], frozenset[str], dict
         if owner == class_name and element in specs and specs[element].codes is None:
             specs[element] = dataclasses.replace(specs[element], codes=codes)
     return specs, frozenset(required), choice
+
+
+@cache
+def _required_choices(class_name: str) -> frozenset[str]:
+    """Choice groups (value[x], ...) of which one member must be present."""
+    model = get_fhir_model_class(class_name)
+    groups = set()
+    for info in model.model_fields.values():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else None
+        if extra and extra.get("one_of_many") and extra.get("one_of_many_required"):
+            groups.add(str(extra["one_of_many"]))
+    return frozenset(groups)
 
 
 def _is_known_type(name: str) -> bool:
@@ -245,6 +259,12 @@ def _check_element(
                     "required", f"Missing required element {key!r}", expression=(f"{path}.{key}",)
                 )
             )
+    for group in _required_choices(class_name) - seen_choice.keys():
+        issues.append(
+            Issue(
+                "required", f"Missing required element {group}[x]", expression=(f"{path}.{group}",)
+            )
+        )
 
 
 def _has_value(element: dict[str, Any]) -> bool:

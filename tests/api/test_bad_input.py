@@ -76,6 +76,12 @@ BAD_BODIES = [
         "structure",
     ),
     ("string for boolean", json.dumps({**patient(), "active": "true"}).encode(), 400, "structure"),
+    (
+        "link without its required other",
+        json.dumps({**patient(), "link": [{"type": "seealso"}]}).encode(),
+        400,
+        "required",
+    ),
     ("number for string", json.dumps({**patient(), "gender": 1}).encode(), 400, "structure"),
     (
         "object for array",
@@ -166,6 +172,18 @@ def test_bad_body_on_create(client, app, body, status, code):
             400,
             "required",
             id="no status",
+        ),
+        pytest.param(
+            {k: v for k, v in _observation().items() if k != "code"},
+            400,
+            "required",
+            id="no code (a required CodeableConcept)",
+        ),
+        pytest.param(
+            _observation(component=[{"code": {"text": "x"}}, {"valueString": "no code"}]),
+            400,
+            "required",
+            id="component without its required code",
         ),
         pytest.param(
             _observation(code={"coding": [{"system": "http://loinc.org", "code": {}}]}),
