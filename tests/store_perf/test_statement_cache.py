@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from service.fhir.search import parse_search
 from service.store import query as q
 from service.store.db import create_db_engine
-from service.store.repository import Store, Tx
+from service.store.repository import Store, Stored, Tx
 from service.store.tables import INDEX_TABLES, conditional_key, resource_history
 
 
@@ -92,17 +92,25 @@ def _index_rows(tx: Tx, seq: int) -> dict[str, int]:
     return counts
 
 
-def test_a_new_version_replaces_every_index_row_and_the_criteria_key(store: Store) -> None:
+def _create_patient_by_mrn(
+    store: Store, mrn: str, family: str
+) -> tuple[Stored, dict[str, Any], list[tuple[str, str]]]:
+    """A Patient created with If-None-Exist on its MRN: it has a criteria key."""
     patient = {
         "resourceType": "Patient",
-        "identifier": [{"system": "urn:mrn", "value": "old-mrn"}],
-        "name": [{"family": "Oldname"}],
+        "identifier": [{"system": "urn:mrn", "value": mrn}],
+        "name": [{"family": family}],
         "birthDate": "1970-01-01",
     }
-    criteria = [("identifier", "urn:mrn|old-mrn")]
+    criteria = [("identifier", f"urn:mrn|{mrn}")]
     created, _ = store.run(
         lambda tx: tx.create_conditional(patient, _query("Patient", criteria), criteria)
     )
+    return created, patient, criteria
+
+
+def test_a_new_version_replaces_every_index_row_and_the_criteria_key(store: Store) -> None:
+    created, patient, criteria = _create_patient_by_mrn(store, "old-mrn", "Oldname")
     seq = created.seq
     before = store.run(lambda tx: _index_rows(tx, seq))
     assert before["token"] and before["string"] and before["date"]
@@ -162,16 +170,7 @@ def _marked(tx: Tx, seq: int) -> int:
 def test_a_new_version_with_the_same_index_rows_keeps_them(store: Store) -> None:
     """A change no search parameter sees (a decision's CarePlan update) leaves the rows alone;
     the criteria key still goes, as with any update."""
-    patient = {
-        "resourceType": "Patient",
-        "identifier": [{"system": "urn:mrn", "value": "mrn-1"}],
-        "name": [{"family": "Same"}],
-        "birthDate": "1970-01-01",
-    }
-    criteria = [("identifier", "urn:mrn|mrn-1")]
-    created, _ = store.run(
-        lambda tx: tx.create_conditional(patient, _query("Patient", criteria), criteria)
-    )
+    created, patient, criteria = _create_patient_by_mrn(store, "mrn-1", "Same")
     seq = created.seq
     before = store.run(lambda tx: _index_rows(tx, seq))
     store.run(lambda tx: _mark_index_rows(tx, seq))
