@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from service.api.schemas import component_schemas, input_name, searchset_name
 from service.api.schemas import examples as schema_examples
 from service.api.schemas.base import DATETIME_PATTERN, ID_PATTERN, URI_PATTERN
-from service.fhir.search_params import INCLUDES, params_for
+from service.fhir.search_params import INCLUDES, include_targets, params_for
 
 FHIR_JSON = "application/fhir+json"
 REF = "#/components/schemas/"
@@ -222,11 +222,16 @@ def search_parameters(resource_type: str) -> list[dict[str, Any]]:
     ]
     includes = INCLUDES.get(resource_type, ())
     if includes:
+        values = []
+        for name in includes:
+            values.append(f"{resource_type}:{name}")
+            values += [f"{resource_type}:{name}:{t}" for t in include_targets(resource_type, name)]
         params.append(
             _query(
                 "_include",
-                "Add the referenced resources to the page",
-                {"type": "string", "enum": [f"{resource_type}:{i}" for i in includes]},
+                "Add the referenced resources to the page (Type:param, or Type:param:TargetType "
+                "for one target type only)",
+                {"type": "string", "enum": values},
             )
         )
     return params

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from service.fhir.errors import fhir_error
-from service.fhir.search_params import INCLUDES, SearchParam, params_for
+from service.fhir.search_params import INCLUDES, SearchParam, include_targets, params_for
 
 RESULT_PARAMS = {
     "_count",
@@ -49,7 +49,8 @@ class SearchQuery:
     sort: list[tuple[SearchParam, bool]] = field(default_factory=list)  # (param, descending)
     summary: str | None = None
     elements: list[str] | None = None
-    includes: list[SearchParam] = field(default_factory=list)
+    # (parameter, target type or None): _include=Type:param[:Target]
+    includes: list[tuple[SearchParam, str | None]] = field(default_factory=list)
     cursor: str | None = None
     total: str = "accurate"
     # The recognized parameters, in request order, for the self/next/previous links.
@@ -141,4 +142,13 @@ def _include(query: SearchQuery, value: str) -> None:
     allowed = INCLUDES.get(query.resource_type, ())
     if parts[1] not in allowed:
         raise fhir_error(400, "not-supported", f"_include {value!r} is not supported")
-    query.includes.append(params_for(query.resource_type)[parts[1]])
+    target = parts[2] if len(parts) == 3 else None
+    if target is not None and target not in include_targets(query.resource_type, parts[1]):
+        allowed_targets = ", ".join(include_targets(query.resource_type, parts[1]))
+        raise fhir_error(
+            400,
+            "invalid",
+            f"_include {value!r}: {parts[1]} does not point at {target} "
+            f"(it may point at {allowed_targets})",
+        )
+    query.includes.append((params_for(query.resource_type)[parts[1]], target))

@@ -6,6 +6,9 @@ Paths are dotted JSON paths; a path step over an array visits every item.
 """
 
 from dataclasses import dataclass
+from functools import cache
+
+from fhir.resources.R4B import get_fhir_model_class
 
 SPEC_BASE = "http://hl7.org/fhir/SearchParameter"
 
@@ -673,7 +676,7 @@ COMMON_PARAMS: list[SearchParam] = [
     ),
 ]
 
-# _include targets per type: "SourceType:param".
+# _include targets per type: "SourceType:param", optionally ":TargetType" (include_targets).
 INCLUDES: dict[str, tuple[str, ...]] = {
     "CarePlan": ("subject", "patient", "based-on", "part-of", "instantiates-canonical"),
     "Observation": ("subject", "patient", "based-on", "has-member", "part-of", "focus"),
@@ -681,6 +684,26 @@ INCLUDES: dict[str, tuple[str, ...]] = {
     "Task": ("for", "patient", "focus", "based-on"),
     "ServiceRequest": ("subject", "patient", "based-on"),
 }
+
+
+@cache
+def include_targets(resource_type: str, name: str) -> tuple[str, ...]:
+    """The types `_include=Type:name:Target` may name: the parameter's own target, else what
+    the R4 element may reference (the types stored here, where it may reference any)."""
+    param = params_for(resource_type)[name]
+    if param.targets:
+        return param.targets
+    model = get_fhir_model_class(resource_type)
+    by_json_name = {info.alias or n: info for n, info in model.model_fields.items()}
+    targets: list[str] = []
+    for path in param.paths:
+        info = by_json_name.get(path.split(".")[0])
+        extra = info.json_schema_extra if info is not None else None
+        allowed = (extra or {}).get("enum_reference_types") if isinstance(extra, dict) else None
+        if not allowed or "Resource" in allowed:
+            allowed = sorted(SEARCH_PARAMS)
+        targets += [t for t in allowed if t not in targets]
+    return tuple(targets)
 
 
 def params_for(resource_type: str) -> dict[str, SearchParam]:

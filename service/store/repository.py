@@ -646,10 +646,17 @@ class Tx:
     def _includes(self, query: SearchQuery, matches: list[Stored]) -> list[Stored]:
         if not query.includes or not matches:
             return []
+        wanted = [
+            sa.and_(
+                idx_reference.c.param == param.name,
+                *([idx_reference.c.target_type == target] if target else []),
+            )
+            for param, target in query.includes
+        ]
         rows = self.conn.execute(
             sa.select(idx_reference.c.target_type, idx_reference.c.target_id).where(
                 idx_reference.c.resource_seq.in_([m.seq for m in matches]),
-                idx_reference.c.param.in_([p.name for p in query.includes]),
+                sa.or_(*wanted),
                 idx_reference.c.target_id.is_not(None),
             )
         ).all()

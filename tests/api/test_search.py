@@ -447,6 +447,32 @@ def test_include(client, data):
     assert outcome_codes(bad) == ["not-supported"]
 
 
+def test_include_of_one_target_type(client, data):
+    """_include=Type:param:Target adds only the references to that type."""
+    patients = _search(
+        client, "Observation", {"_id": data["o1"], "_include": "Observation:subject:Patient"}
+    )
+    assert entry_ids(patients, "include") == [data["pa"]]
+    groups = _search(
+        client, "Observation", {"_id": data["o1"], "_include": "Observation:subject:Group"}
+    )
+    assert entry_ids(groups) == [data["o1"]] and entry_ids(groups, "include") == []
+    both = _search(
+        client,
+        "Observation",
+        [
+            ("_id", data["o4"]),
+            ("_include", "Observation:subject:Group"),
+            ("_include", "Observation:has-member:Observation"),
+        ],
+    )
+    assert set(entry_ids(both, "include")) == _pick(data, "o1", "o2")
+    for value in ("Observation:subject:Encounter", "Observation:subject:Bogus"):
+        bad = client.get("/fhir/Observation", params={"_include": value})
+        assert bad.status_code == 400, value
+        assert outcome_codes(bad) == ["invalid"]
+
+
 def test_post_search_equals_get(client, data):
     params = {"code": f"{LOINC}|72514-3", "date": "ge2026-01-01", "_sort": "-date"}
     got = _search(client, "Observation", params)
