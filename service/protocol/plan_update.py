@@ -52,7 +52,7 @@ def _hold_reason(decision: Decision) -> tuple[str, str]:
 
 
 def updated_care_plan(care_plan: Json, decision: Decision, params: Params) -> Json:
-    plan = orjson.loads(orjson.dumps(care_plan))  # a deep copy, ten times faster than copy's
+    plan = orjson.loads(orjson.dumps(care_plan))  # a deep copy of plain JSON, without copy's walk
     activities: list[Json] = list(plan.get("activity", []))
     current, new = decision.level_current, decision.level_new
     code = decision.code

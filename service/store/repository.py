@@ -80,7 +80,7 @@ _HISTORY_AND_CLEAR_PG = _CLEAR[0].add_cte(
     _HISTORY.cte("history"), *(_clear(t).cte(f"clear_{t.name}") for t in INDEX_TABLES.values())
 )
 # A new version whose search index rows are the old ones (a decision's CarePlan update): only
-# the criteria key goes. Rewriting equal rows touched ~10 old pages in every index B-tree.
+# the criteria key goes. Rewriting equal rows touched old leaf pages in every index B-tree.
 _HISTORY_AND_UNKEY_PG = _CLEAR[0].add_cte(_HISTORY.cte("history"))
 
 _DATES, _REFS = INDEX_TABLES["date"], INDEX_TABLES["reference"]
@@ -511,20 +511,18 @@ class Tx:
             raise RetryTransaction()  # someone else wrote in between: decide again from scratch
         history = _history_params(current.type, current.id, version, now, method, final)
         rows = index_rows(final) if final is not None else None
-        same_rows = rows is not None and current.body is not None
-        same_rows = same_rows and rows == index_rows(current.body)
+        same_rows = (
+            rows is not None and current.body is not None and rows == index_rows(current.body)
+        )
         with self.db.pipelined():
-            if same_rows and self.sqlite:
+            if self.sqlite:
                 self.db.write(_HISTORY, history)
-                self.db.write(_CLEAR[0], {"seq_": current.seq})
-            elif same_rows:
-                self.db.write(_HISTORY_AND_UNKEY_PG, {**history, "seq_": current.seq})
-            elif self.sqlite:
-                self.db.write(_HISTORY, history)
-                for stmt in _CLEAR:  # the previous version's criteria key and index rows
+                # The previous version's criteria key, and its index rows unless they stay.
+                for stmt in _CLEAR[:1] if same_rows else _CLEAR:
                     self.db.write(stmt, {"seq_": current.seq})
             else:
-                self.db.write(_HISTORY_AND_CLEAR_PG, {**history, "seq_": current.seq})
+                statement = _HISTORY_AND_UNKEY_PG if same_rows else _HISTORY_AND_CLEAR_PG
+                self.db.write(statement, {**history, "seq_": current.seq})
             if not same_rows and final is not None:
                 self._write_index(current.seq, final, rows)
         return Stored(current.seq, current.type, current.id, version, now, body is None, final)
