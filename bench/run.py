@@ -74,24 +74,25 @@ def server(app: str, env: dict[str, str], factory: bool) -> Iterator[str]:
 
 def enrol_patients(url: str, count: int) -> tuple[list[str], str]:
     """Patients benchp<k> with an eligible record at BASE, each enrolled: their CarePlan ids."""
+    with httpx.Client(base_url=url, headers=FHIR, timeout=30) as client:
+        return enrol(client, count)
+
+
+def enrol(client: httpx.Client, count: int) -> tuple[list[str], str]:
+    """enrol_patients through any httpx client (a TestClient runs the app in-process)."""
     prefix = f"b{uuid.uuid4().hex[:6]}p"
     plans = []
-    with httpx.Client(base_url=url, headers=FHIR, timeout=30) as client:
-        for k in range(count):
-            pid = f"{prefix}{k}"
-            client.put(f"/fhir/Patient/{pid}", json={**b.patient(), "id": pid}).raise_for_status()
-            for obs in b.eligible_state(BASE):
-                obs = {
-                    **obs,
-                    "id": f"{pid}-{obs['id']}",
-                    "subject": {"reference": f"Patient/{pid}"},
-                }
-                client.put(f"/fhir/Observation/{obs['id']}", json=obs).raise_for_status()
-            applied = client.get(
-                f"/fhir/PlanDefinition/flexion-in-lying-protocol/$apply?subject=Patient/{pid}"
-            ).json()
-            applied.pop("id")
-            plans.append(client.post("/fhir/CarePlan", json=applied).json()["id"])
+    for k in range(count):
+        pid = f"{prefix}{k}"
+        client.put(f"/fhir/Patient/{pid}", json={**b.patient(), "id": pid}).raise_for_status()
+        for obs in b.eligible_state(BASE):
+            obs = {**obs, "id": f"{pid}-{obs['id']}", "subject": {"reference": f"Patient/{pid}"}}
+            client.put(f"/fhir/Observation/{obs['id']}", json=obs).raise_for_status()
+        applied = client.get(
+            f"/fhir/PlanDefinition/flexion-in-lying-protocol/$apply?subject=Patient/{pid}"
+        ).json()
+        applied.pop("id")
+        plans.append(client.post("/fhir/CarePlan", json=applied).json()["id"])
     return plans, prefix
 
 

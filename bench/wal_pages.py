@@ -51,32 +51,18 @@ def main() -> int:
     os.environ["CAREPLAN_LOG_LEVEL"] = "WARNING"
     from fastapi.testclient import TestClient
 
-    from bench.run import BASE
+    from bench.run import BASE, enrol
     from service.main import create_app
 
-    with TestClient(create_app()) as client:
-        plans = []
-        for k in range(args.patients):
-            pid = f"walp{k}"
-            client.put(f"/fhir/Patient/{pid}", json={**b.patient(), "id": pid}, headers=FHIR)
-            subject = {"reference": f"Patient/{pid}"}
-            for obs in b.eligible_state(BASE):
-                obs = {**obs, "id": f"{pid}-{obs['id']}", "subject": subject}
-                client.put(f"/fhir/Observation/{obs['id']}", json=obs, headers=FHIR)
-            applied = client.get(
-                f"/fhir/PlanDefinition/flexion-in-lying-protocol/$apply?subject=Patient/{pid}"
-            ).json()
-            applied.pop("id")
-            plans.append((pid, client.post("/fhir/CarePlan", json=applied, headers=FHIR).json()))
+    with TestClient(create_app(), headers=FHIR) as client:
+        plans, prefix = enrol(client, args.patients)
 
         def submit(g: int) -> None:
-            pid, plan = plans[g % len(plans)]
+            plan, pid = plans[g % len(plans)], f"{prefix}{g % len(plans)}"
             end = BASE + timedelta(days=1, hours=6 * (g // len(plans)))
-            bundle = b.session_bundle([3, 2, 1, 1, 0], end, care_plan_id=plan["id"], sid=f"w{g}")
+            bundle = b.session_bundle([3, 2, 1, 1, 0], end, care_plan_id=plan, sid=f"w{g}")
             body = json.dumps(bundle).replace(f"Patient/{b.PATIENT_ID}", f"Patient/{pid}")
-            response = client.post(
-                f"/fhir/CarePlan/{plan['id']}/$submit-session", content=body, headers=FHIR
-            )
+            response = client.post(f"/fhir/CarePlan/{plan}/$submit-session", content=body)
             response.raise_for_status()
 
         for g in range(args.warmup):

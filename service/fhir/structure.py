@@ -161,13 +161,23 @@ def _primitive_problem(spec: FieldSpec, item: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ModelFields:
+    """What the walk needs of one model class, read once from its field metadata."""
+
+    specs: dict[str, FieldSpec]  # by JSON name
+    required: frozenset[str]  # JSON names that must be present
+    choice: dict[str, str]  # choice group (value[x] -> "value") by JSON name
+    required_choices: frozenset[str]  # choice groups of which one member must be present
+
+
 @cache
-def _fields(class_name: str) -> tuple[dict[str, FieldSpec], frozenset[str], dict[str, str]]:
-    """Field specs by JSON name, required JSON names, and choice group by JSON name."""
+def _fields(class_name: str) -> ModelFields:
     model = get_fhir_model_class(class_name)
     specs: dict[str, FieldSpec] = {}
     required: set[str] = set()
     choice: dict[str, str] = {}
+    required_choices: set[str] = set()
     for name, info in model.model_fields.items():
         if name in _IGNORED_FIELDS:
             continue
@@ -180,22 +190,12 @@ def _fields(class_name: str) -> tuple[dict[str, FieldSpec], frozenset[str], dict
             required.add(json_name)
         if extra and extra.get("one_of_many"):
             choice[json_name] = str(extra["one_of_many"])
+            if extra.get("one_of_many_required"):
+                required_choices.add(str(extra["one_of_many"]))
     for (owner, element), codes in _MISSING_BINDINGS.items():
         if owner == class_name and element in specs and specs[element].codes is None:
             specs[element] = dataclasses.replace(specs[element], codes=codes)
-    return specs, frozenset(required), choice
-
-
-@cache
-def _required_choices(class_name: str) -> frozenset[str]:
-    """Choice groups (value[x], ...) of which one member must be present."""
-    model = get_fhir_model_class(class_name)
-    groups = set()
-    for info in model.model_fields.values():
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else None
-        if extra and extra.get("one_of_many") and extra.get("one_of_many_required"):
-            groups.add(str(extra["one_of_many"]))
-    return frozenset(groups)
+    return ModelFields(specs, frozenset(required), choice, frozenset(required_choices))
 
 
 def _is_known_type(name: str) -> bool:
@@ -227,7 +227,8 @@ def check_resource(resource: Any, path: str = "") -> list[Issue]:
 def _check_element(
     class_name: str, value: dict[str, Any], path: str, issues: list[Issue], is_resource: bool
 ) -> None:
-    specs, required, choice = _fields(class_name)
+    fields = _fields(class_name)
+    specs, choice = fields.specs, fields.choice
     if not value and not is_resource:
         issues.append(Issue("structure", "Empty objects are not allowed", expression=(path,)))
     seen_choice: dict[str, str] = {}
@@ -252,14 +253,14 @@ def _check_element(
             seen_choice[group] = key
         _check_value(spec, item, where, issues)
     _check_invariants(class_name, value, path, issues, is_resource)
-    for key in required:
+    for key in fields.required:
         if key not in value and f"_{key}" not in value:
             issues.append(
                 Issue(
                     "required", f"Missing required element {key!r}", expression=(f"{path}.{key}",)
                 )
             )
-    for group in _required_choices(class_name) - seen_choice.keys():
+    for group in fields.required_choices - seen_choice.keys():
         issues.append(
             Issue(
                 "required", f"Missing required element {group}[x]", expression=(f"{path}.{group}",)

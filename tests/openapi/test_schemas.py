@@ -34,7 +34,8 @@ def _walk(model: type[BaseModel], fhir_class: str, path: str, seen: set[str]) ->
     if (model.__name__, fhir_class) in seen:
         return []
     seen.add((model.__name__, fhir_class))  # type: ignore[arg-type]
-    specs, required, _ = _fields(fhir_class)
+    fields = _fields(fhir_class)
+    specs, required = fields.specs, fields.required
     problems = []
     for name, info in model.model_fields.items():
         key = info.alias or name

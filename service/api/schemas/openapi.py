@@ -411,7 +411,7 @@ def _typed_references(components: dict[str, dict[str, Any]]) -> None:
         if (model.__name__, fhir_class) in seen:
             continue
         seen.add((model.__name__, fhir_class))
-        specs = _fields(fhir_class)[0]
+        specs = _fields(fhir_class).specs
         component = components.get(input_name(model.__name__), {})
         for name, info in model.model_fields.items():
             key = info.alias or name
