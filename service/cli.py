@@ -1,13 +1,17 @@
-"""The ``careplan`` command: serve, migrate, openapi, load-protocol."""
+"""The ``careplan`` command: serve, migrate, reindex, openapi, load-protocol, replay."""
 
 import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from service.settings import get_settings
+
+if TYPE_CHECKING:
+    from service.store.reindex import ReindexReport
 
 OPENAPI_PATH = Path("openapi/openapi.json")
 
@@ -52,8 +56,28 @@ def _migrate(_args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     engine = connect_database(settings)
     try:
-        check_schema(engine, migrate=True)
+        report = check_schema(engine, migrate=True)
         print(f"database at revision {migrations.current_revision(engine)}")
+        print(_index_line(report))
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _index_line(report: "ReindexReport | None") -> str:
+    if report is None:
+        return "search index built by this release's indexer: nothing to do"
+    return f"search index: {report.scanned} resources read, {report.rewritten} rewritten"
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from service.main import prepare_database
+    from service.store.reindex import reindex
+
+    settings = get_settings().model_copy(update={"migrate_on_start": False})
+    engine = prepare_database(settings)
+    try:
+        print(_index_line(reindex(engine, batch_size=args.batch_size)))
     finally:
         engine.dispose()
     return 0
@@ -129,7 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.set_defaults(func=_serve)
-    commands.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
+    commands.add_parser(
+        "migrate", help="apply database migrations (and reindex if the indexer changed)"
+    ).set_defaults(func=_migrate)
+    reindex = commands.add_parser(
+        "reindex", help="compare every resource's search index rows and rewrite those that differ"
+    )
+    reindex.add_argument("--batch-size", type=int, default=500, help="resources per transaction")
+    reindex.set_defaults(func=_reindex)
     openapi = commands.add_parser("openapi", help="write or check openapi/openapi.json")
     openapi.add_argument("--check", action="store_true", help="fail if the file is out of date")
     openapi.add_argument("--output", default=str(OPENAPI_PATH))

@@ -17,7 +17,7 @@ from service.hooks import Hooks
 from service.knowledge import load_definitions, shipped_definitions
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
 from service.settings import Settings, get_settings
-from service.store import migrations
+from service.store import migrations, reindex
 from service.store.db import create_db_engine
 from service.store.repository import Store
 
@@ -79,16 +79,26 @@ def wait_for_database(engine: Engine, retries: int, backoff: float) -> None:
             time.sleep(backoff)
 
 
-def check_schema(engine: Engine, *, migrate: bool) -> None:
-    """Migrate to head (``migrate``) or insist the schema is at or ahead of the code's head."""
+def check_schema(engine: Engine, *, migrate: bool) -> reindex.ReindexReport | None:
+    """Migrate to head (``migrate``) or insist the schema is at or ahead of the code's head.
+
+    Migrating also reindexes when the search index rows were built by another release's
+    indexer; without ``migrate`` such an index is only reported (a rolling upgrade has old
+    and new releases side by side, so "other" may well be newer).
+    """
     try:
         if migrate:
             migrations.upgrade(engine)
-            return
+            return reindex.reindex_if_stale(engine)
         if migrations.is_current_enough(engine):
             # At head, or ahead of it: a newer release migrated first (rolling upgrade), the
             # same rule /readyz applies.
-            return
+            if not reindex.is_current(engine):
+                logger.warning(
+                    "the search index was built by another release's indexer: "
+                    "run `careplan migrate` to reindex"
+                )
+            return None
         current = migrations.current_revision(engine)
     except sa.exc.SQLAlchemyError as exc:
         action = "migrating" if migrate else "reading the schema revision"

@@ -17,7 +17,7 @@ from service.fhir.errors import fhir_error
 from service.protocol.codes import CAREPLAN_CS, PLAN_DEFINITION_URL
 from service.protocol.fhirdata import code_in
 from service.protocol.history import carries_state
-from service.protocol.inputs import REPETITION_INDEX, SESSION_CODE, PatientRecord
+from service.protocol.inputs import SESSION_CODE, PatientRecord
 from service.protocol.parameters import lookback_days, read_params
 from service.store.repository import Stored, Tx
 
@@ -74,15 +74,10 @@ def load_record(
     days = lookback_days(read_params(plan_definition))
     start = at - timedelta(days=days)
     since, until = format_instant(start), format_instant(at)
-    # Past repetitions are read back through the decisions that used them, not one by one.
+    # Past sessions are read back through the decisions that used them, not one by one:
+    # their panels and repetitions have no non-session-date (search_params.py).
     observations = tx.compartment_window(
-        "Observation",
-        patient_ref,
-        (_naive_utc(start), _naive_utc(at)),
-        excluded=(
-            ("component-code", CAREPLAN_CS, REPETITION_INDEX),
-            ("code", CAREPLAN_CS, SESSION_CODE),
-        ),
+        "Observation", patient_ref, (_naive_utc(start), _naive_utc(at)), "non-session-date"
     )
     # The session's own local day starts less than a day before its clock.
     day_start = format_instant(at - timedelta(days=1))

@@ -15,6 +15,15 @@ _REFERENCE_RE = re.compile(
     r"(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
 )
 _STRING_LIMIT = 512
+# Bump when a change here alters the rows a resource gets (tests/test_reindex.py pins the rows
+# of the official examples to it): stored rows are then rebuilt on `careplan migrate`.
+INDEXER_VERSION = 1
+# The parameters that leave some resources out (SearchParam.unless), by resource type.
+_CONDITIONAL = {
+    resource_type: tuple(p for p in params if p.unless)
+    for resource_type, params in SEARCH_PARAMS.items()
+    if any(p.unless for p in params)
+}
 
 
 def normalize_string(text: str) -> str:
@@ -132,6 +141,11 @@ def _rows_for(param: SearchParam, value: Any) -> Iterator[tuple[str, dict[str, A
             yield "quantity", row
 
 
+def _has_any_token(rows: IndexRows, tokens: tuple[tuple[str, str, str], ...]) -> bool:
+    present = {(r["param"], r["system"], r["code"]) for r in rows.get("token", [])}
+    return any(token in present for token in tokens)
+
+
 def index_rows(resource: dict[str, Any]) -> IndexRows:
     rows: IndexRows = {}
     seen: set[tuple[str, str, tuple[Any, ...]]] = set()
@@ -144,6 +158,14 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
                         continue
                     seen.add(key)
                     rows.setdefault(kind, []).append({"param": param.name, **row})
+    for param in _CONDITIONAL.get(resource["resourceType"], ()):
+        if _has_any_token(rows, param.unless):
+            for kind in list(rows):
+                kept = [row for row in rows[kind] if row["param"] != param.name]
+                if kept:
+                    rows[kind] = kept
+                else:
+                    del rows[kind]
     # The patient compartments the resource is in: every local Patient reference of its
     # `patient` parameter (another server's Patient/x is not this server's Patient/x). A date
     # row is written once per compartment, so patient + date finds the resource from each.

@@ -10,6 +10,8 @@ from functools import cache
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from service.protocol.codes import CAREPLAN_CS, REPETITION_INDEX, SESSION_CODE
+
 SPEC_BASE = "http://hl7.org/fhir/SearchParameter"
 
 
@@ -21,6 +23,8 @@ class SearchParam:
     description: str
     targets: tuple[str, ...] = ()  # reference: allowed target types (empty = any)
     definition: str | None = None  # canonical of the SearchParameter, where HL7 defines one
+    # (token parameter, system, code): a resource with any of these tokens gets no rows here.
+    unless: tuple[tuple[str, str, str], ...] = ()
 
 
 def _p(
@@ -352,6 +356,20 @@ SEARCH_PARAMS: dict[str, list[SearchParam]] = {
             "effectiveDateTime effectivePeriod effectiveInstant",
             "Clinically relevant time of the observation",
             definition=f"{SPEC_BASE}/clinical-date",
+        ),
+        # The service's own: a decision's record window reads it. Sessions are read through
+        # their decisions, so leaving their Observations out here (not at query time) keeps
+        # the window as small for a patient with four sessions a day as for a new one.
+        SearchParam(
+            "non-session-date",
+            "date",
+            ("effectiveDateTime", "effectivePeriod", "effectiveInstant"),
+            "Clinically relevant time of an Observation that is neither a flexion-session "
+            "panel nor one of its repetitions",
+            unless=(
+                ("code", CAREPLAN_CS, SESSION_CODE),
+                ("component-code", CAREPLAN_CS, REPETITION_INDEX),
+            ),
         ),
         _p(
             "based-on",

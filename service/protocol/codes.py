@@ -9,6 +9,10 @@ CANONICAL_BASE = "https://fhir.flexion-careplan.org"
 # The service's own CodeSystem: decision codes, rule ids, session components, location classes.
 CAREPLAN_CS = f"{CANONICAL_BASE}/CodeSystem/flexion-careplan"
 
+# A session panel's code, and the component that marks an Observation as one of its repetitions.
+SESSION_CODE = "flexion-session"
+REPETITION_INDEX = "repetition-index"
+
 PLAN_DEFINITION_URL = f"{CANONICAL_BASE}/PlanDefinition/flexion-in-lying-protocol"
 ACTIVITY_DEFINITION_BASE = f"{CANONICAL_BASE}/ActivityDefinition"
 QUESTIONNAIRE_BASE = f"{CANONICAL_BASE}/Questionnaire"

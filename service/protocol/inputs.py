@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from service.protocol.codes import CAREPLAN_CS
+from service.protocol.codes import CAREPLAN_CS, REPETITION_INDEX, SESSION_CODE
 from service.protocol.fhirdata import (
     Json,
     code_in,
@@ -47,9 +47,6 @@ from service.protocol.fhirdata import (
     is_void,
     ref_key,
 )
-
-SESSION_CODE = "flexion-session"
-REPETITION_INDEX = "repetition-index"
 
 
 @dataclass(frozen=True)

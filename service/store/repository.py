@@ -145,31 +145,23 @@ _WRITTEN_AFTER = (
 )
 
 
-@functools.lru_cache(maxsize=8)
-def _window_statement(excluded: int) -> sa.Select[Any]:
-    tokens = INDEX_TABLES["token"]
-    lookup = sa.select(_DATES.c.resource_seq).where(
-        _DATES.c.res_type == sa.bindparam("type_"),
-        _DATES.c.param == "date",
-        _DATES.c.compartment == sa.bindparam("compartment_"),
-        _DATES.c.high >= sa.bindparam("since_"),
-        _DATES.c.low <= sa.bindparam("until_"),
-    )
-    for i in range(excluded):
-        token = tokens.alias(f"excluded{i}")
-        lookup = lookup.where(
-            ~sa.exists().where(
-                token.c.resource_seq == _DATES.c.resource_seq,
-                token.c.param == sa.bindparam(f"param{i}_"),
-                token.c.code == sa.bindparam(f"code{i}_"),
-                token.c.system == sa.bindparam(f"system{i}_"),
+# Index-only on the covering compartment index, then the live resources in storage order.
+_WINDOW = (
+    sa.select(*q.STORED_COLUMNS)
+    .where(
+        resource.c.deleted.is_(False),
+        resource.c.seq.in_(
+            sa.select(_DATES.c.resource_seq).where(
+                _DATES.c.res_type == sa.bindparam("type_"),
+                _DATES.c.param == sa.bindparam("param_"),
+                _DATES.c.compartment == sa.bindparam("compartment_"),
+                _DATES.c.high >= sa.bindparam("since_"),
+                _DATES.c.low <= sa.bindparam("until_"),
             )
-        )
-    return (
-        sa.select(*q.STORED_COLUMNS)
-        .where(resource.c.deleted.is_(False), resource.c.seq.in_(lookup))
-        .order_by(resource.c.seq)
+        ),
     )
+    .order_by(resource.c.seq)
+)
 
 
 @dataclass(frozen=True)
@@ -527,6 +519,13 @@ class Tx:
                 self._write_index(current.seq, final, rows)
         return Stored(current.seq, current.type, current.id, version, now, body is None, final)
 
+    def rewrite_index(self, seq: int, body: dict[str, Any], rows: IndexRows) -> None:
+        """Replace a stored resource's search index rows with `rows` (reindex)."""
+        with self.db.pipelined():
+            for stmt in _CLEAR[1:]:  # not the conditional-create key: it is no index row
+                self.db.write(stmt, {"seq_": seq})
+            self._write_index(seq, body, rows)
+
     def _write_index(
         self, seq: int, body: dict[str, Any] | None, rows: IndexRows | None = None
     ) -> None:
@@ -559,19 +558,13 @@ class Tx:
         resource_type: str,
         compartment: str,
         window: tuple[datetime, datetime],
-        excluded: tuple[tuple[str, str, str], ...] = (),
+        param: str = "date",
     ) -> list[dict[str, Any]]:
-        """A patient's resources whose `date` overlaps [since, until], leaving out those with
-        any of the `excluded` tokens (search parameter, system, code), in storage order.
-
-        A decision's record window: the token checks run on the date index rows, so the
-        session repetitions it leaves out cost one index probe each, not a resource read.
-        """
-        values = _window_values(resource_type, compartment, window)
-        for i, (param, system, code) in enumerate(excluded):
-            values |= {f"param{i}_": param, f"system{i}_": system, f"code{i}_": code}
-        rows = self.db.rows(_window_statement(len(excluded)), values)
-        return _bodies(rows)
+        """A patient's resources whose date search parameter `param` overlaps
+        [since, until], in storage order: one range scan of the compartment date index, so
+        its cost follows the number of matches, not the size of the patient's history."""
+        values = {**_window_values(resource_type, compartment, window), "param_": param}
+        return _bodies(self.db.rows(_WINDOW, values))
 
     def latest_dated(
         self,

@@ -33,6 +33,16 @@ resource = sa.Table(
     sa.Index("ix_resource_type_updated", "res_type", "last_updated"),
 )
 
+# What built the search index rows: the fingerprint of the indexer (service/store/reindex.py)
+# that last brought every stored resource's rows in line. One row.
+index_state = sa.Table(
+    "index_state",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("updated", sa.DateTime, nullable=False),
+)
+
 resource_history = sa.Table(
     "resource_history",
     metadata,
