@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from service.fhir.dates import utc_now
@@ -52,8 +54,16 @@ _STORED_ROWS = {
     for kind, table in INDEX_TABLES.items()
 }
 _READ_STATE = sa.select(index_state.c.fingerprint).where(index_state.c.name == _STATE_NAME)
-_CLEAR_STATE = index_state.delete().where(index_state.c.name == _STATE_NAME)
-_WRITE_STATE = index_state.insert()
+
+def _write_state(dialect: str) -> Any:
+    """An upsert: two replicas that start together may both finish a reindex."""
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    stmt = insert(index_state)
+    return stmt.on_conflict_do_update(
+        index_elements=[index_state.c.name],
+        set_={"fingerprint": stmt.excluded.fingerprint, "updated": stmt.excluded.updated},
+    )
+
 
 RowSet = dict[str, list[tuple[Any, ...]]]
 
@@ -137,8 +147,7 @@ def reindex(engine: Engine, batch_size: int = 500) -> ReindexReport:
         "updated": utc_now().replace(tzinfo=None),
     }
     with engine.begin() as connection:
-        connection.execute(_CLEAR_STATE)
-        connection.execute(_WRITE_STATE, state)
+        connection.execute(_write_state(engine.dialect.name), state)
     logger.info("reindexed: %d resources read, %d rewritten", scanned, rewritten)
     return ReindexReport(scanned, rewritten)
 
