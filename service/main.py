@@ -1,5 +1,6 @@
 """The application factory: ``service.main:create_app()``."""
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -144,6 +145,17 @@ class _StartupErrorFilter(logging.Filter):
 _STARTUP_ERROR_FILTER = _StartupErrorFilter()
 
 
+def _freeze_startup_objects() -> None:
+    """Leave what start-up built (modules, R4 model classes, validators) out of later garbage
+    collections. A full collection walked ~185,000 such objects in ~38 ms, on whichever
+    request triggered it: the 1-connection p99 of a session submission fell from 26-30 to
+    ~9 ms with this (bench/README.md). Once per process: a test process starts many apps,
+    and frozen objects are never freed."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -155,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.store = Store(engine)
             if settings.load_protocol:
                 load_definitions(app.state.store, shipped_definitions())
+            _freeze_startup_objects()
             yield
         finally:
             engine.dispose()

@@ -55,6 +55,7 @@ _STORED_ROWS = {
 }
 _READ_STATE = sa.select(index_state.c.fingerprint).where(index_state.c.name == _STATE_NAME)
 
+
 def _write_state(dialect: str) -> Any:
     """An upsert: two replicas that start together may both finish a reindex."""
     insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
