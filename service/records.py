@@ -74,50 +74,63 @@ def load_record(
     days = lookback_days(read_params(plan_definition))
     start = at - timedelta(days=days)
     since, until = format_instant(start), format_instant(at)
-    # Past sessions are read back through the decisions that used them, not one by one:
-    # their panels and repetitions have no non-session-date (search_params.py).
-    observations = tx.compartment_window(
-        "Observation", patient_ref, (_naive_utc(start), _naive_utc(at)), "non-session-date"
-    )
-    # The session's own local day starts less than a day before its clock.
+    window = (_naive_utc(start), _naive_utc(at))
+    # The day's session panels: the session's own local day starts less than a day before
+    # its clock.
     day_start = format_instant(at - timedelta(days=1))
-    observations += tx.find(
-        "Observation",
-        [
-            ("patient", patient_ref),
-            ("code", f"{CAREPLAN_CS}|{SESSION_CODE}"),
-            ("date", f"ge{day_start}"),
-            ("date", f"le{until}"),
-        ],
-    )
-    seen = {o["id"] for o in observations}
     # State is asserted rarely (a phase, a programme start, a screen), so one query for all
     # of it is small; the latest of each code counts whatever its age.
     state_codes = ",".join(f"{CAREPLAN_CS}|{code}" for code in _STATE_CODES)
-    state = tx.find(
-        "Observation",
-        [
-            ("patient", patient_ref),
-            ("code", state_codes),
-            ("date", f"le{until}"),
-            ("_sort", "-date"),
-        ],
-        limit=500,
-    )
-    latest: dict[str, Json] = {}
+    reads = [
+        # Past sessions are read back through the decisions that used them, not one by one:
+        # their panels and repetitions have no non-session-date (search_params.py).
+        tx.compartment_window_read("Observation", patient_ref, window, "non-session-date"),
+        tx.find_read(
+            "Observation",
+            [
+                ("patient", patient_ref),
+                ("code", f"{CAREPLAN_CS}|{SESSION_CODE}"),
+                ("date", f"ge{day_start}"),
+                ("date", f"le{until}"),
+            ],
+        ),
+        tx.find_read(
+            "Observation",
+            [
+                ("patient", patient_ref),
+                ("code", state_codes),
+                ("date", f"le{until}"),
+                ("_sort", "-date"),
+            ],
+            limit=500,
+        ),
+        tx.find_read("Condition", [("patient", patient_ref)], limit=200),
+        tx.find_read(
+            "QuestionnaireResponse",
+            [("patient", patient_ref), ("authored", f"ge{since}"), ("authored", f"le{until}")],
+            limit=200,
+        ),
+    ]
+    decisions_scope = _decisions_scope(care_plan, patient_ref, at, days)
+    if earlier_decisions is None and decisions_scope is not None:
+        reads.append(tx.latest_dated_read("GuidanceResponse", *decisions_scope, 3))
+    # One round trip for all of them on PostgreSQL.
+    observations, panels, state, conditions, responses, *latest = tx.together(*reads)
+    seen = {o["id"] for o in observations}
+    observations += panels
+    seen |= {o["id"] for o in panels}
+    latest_state: dict[str, Json] = {}
     for observation in state:  # newest first
         code = code_in(observation.get("code"), CAREPLAN_CS)
         if code is not None:
-            latest.setdefault(code, observation)
-    observations.extend(o for o in latest.values() if o["id"] not in seen)
-    conditions = tx.find("Condition", [("patient", patient_ref)], limit=200)
-    responses = tx.find(
-        "QuestionnaireResponse",
-        [("patient", patient_ref), ("authored", f"ge{since}"), ("authored", f"le{until}")],
-        limit=200,
-    )
+            latest_state.setdefault(code, observation)
+    observations.extend(o for o in latest_state.values() if o["id"] not in seen)
     if earlier_decisions is None:
-        earlier_decisions = _stored_decisions(tx, care_plan, patient_ref, at, days)
+        earlier_decisions = (
+            _stored_decisions(tx, decisions_scope, latest[0], at)
+            if decisions_scope is not None
+            else []
+        )
     return PatientRecord(
         patient=patient,
         care_plan=care_plan,
@@ -128,17 +141,27 @@ def load_record(
     )
 
 
-def _stored_decisions(
-    tx: Tx, care_plan: Json | None, patient_ref: str, at: datetime, days: int
-) -> list[Json]:
+Scope = tuple[str, tuple[datetime, datetime], tuple[str, str]]
+
+
+def _decisions_scope(
+    care_plan: Json | None, patient_ref: str, at: datetime, days: int
+) -> Scope | None:
+    """Where the plan's decisions of the window are: (patient, window, result reference)."""
     if care_plan is None or "id" not in care_plan:
-        return []
-    plan_ref = f"CarePlan/{care_plan['id']}"
+        return None
     until = _naive_utc(at)
-    since = until - timedelta(days=days)
-    # Three, not one: the core skips a decision for the very session it decides again.
-    scope = (patient_ref, (since, until), ("result", plan_ref))
-    latest = tx.latest_dated("GuidanceResponse", *scope, 3)
+    return (
+        patient_ref,
+        (until - timedelta(days=days), until),
+        ("result", f"CarePlan/{care_plan['id']}"),
+    )
+
+
+def _stored_decisions(tx: Tx, scope: Scope, latest: list[Stored], at: datetime) -> list[Json]:
+    """The plan's decisions a decision folds, from `latest` (the three newest by date: three,
+    not one, since the core skips a decision for the very session it decides again)."""
+    patient_ref, (since, until), (_, plan_ref) = scope
     # The newest decision's carried state is the plan's, unless a decision dated before it was
     # stored after it (a session that arrived late): then the window is folded in date order.
     if _carry_state(latest) and not tx.written_after("GuidanceResponse", *scope, latest[0].seq):

@@ -219,6 +219,37 @@ class Runner:
         assert not self._pipelined, "rows are not read inside a pipelined block"
         return self.execute(stmt, params)[0]
 
+    def rows_together(
+        self, requests: Sequence[tuple[Any, Mapping[str, Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """`rows` of independent reads, sent together on PostgreSQL (pipeline mode: the
+        server gets them all before the first answer is awaited, so one round trip instead
+        of one each); one after the other on SQLite, which runs in-process."""
+        assert not self._pipelined, "rows are not read inside a pipelined block"
+        ready = [(prepared(stmt, self.dialect, params), params) for stmt, params in requests]
+        dbapi_connection = self.conn.connection.dbapi_connection
+        if (
+            self.dialect.name == "sqlite"
+            or not hasattr(dbapi_connection, "pipeline")
+            or any(p is None for p, _ in ready)
+        ):
+            return [self.rows(stmt, params) for stmt, params in requests]
+        cursors: list[tuple[Prepared, Any]] = []
+        try:
+            with dbapi_connection.pipeline():
+                for p, params in ready:
+                    assert p is not None
+                    cursor = self._cursor(p)
+                    cursors.append((p, cursor))
+                    cursor.execute(p.sql, _values(p, params))
+                # The first fetch sends the lot and waits; the later ones find their rows.
+                return [[_row(p, r) for r in cursor.fetchall()] for p, cursor in cursors]
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise self._wrapped(exc, "(pipeline)", (), None) from exc
+        finally:
+            for _, cursor in cursors:
+                cursor.close()
+
     def execute(self, stmt: Any, params: Mapping[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
         """(rows, rowcount); rows is empty for a statement that returns none."""
         p = prepared(stmt, self.dialect, params)

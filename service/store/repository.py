@@ -7,10 +7,10 @@ function returns and rolls back on any error, so a request never half-writes.
 import functools
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 import sqlalchemy as sa
@@ -198,6 +198,15 @@ class SearchPage:
     total: int | None
     next_cursor: str | None
     previous_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Read(Generic[T]):
+    """A read to run with others in one go (`Tx.together`): one round trip on PostgreSQL."""
+
+    stmt: Any
+    params: Mapping[str, Any]
+    convert: Callable[[list[tuple[Any, ...]]], T]
 
 
 class RetryTransaction(Exception):
@@ -549,22 +558,30 @@ class Tx:
         self, resource_type: str, items: list[tuple[str, str]], limit: int = 10_000
     ) -> list[dict[str, Any]]:
         """Bodies matching FHIR search criteria, in the query's sort order (internal use)."""
-        query = parse_search(resource_type, items, default_count=limit, max_count=limit)
-        query.total = "none"
-        return [m.body for m in self.search(query).matches if m.body is not None]
+        return self.run_read(self.find_read(resource_type, items, limit))
 
-    def compartment_window(
+    def find_read(
+        self, resource_type: str, items: list[tuple[str, str]], limit: int = 10_000
+    ) -> Read[list[dict[str, Any]]]:
+        """`find` as a Read (no _include, no paging: what the use cases ask)."""
+        query = parse_search(resource_type, items, default_count=limit, max_count=limit)
+        assert not query.includes and not query.cursor, "find takes plain criteria"
+        where = q.where(query)
+        stmt = q.page_statement(where.shape, q.sort_key(query))
+        return Read(stmt, {**where.params, q.LIMIT: limit}, _bodies)
+
+    def compartment_window_read(
         self,
         resource_type: str,
         compartment: str,
         window: tuple[datetime, datetime],
         param: str = "date",
-    ) -> list[dict[str, Any]]:
+    ) -> Read[list[dict[str, Any]]]:
         """A patient's resources whose date search parameter `param` overlaps
         [since, until], in storage order: one range scan of the compartment date index, so
         its cost follows the number of matches, not the size of the patient's history."""
         values = {**_window_values(resource_type, compartment, window), "param_": param}
-        return _bodies(self.db.rows(_WINDOW, values))
+        return Read(_WINDOW, values, _bodies)
 
     def latest_dated(
         self,
@@ -582,9 +599,28 @@ class Tx:
         patient with one decision in the window as for one with hundreds (a generic search
         sorted by date reads and sorts every match first).
         """
+        return self.run_read(
+            self.latest_dated_read(resource_type, compartment, window, reference, limit)
+        )
+
+    def latest_dated_read(
+        self,
+        resource_type: str,
+        compartment: str,
+        window: tuple[datetime, datetime],
+        reference: tuple[str, str],
+        limit: int,
+    ) -> Read[list[Stored]]:
         values = _dated_values(resource_type, compartment, window, reference)
-        rows = self.db.rows(_LATEST_DATED, {**values, "limit_": limit})
-        return [_stored(row) for row in rows]
+        return Read(_LATEST_DATED, {**values, "limit_": limit}, _stored_rows)
+
+    def run_read(self, read: Read[T]) -> T:
+        return read.convert(self.db.rows(read.stmt, read.params))
+
+    def together(self, *reads: Read[Any]) -> list[Any]:
+        """Independent reads in one go: one round trip for all of them on PostgreSQL."""
+        found = self.db.rows_together([(r.stmt, r.params) for r in reads])
+        return [read.convert(rows) for read, rows in zip(reads, found, strict=True)]
 
     def written_after(
         self,
@@ -726,6 +762,10 @@ def _with_meta(
 def _bodies(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     """The bodies of rows that start with q.STORED_COLUMNS (deleted ones have none)."""
     return [body for body in (_stored(row).body for row in rows) if body is not None]
+
+
+def _stored_rows(rows: list[tuple[Any, ...]]) -> list[Stored]:
+    return [_stored(row) for row in rows]
 
 
 def _stored(row: Any) -> Stored:

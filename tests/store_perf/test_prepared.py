@@ -222,3 +222,37 @@ def test_native_placeholders_number_each_name_once_and_unescape_percent() -> Non
     assert native[0] == "SELECT $1, $2, $1 WHERE x LIKE 'p%'"
     assert [bind[0] for bind in native[1]] == ["a", "b"]
     assert prepared._native_placeholders("SELECT %(c)s", binds) is None  # no bind for c
+
+
+def test_reads_together_answer_as_one_by_one(connection: sa.Connection) -> None:
+    runner = Runner(connection)
+    runner.many(_INSERT, [_row("a"), _row("b"), _row("c", None, deleted=True)])
+    # One statement with different values, another statement, an empty answer, and a
+    # statement only SQLAlchemy runs (a literal-rendered parameter): it makes the lot run
+    # one by one, with the same answers.
+    by_id = [(_BY_TYPE_ID, {"type_": "Basic", "id_": res_id}) for res_id in ("a", "c", "zz")]
+    ids = sa.select(resource.c.res_id).where(resource.c.res_type == "Basic").order_by("res_id")
+    literal = sa.select(resource.c.res_id).where(
+        resource.c.res_id.in_(sa.bindparam("ids_", literal_execute=True))
+    )
+    for requests in (
+        [*by_id, (ids, {})],
+        [*by_id, (ids, {}), (literal, {"ids_": ["b"]})],
+    ):
+        expected = [runner.rows(stmt, params) for stmt, params in requests]
+        assert runner.rows_together(requests) == expected
+    assert expected[-1] == [("b",)]
+    assert expected[-2] == [("a",), ("b",), ("c",)]
+
+
+def test_an_error_in_reads_together_is_a_sqlalchemy_exception(
+    connection: sa.Connection,
+) -> None:
+    runner = Runner(connection)
+    # PostgreSQL: the CAST fails on the server, after the pipeline was sent. SQLite casts
+    # anything, so there a value the driver cannot bind fails instead.
+    bad = sa.select(sa.cast(sa.bindparam("n_", type_=sa.String), sa.Integer) + 1)
+    value = object() if connection.dialect.name == "sqlite" else "not a number"
+    first = (_BY_TYPE_ID, {"type_": "Basic", "id_": "a"})
+    with pytest.raises(sa.exc.DBAPIError):
+        runner.rows_together([first, (bad, {"n_": value})])
