@@ -172,8 +172,10 @@ def _stored_decisions(tx: Tx, scope: Scope, latest: list[Stored], at: datetime) 
             "GuidanceResponse", [("result", plan_ref), ("patient", patient_ref), *window]
         )
     # Nothing recent: the plan's last decision, however old, still carries its state.
-    older = tx.latest_dated(
-        "GuidanceResponse", patient_ref, (datetime.min, until), ("result", plan_ref), 3
+    older = tx.run_read(
+        tx.latest_dated_read(
+            "GuidanceResponse", patient_ref, (datetime.min, until), ("result", plan_ref), 3
+        )
     )
     return _bodies(older) if _carry_state(older) else _bodies(older)[:1]
 

@@ -583,26 +583,6 @@ class Tx:
         values = {**_window_values(resource_type, compartment, window), "param_": param}
         return Read(_WINDOW, values, _bodies)
 
-    def latest_dated(
-        self,
-        resource_type: str,
-        compartment: str,
-        window: tuple[datetime, datetime],
-        reference: tuple[str, str],
-        limit: int,
-    ) -> list[Stored]:
-        """The newest resources of a patient's compartment by their `date`, within
-        [since, until], that point at `reference` (search parameter, "Type/id").
-
-        What a decision needs to find its plan's latest decisions: one backward scan of the
-        compartment date index that stops after `limit` matches, so it costs the same for a
-        patient with one decision in the window as for one with hundreds (a generic search
-        sorted by date reads and sorts every match first).
-        """
-        return self.run_read(
-            self.latest_dated_read(resource_type, compartment, window, reference, limit)
-        )
-
     def latest_dated_read(
         self,
         resource_type: str,
@@ -611,6 +591,14 @@ class Tx:
         reference: tuple[str, str],
         limit: int,
     ) -> Read[list[Stored]]:
+        """The newest resources of a patient's compartment by their `date`, within
+        [since, until], that point at `reference` (search parameter, "Type/id").
+
+        What a decision needs to find its plan's latest decisions: one backward scan of the
+        compartment date index that stops after `limit` matches, so it costs the same for a
+        patient with one decision in the window as for one with hundreds (a generic search
+        sorted by date reads and sorts every match first).
+        """
         values = _dated_values(resource_type, compartment, window, reference)
         return Read(_LATEST_DATED, {**values, "limit_": limit}, _stored_rows)
 
@@ -630,7 +618,7 @@ class Tx:
         reference: tuple[str, str],
         seq: int,
     ) -> bool:
-        """Whether a resource of the same kind as `latest_dated` finds was stored after the
+        """Whether a resource of the same kind as `latest_dated_read` finds was stored after the
         one with `seq`: with `seq` the newest by date, one that arrived out of date order."""
         values = _dated_values(resource_type, compartment, window, reference)
         return bool(self.db.rows(_WRITTEN_AFTER, {**values, "seq_": seq}))
