@@ -19,7 +19,7 @@ from service.protocol.fhirdata import code_in
 from service.protocol.history import carries_state
 from service.protocol.inputs import SESSION_CODE, PatientRecord
 from service.protocol.parameters import lookback_days, read_params
-from service.store.repository import Stored, Tx
+from service.store.repository import Read, Stored, Tx
 
 Json = dict[str, Any]
 _STATE_CODES = ("episode-phase", "extension-program", "red-flag-screen")
@@ -33,32 +33,48 @@ def _naive_utc(moment: datetime) -> datetime:
 def find_canonical(tx: Tx, resource_type: str, canonical: str) -> Json | None:
     """The stored resource a canonical `url` or `url|version` names (without a version: the
     most recently stored one)."""
+    found = tx.run_read(canonical_read(tx, resource_type, canonical))
+    return found[0] if found else None
+
+
+def canonical_read(tx: Tx, resource_type: str, canonical: str) -> Read[list[Json]]:
+    """`find_canonical` as a Read (the match is its first item, if any)."""
     url, _, version = canonical.partition("|")
     items = [("url", url)] + ([("version", version)] if version else [])
-    found = tx.find(resource_type, [*items, ("_sort", "-_lastUpdated")], limit=1)
-    return found[0] if found else None
+    return tx.find_read(resource_type, [*items, ("_sort", "-_lastUpdated")], limit=1)
 
 
 def plan_definition_for(tx: Tx, care_plan: Json) -> Json:
     """The exact PlanDefinition version a CarePlan instantiates; 422 if it is not ours."""
+    canonical = protocol_canonical(care_plan)
+    return known_plan_definition(
+        tx.run_read(canonical_read(tx, "PlanDefinition", canonical)), canonical
+    )
+
+
+def protocol_canonical(care_plan: Json) -> str:
+    """The canonical of this protocol's PlanDefinition the CarePlan instantiates; 422 if none."""
     for canonical in care_plan.get("instantiatesCanonical", []):
-        if canonical.partition("|")[0] != PLAN_DEFINITION_URL:
-            continue
-        found = find_canonical(tx, "PlanDefinition", canonical)
-        if found is None:
-            raise fhir_error(
-                422,
-                "processing",
-                f"PlanDefinition {canonical} is not known to this server",
-                "CarePlan.instantiatesCanonical",
-            )
-        return found
+        if canonical.partition("|")[0] == PLAN_DEFINITION_URL:
+            return str(canonical)
     raise fhir_error(
         422,
         "business-rule",
         f"CarePlan/{care_plan.get('id')} does not instantiate {PLAN_DEFINITION_URL}",
         "CarePlan.instantiatesCanonical",
     )
+
+
+def known_plan_definition(found: list[Json], canonical: str) -> Json:
+    """What `canonical_read` found for a CarePlan's PlanDefinition; 422 if nothing."""
+    if not found:
+        raise fhir_error(
+            422,
+            "processing",
+            f"PlanDefinition {canonical} is not known to this server",
+            "CarePlan.instantiatesCanonical",
+        )
+    return found[0]
 
 
 def load_record(

@@ -20,8 +20,14 @@ from service.protocol.inputs import SESSION_CODE, Session
 from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
 from service.protocol.parameters import read_params
 from service.protocol.session_checks import Problem, check_pain_observation, check_session
-from service.records import load_record, plan_definition_for
-from service.store.repository import Stored, Tx
+from service.records import (
+    canonical_read,
+    known_plan_definition,
+    load_record,
+    plan_definition_for,
+    protocol_canonical,
+)
+from service.store.repository import Read, Stored, Tx, live
 
 Json = dict[str, Any]
 _STOPPED_PLAN = {"revoked", "completed", "entered-in-error"}
@@ -80,16 +86,20 @@ def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, 
     return Session.from_observations(stored_panel, stored_members), refs
 
 
-def _existing_answer(tx: Tx, care_plan: Json, session: Session) -> Json | None:
-    """The answer given the first time this session identifier was submitted, if any."""
-    key = identifier_key(session.panel)
-    if key is None:
-        return None
-    stored = tx.find(
+def _existing_read(tx: Tx, session_key: str) -> Read[list[Json]]:
+    """The stored panel of a session identifier, if any."""
+    return tx.find_read(
         "Observation",
-        [("identifier", key), ("code", f"{CAREPLAN_CS}|{SESSION_CODE}")],
+        [("identifier", session_key), ("code", f"{CAREPLAN_CS}|{SESSION_CODE}")],
         limit=1,
     )
+
+
+def _existing_answer(
+    tx: Tx, care_plan: Json, key: str, session: Session, stored: list[Json]
+) -> Json | None:
+    """The answer given the first time this session identifier was submitted, if any
+    (`stored`: what `_existing_read` found)."""
     if not stored:
         return None
     previous = stored[0]
@@ -138,6 +148,17 @@ def _persist(tx: Tx, outputs: DecisionOutputs, care_plan: Stored) -> Json:
     return parameters(bodies[0], updated.body or {}, bodies[1:])
 
 
+def _patient_id(care_plan: Json) -> str:
+    patient_type, _, patient_id = ((care_plan.get("subject") or {}).get("reference", "")).partition(
+        "/"
+    )
+    if patient_type != "Patient":
+        raise fhir_error(
+            422, "business-rule", "The CarePlan subject must be a Patient", "CarePlan.subject"
+        )
+    return patient_id
+
+
 def decide_and_store(
     tx: Tx,
     care_plan: Stored,
@@ -145,16 +166,12 @@ def decide_and_store(
     at: datetime,
     session_refs: list[str],
     plan_definition: Json | None = None,
+    patient: Json | None = None,
 ) -> tuple[Decision, Json]:
     plan_body = care_plan.body or {}
     plan_definition = plan_definition or plan_definition_for(tx, plan_body)
-    patient_ref = (plan_body.get("subject") or {}).get("reference", "")
-    patient_type, _, patient_id = patient_ref.partition("/")
-    if patient_type != "Patient":
-        raise fhir_error(
-            422, "business-rule", "The CarePlan subject must be a Patient", "CarePlan.subject"
-        )
-    patient = tx.read("Patient", patient_id).body or {}
+    if patient is None:
+        patient = tx.read("Patient", _patient_id(plan_body)).body or {}
     record = load_record(tx, patient, plan_body, plan_definition, at)
     decision = decide(plan_definition, record, session, at)
     outputs = build_outputs(decision, read_params(plan_definition), plan_body, session_refs or None)
@@ -172,18 +189,31 @@ def submit_session(tx: Tx, care_plan_id: str, bundle: Json, now: datetime) -> Js
     # Locked: two sessions of one plan are decided one after the other, never interleaved.
     care_plan = tx.read("CarePlan", care_plan_id, lock=True)
     plan_body = care_plan.body or {}
-    plan_definition = plan_definition_for(tx, plan_body)  # 422 unless on this protocol
+    canonical = protocol_canonical(plan_body)  # 422 unless on this protocol
     session = _session_from(bundle)
-    answer = _existing_answer(tx, plan_body, session)
-    if answer is not None:
-        return answer
+    key = identifier_key(session.panel)
+    patient_id = _patient_id(plan_body)
+    # What the rest needs first, in one round trip on PostgreSQL.
+    plan_definitions, patient, *earlier = tx.together(
+        canonical_read(tx, "PlanDefinition", canonical),
+        tx.get_read("Patient", patient_id),
+        *([_existing_read(tx, key)] if key is not None else []),
+    )
+    plan_definition = known_plan_definition(plan_definitions, canonical)
+    if key is not None:
+        answer = _existing_answer(tx, plan_body, key, session, earlier[0])
+        if answer is not None:
+            return answer
     _check_plan_open(plan_body)
     problems = check_session(session, plan_body, now)
     if problems:
         raise unprocessable(problems)
     stored_session, refs = _store_session(tx, session, plan_body)
     clock = session_clock(session)
-    _, answer = decide_and_store(tx, care_plan, stored_session, clock, refs, plan_definition)
+    patient_body = live(patient, "Patient", patient_id).body or {}
+    _, answer = decide_and_store(
+        tx, care_plan, stored_session, clock, refs, plan_definition, patient_body
+    )
     return answer
 
 

@@ -213,6 +213,15 @@ class RetryTransaction(Exception):
     """A unique key said another transaction won a race; run the unit again."""
 
 
+def live(found: Stored | None, resource_type: str, resource_id: str) -> Stored:
+    """What `get` found, as `read` answers it: 404 if nothing, 410 if deleted."""
+    if found is None:
+        raise fhir_error(404, "not-found", f"{resource_type}/{resource_id} is not known")
+    if found.deleted:
+        raise fhir_error(410, "deleted", f"{resource_type}/{resource_id} has been deleted")
+    return found
+
+
 def criteria_key(resource_type: str, items: list[tuple[str, str]]) -> str:
     normalized = "&".join(f"{k}={v}" for k, v in sorted(items))
     return hashlib.sha256(f"{resource_type}?{normalized}".encode()).hexdigest()
@@ -301,13 +310,12 @@ class Tx:
         rows = self.db.rows(stmt, {"type_": resource_type, "id_": resource_id})
         return _stored(rows[0]) if rows else None
 
+    def get_read(self, resource_type: str, resource_id: str) -> Read["Stored | None"]:
+        """`get` (without a lock) as a Read."""
+        return Read(_GET, {"type_": resource_type, "id_": resource_id}, _first_stored)
+
     def read(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored:
-        found = self.get(resource_type, resource_id, lock=lock)
-        if found is None:
-            raise fhir_error(404, "not-found", f"{resource_type}/{resource_id} is not known")
-        if found.deleted:
-            raise fhir_error(410, "deleted", f"{resource_type}/{resource_id} has been deleted")
-        return found
+        return live(self.get(resource_type, resource_id, lock=lock), resource_type, resource_id)
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> HistoryEntry:
         row = self.conn.execute(
@@ -750,6 +758,10 @@ def _with_meta(
 def _bodies(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     """The bodies of rows that start with q.STORED_COLUMNS (deleted ones have none)."""
     return [body for body in (_stored(row).body for row in rows) if body is not None]
+
+
+def _first_stored(rows: list[tuple[Any, ...]]) -> Stored | None:
+    return _stored(rows[0]) if rows else None
 
 
 def _stored_rows(rows: list[tuple[Any, ...]]) -> list[Stored]:
