@@ -242,8 +242,9 @@ class Runner:
                     cursor = self._cursor(p)
                     cursors.append((p, cursor))
                     cursor.execute(p.sql, _values(p, params))
-                # The first fetch sends the lot and waits; the later ones find their rows.
-                return [[_row(p, r) for r in cursor.fetchall()] for p, cursor in cursors]
+            # The block's end sent the lot and waited once; each cursor holds its rows now
+            # (a fetch inside the block would wait for a sync of its own: one more trip).
+            return [[_row(p, r) for r in cursor.fetchall()] for p, cursor in cursors]
         except self.dialect.loaded_dbapi.Error as exc:
             raise self._wrapped(exc, "(pipeline)", (), None) from exc
         finally:
