@@ -307,8 +307,7 @@ class Tx:
 
     def get(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
         stmt = _GET_FOR_UPDATE if lock and not self.sqlite else _GET
-        rows = self.db.rows(stmt, {"type_": resource_type, "id_": resource_id})
-        return _stored(rows[0]) if rows else None
+        return _first_stored(self.db.rows(stmt, {"type_": resource_type, "id_": resource_id}))
 
     def get_read(self, resource_type: str, resource_id: str) -> Read["Stored | None"]:
         """`get` (without a lock) as a Read."""
