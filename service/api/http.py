@@ -49,9 +49,11 @@ def response_media_type(request: Request) -> str:
     raise fhir_error(406, "not-supported", f"Cannot produce {accept!r}; this server speaks JSON")
 
 
-def negotiate(request: Request) -> None:
+async def negotiate(request: Request) -> None:
     """Router dependency: an unsupported Accept/_format answers 406 before anything runs
-    (a PUT with _format=xml must not write and then refuse to answer)."""
+    (a PUT with _format=xml must not write and then refuse to answer). Async although it
+    does no I/O: FastAPI runs a plain `def` dependency in its thread pool, a thread round
+    trip on every request."""
     response_media_type(request)
 
 
