@@ -1,0 +1,156 @@
+"""Group commit on SQLite: concurrent write units share one transaction and one durable COMMIT.
+
+SQLite has one writer, and `Store.arun` runs SQLite units inline on the event loop, one after
+the other. Each used to end in its own COMMIT: a WAL write of every page it touched and an
+fsync, while the loop, blocked, could do nothing else. Here the first unit opens a batch (BEGIN
+IMMEDIATE); units that reach the store while it is open run in the same transaction, each under
+its own SAVEPOINT, so a failing unit rolls back alone. The batch commits once no new unit has
+joined for a few turns of the event loop; one fsync then covers them all, and pages that several
+units touched (the right edges of the history and `_lastUpdated` indexes, the rowid tables) are
+written once.
+
+Durability is unchanged: no unit's outcome, success or error, is released before the COMMIT
+that covers it has returned. A unit can read what an earlier unit of its batch wrote, as it
+would after that unit's own commit; if the COMMIT fails, every unit of the batch fails with it
+(503), since nothing any of them saw or wrote was stored. With one request at a time a batch
+holds one unit: the added cost is a SAVEPOINT, a RELEASE and a few idle loop turns.
+
+Only async write units go through here. A synchronous `Store.run` write on the event loop's
+thread while a batch is open would wait on SQLite's lock for the batch the loop cannot commit:
+the service only writes synchronously at start-up and from the CLI, before or outside the loop.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection, Engine, RootTransaction
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Batch:
+    connection: Connection
+    transaction: RootTransaction
+    loop: asyncio.AbstractEventLoop
+    waiting: list["asyncio.Future[None]"] = field(default_factory=list)
+
+
+# Runs one attempt of a unit inside a savepoint; returns its result and after-commit callbacks.
+Attempt = Callable[[Connection], tuple[T, list[Callable[[], None]]]]
+
+
+class GroupCommit:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        retryable: tuple[type[BaseException], ...],
+        retries: int,
+        conflict: Callable[[], Exception],
+        failure: Callable[[Exception], Exception],
+        idle_turns: int = 3,
+        max_units: int = 64,
+    ) -> None:
+        self.engine = engine
+        self.retryable = retryable
+        self.retries = retries
+        self.conflict = conflict  # the error when every attempt lost its race
+        self.failure = failure  # a database error as the client sees it (503)
+        self.idle_turns = idle_turns
+        self.max_units = max_units
+        self._batch: _Batch | None = None
+        self._committers: set[asyncio.Task[None]] = set()
+        self.batches = 0  # committed or failed batches, and the units they held (tests, bench)
+        self.units = 0
+
+    async def run(self, attempt: Attempt[T]) -> T:
+        batch = self._batch or self._open()
+        try:
+            result, callbacks = self._attempts(batch, attempt)
+        except Exception as exc:
+            outcome: BaseException | None = self.failure(exc)
+        else:
+            outcome = None
+        committed: asyncio.Future[None] = batch.loop.create_future()
+        batch.waiting.append(committed)
+        await committed  # raises the COMMIT's failure
+        if outcome is not None:
+            raise outcome
+        for callback in callbacks:
+            callback()
+        return result
+
+    def _open(self) -> _Batch:
+        loop = asyncio.get_running_loop()
+        connection = self.engine.connect()
+        try:
+            transaction = connection.begin()  # BEGIN IMMEDIATE (db.py)
+        except Exception as exc:
+            connection.close()
+            raise self.failure(exc) from None
+        batch = self._batch = _Batch(connection, transaction, loop)
+        committer = loop.create_task(self._commit_when_idle(batch))
+        self._committers.add(committer)  # a task only weakly referenced can vanish
+        committer.add_done_callback(self._committers.discard)
+        return batch
+
+    def _attempts(self, batch: _Batch, attempt: Attempt[T]) -> tuple[T, list[Callable[[], None]]]:
+        for number in range(self.retries):
+            savepoint = batch.connection.begin_nested()
+            try:
+                outcome = attempt(batch.connection)
+            except self.retryable:
+                savepoint.rollback()
+                if number == self.retries - 1:
+                    raise self.conflict() from None
+                continue
+            except BaseException:
+                savepoint.rollback()
+                raise
+            savepoint.commit()  # RELEASE: the unit's writes join the batch
+            return outcome
+        raise AssertionError("unreachable")
+
+    async def _commit_when_idle(self, batch: _Batch) -> None:
+        # Let requests that arrived while the first unit ran reach the store and join.
+        seen, idle = len(batch.waiting), 0
+        while idle < self.idle_turns and len(batch.waiting) < self.max_units:
+            await asyncio.sleep(0)
+            if len(batch.waiting) == seen:
+                idle += 1
+            else:
+                seen, idle = len(batch.waiting), 0
+        self._batch = None  # later units open the next batch
+        error: Exception | None = None
+        try:
+            batch.transaction.commit()
+        except Exception as exc:
+            error = self.failure(exc)
+            # SQLite leaves a transaction open when COMMIT fails on a deferred constraint.
+            with contextlib.suppress(Exception):
+                batch.transaction.rollback()
+        finally:
+            batch.connection.close()
+        self.batches += 1
+        self.units += len(batch.waiting)
+        for committed in batch.waiting:
+            if committed.done():  # its request was cancelled; its work is stored all the same
+                continue
+            if error is None:
+                committed.set_result(None)
+            else:
+                committed.set_exception(error)
+
+
+def unit_attempt(make_tx: Callable[[Connection], Any], unit: Callable[[Any], T]) -> Attempt[T]:
+    """An Attempt that runs `unit` on a fresh Tx and hands back the Tx's after-commit list."""
+
+    def attempt(connection: Connection) -> tuple[T, list[Callable[[], None]]]:
+        tx = make_tx(connection)
+        return unit(tx), tx.after_commit
+
+    return attempt
