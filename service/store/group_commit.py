@@ -86,7 +86,10 @@ class GroupCommit:
 
     def _open(self) -> _Batch:
         loop = asyncio.get_running_loop()
-        connection = self.engine.connect()
+        try:
+            connection = self.engine.connect()
+        except Exception as exc:
+            raise self.failure(exc) from None
         try:
             transaction = connection.begin()  # BEGIN IMMEDIATE (db.py)
         except Exception as exc:
