@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
+BACKSTOP_CHECKPOINT_PAGES = 10_000  # ~40 MB of WAL; SQLite's default is 1,000
+
 
 def _json_serializer(value: Any) -> str:
     return orjson.dumps(value).decode()
@@ -45,6 +47,9 @@ def _configure_sqlite(engine: Engine) -> None:
         # A unit's SAVEPOINT journal (group_commit.py) in memory: on a file, the original of
         # every page a unit changes was written out once it passed 64 KiB.
         cursor.execute("PRAGMA temp_store=MEMORY")
+        # The service checkpoints in a thread (checkpoint.py); this is the backstop, inline in
+        # a COMMIT, for when that thread falls behind and for processes without one (the CLI).
+        cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

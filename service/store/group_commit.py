@@ -52,6 +52,7 @@ class GroupCommit:
         retries: int,
         conflict: Callable[[], Exception],
         failure: Callable[[Exception], Exception],
+        committed: Callable[[], None] = lambda: None,
         idle_turns: int = 3,
         max_units: int = 64,
     ) -> None:
@@ -60,6 +61,7 @@ class GroupCommit:
         self.retries = retries
         self.conflict = conflict  # the error when every attempt lost its race
         self.failure = failure  # a database error as the client sees it (503)
+        self.committed = committed  # called after each batch's COMMIT (checkpoint.py)
         self.idle_turns = idle_turns
         self.max_units = max_units
         self._batch: _Batch | None = None
@@ -140,6 +142,8 @@ class GroupCommit:
             batch.connection.close()
         self.batches += 1
         self.units += len(batch.waiting)
+        if error is None:
+            self.committed()
         for committed in batch.waiting:
             if committed.done():  # its request was cancelled; its work is stored all the same
                 continue
