@@ -45,6 +45,15 @@ def free_port() -> int:
 @contextmanager
 def running(args: list[str], cwd: Path, env: dict[str, str], url: str, probe: str) -> Iterator[str]:
     """A server process, once GET `probe` answers below 500; stopped on exit."""
+    with running_process(args, cwd, env, url, probe):
+        yield url
+
+
+@contextmanager
+def running_process(
+    args: list[str], cwd: Path, env: dict[str, str], url: str, probe: str
+) -> Iterator["subprocess.Popen[bytes]"]:
+    """`running`, yielding the process (bench/ab.py reads its CPU time)."""
     proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     try:
         for _ in range(300):
@@ -55,7 +64,7 @@ def running(args: list[str], cwd: Path, env: dict[str, str], url: str, probe: st
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        yield url
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)

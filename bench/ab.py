@@ -1,0 +1,109 @@
+"""Session submission, an older commit against this checkout, alternated in one window.
+
+    .venv/bin/python bench/ab.py --rev e5d3568 [--pairs 4] [--connections 1 8] [--duration 8]
+
+This VM's speed drifts by 15-25% within an hour, so two single runs of bench/run.py minutes
+apart cannot show a 5-10% change. This script checks out `--rev` in a `git worktree`, then
+runs old, new, old, new... each as a fresh uvicorn worker on a new SQLite file: 40 enrolled
+patients, 3 s of wrk warm-up, `--duration` s measured. Besides req/s and p50/p99 it reads the
+server process's CPU time from /proc (user and system milliseconds per request, every thread
+of the process), which drifts less than req/s.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.run import BASE, enrol_patients, free_port, running_process, wrk  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+@contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp()) / "old"
+    subprocess.run(
+        ["git", "worktree", "add", "-q", "--detach", str(path), rev], cwd=ROOT, check=True
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=True)
+
+
+def measure(code: Path, connections: int, duration: int) -> dict[str, float]:
+    """One fresh server running the code in `code`, on a new SQLite file."""
+    database = Path(tempfile.mkdtemp()) / "ab.db"
+    env = {"CAREPLAN_DATABASE_URL": f"sqlite:///{database}", "CAREPLAN_LOG_LEVEL": "WARNING"}
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory"]
+    args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    url = f"http://127.0.0.1:{port}"
+    with running_process(args, code, env, url, "/readyz") as proc:
+        plans, prefix = enrol_patients(url, 40)
+        load = {
+            "BENCH_PLANS": ",".join(plans),
+            "BENCH_PATIENT_PREFIX": prefix,
+            "BENCH_BASE": str(int(BASE.timestamp()) + 86400),
+            "BENCH_PATH": "submit",
+        }
+        wrk(url, connections, 3, load)
+        load["BENCH_BASE"] = str(int(load["BENCH_BASE"]) + 86400 * 100)
+        user, system = cpu_seconds(proc.pid)
+        result = wrk(url, connections, duration, load)
+        user_after, system_after = cpu_seconds(proc.pid)
+    shutil.rmtree(database.parent, ignore_errors=True)
+    requests = result["rps"] * duration
+    result["user_ms"] = (user_after - user) * 1000 / requests
+    result["sys_ms"] = (system_after - system) * 1000 / requests
+    return result
+
+
+def summary(runs: list[dict[str, float]]) -> str:
+    return (
+        f"req/s mean {statistics.mean(r['rps'] for r in runs):.1f}, "
+        f"p50 median {statistics.median(r['p50_ms'] for r in runs):.2f} ms, "
+        f"p99 median {statistics.median(r['p99_ms'] for r in runs):.2f} ms, "
+        f"CPU per request user {statistics.median(r['user_ms'] for r in runs):.2f} "
+        f"+ system {statistics.median(r['sys_ms'] for r in runs):.2f} ms"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rev", required=True, help="the older commit")
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--duration", type=int, default=8)
+    args = parser.parse_args()
+    with worktree(args.rev) as old:
+        for connections in args.connections:
+            runs: dict[str, list[dict[str, float]]] = {args.rev: [], "checkout": []}
+            for pair in range(args.pairs):
+                for name, code in ((args.rev, old), ("checkout", ROOT)):
+                    result = measure(code, connections, args.duration)
+                    runs[name].append(result)
+                    print(f"c{connections} pair {pair} {name}: {result}", flush=True)
+            for name, results in runs.items():
+                print(f"c{connections} {name}: {summary(results)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
