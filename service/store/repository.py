@@ -246,7 +246,8 @@ class Store:
         self.engine = engine
         self.retries = retries
         self.sqlite = is_sqlite(engine)
-        self.checkpointer = _start_checkpointer(engine)
+        # Started by the first group commit: the CLI and start-up work never need one.
+        self.checkpointer: WalCheckpointer | None = None
         self.group = GroupCommit(
             engine,
             retryable=(IntegrityError, RetryTransaction),
@@ -258,7 +259,11 @@ class Store:
 
     def _batch_committed(self) -> None:
         # Every few commits: ~600 WAL pages at one connection, a few thousand at eight.
-        if self.checkpointer is not None and self.group.batches % CHECKPOINT_EVERY == 0:
+        if self.group.batches % CHECKPOINT_EVERY:
+            return
+        if self.checkpointer is None:
+            self.checkpointer = _start_checkpointer(self.engine)
+        if self.checkpointer is not None:
             self.checkpointer.nudge()
 
     async def arun(self, unit: Callable[["Tx"], T], *, read_only: bool = False) -> T:
