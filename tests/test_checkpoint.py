@@ -1,26 +1,20 @@
-"""The background WAL checkpointer (service/store/checkpoint.py): the store nudges it every
-CHECKPOINT_EVERY commits, it copies the WAL back into the database file, and it stops with
-the engine."""
+"""The background WAL checkpointer (service/store/checkpoint.py): a group commit nudges it at
+most once per interval, it copies the WAL back into the database file, and it stops with the
+engine."""
 
 import asyncio
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from service.store.db import create_db_engine
-from service.store.repository import CHECKPOINT_EVERY, Store, _start_checkpointer
+from service.store.repository import Store, _start_checkpointer
 
 
-@pytest.fixture
-def sqlite_store(sqlite_template: Path, tmp_path: Path) -> Iterator[Store]:
+def _store(sqlite_template: Path, tmp_path: Path, interval: float) -> Store:
     path = tmp_path / "careplan.db"
     shutil.copy(sqlite_template, path)
-    engine = create_db_engine(f"sqlite:///{path}")
-    yield Store(engine)
-    engine.dispose()
+    return Store(create_db_engine(f"sqlite:///{path}"), checkpoint_interval=interval)
 
 
 def _write(store: Store, rid: str) -> None:
@@ -28,35 +22,42 @@ def _write(store: Store, rid: str) -> None:
     asyncio.run(store.arun(lambda tx: tx.create(patient, rid)))
 
 
-def test_every_few_commits_the_wal_is_copied_back_in_the_background(sqlite_store: Store) -> None:
-    for i in range(CHECKPOINT_EVERY - 1):
-        _write(sqlite_store, f"p{i}")
-    assert sqlite_store.checkpointer is None  # not needed yet
-    _write(sqlite_store, "fourth")
-    checkpointer = sqlite_store.checkpointer
+def test_a_commit_nudges_it_at_most_once_per_interval(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    store = _store(sqlite_template, tmp_path, interval=3600)
+    assert store.checkpointer is None  # started by the first group commit
+    _write(store, "first")
+    checkpointer = store.checkpointer
     assert checkpointer is not None and checkpointer.running
     assert checkpointer.wait_idle(10)
     assert checkpointer.checkpoints == 1
     busy, frames, copied = checkpointer.last or (None, 0, 0)
-    # The four commits' pages were in the WAL, and all of them went into the database file
-    # (below the writers' own backstop, they would otherwise still be in the WAL only).
+    # The commit's pages were in the WAL, and all went into the database file (below the
+    # writers' own backstop, they would otherwise still be in the WAL only).
     assert busy == 0 and frames > 0 and copied == frames
-    for i in range(CHECKPOINT_EVERY):
-        _write(sqlite_store, f"q{i}")
+    for i in range(5):
+        _write(store, f"p{i}")
     assert checkpointer.wait_idle(10)
-    assert checkpointer.checkpoints == 2 and sqlite_store.checkpointer is checkpointer
+    assert checkpointer.checkpoints == 1  # within the interval: not nudged again
+    store.engine.dispose()
+
+
+def test_with_no_interval_every_commit_nudges_it(sqlite_template: Path, tmp_path: Path) -> None:
+    store = _store(sqlite_template, tmp_path, interval=0)
+    for i in range(3):
+        _write(store, f"p{i}")
+        assert store.checkpointer is not None and store.checkpointer.wait_idle(10)
+    assert store.checkpointer.checkpoints == 3
+    store.engine.dispose()
 
 
 def test_disposing_the_engine_stops_it(sqlite_template: Path, tmp_path: Path) -> None:
-    path = tmp_path / "careplan.db"
-    shutil.copy(sqlite_template, path)
-    engine = create_db_engine(f"sqlite:///{path}")
-    store = Store(engine)
-    for i in range(CHECKPOINT_EVERY):
-        _write(store, f"p{i}")
+    store = _store(sqlite_template, tmp_path, interval=0)
+    _write(store, "p")
     checkpointer = store.checkpointer
     assert checkpointer is not None and checkpointer.running
-    engine.dispose()
+    store.engine.dispose()
     assert not checkpointer.running
 
 
