@@ -3,9 +3,9 @@
 A durable COMMIT appends the pages it changed to the WAL; a checkpoint copies them back into the
 database file and fsyncs it. SQLite runs one inside whichever COMMIT pushes the WAL past
 `wal_autocheckpoint` pages, so about every seventh submission paid ~4-5 ms more (the 1-connection
-p99). Here the store nudges this thread after every few commits, and it checkpoints on a
-connection of its own while the event loop goes on: SQLite releases the GIL while it copies and
-syncs, and a PASSIVE checkpoint never blocks a writer. Measured in bench/README.md.
+p99). Here the store nudges this thread after a commit, at most every 0.1 s, and it checkpoints
+on a connection of its own while the event loop goes on: SQLite releases the GIL while it
+copies and syncs, and a PASSIVE checkpoint never blocks a writer. Measured in bench/README.md.
 
 The writers' own `wal_autocheckpoint` (db.py) stays as the backstop: it checkpoints inline if
 this thread falls behind, and in processes without one (the CLI).
