@@ -65,3 +65,17 @@ def test_an_in_memory_database_has_none() -> None:
     engine = create_db_engine("sqlite://")
     assert _start_checkpointer(engine) is None
     engine.dispose()
+
+
+def test_a_failing_after_commit_hook_leaves_the_batch_stored_and_answered(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    store = _store(sqlite_template, tmp_path, interval=0)
+
+    def broken() -> None:
+        raise RuntimeError("cannot start a thread")
+
+    store.group.committed = broken
+    _write(store, "kept")
+    assert store.run(lambda tx: tx.get("Patient", "kept"), read_only=True) is not None
+    store.engine.dispose()

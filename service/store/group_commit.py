@@ -22,6 +22,7 @@ the service only writes synchronously at start-up and from the CLI, before or ou
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection, Engine, RootTransaction
 
 T = TypeVar("T")
+logger = logging.getLogger("careplan")
 
 
 @dataclass
@@ -142,8 +144,6 @@ class GroupCommit:
             batch.connection.close()
         self.batches += 1
         self.units += len(batch.waiting)
-        if error is None:
-            self.committed()
         for committed in batch.waiting:
             if committed.done():  # its request was cancelled; its work is stored all the same
                 continue
@@ -151,6 +151,11 @@ class GroupCommit:
                 committed.set_result(None)
             else:
                 committed.set_exception(error)
+        if error is None:
+            try:
+                self.committed()
+            except Exception:  # housekeeping only: the batch is stored and answered
+                logger.exception("after-commit hook failed")
 
 
 def unit_attempt(make_tx: Callable[[Connection], Any], unit: Callable[[Any], T]) -> Attempt[T]:
