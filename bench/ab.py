@@ -24,7 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import BASE, enrol_patients, free_port, running_process, wrk  # noqa: E402
+from bench.run import (  # noqa: E402
+    BASE,
+    enrol_patients,
+    free_port,
+    running_process,
+    session_load,
+    wrk,
+)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -57,12 +64,7 @@ def measure(code: Path, connections: int, duration: int) -> dict[str, float]:
     url = f"http://127.0.0.1:{port}"
     with running_process(args, code, env, url, "/readyz") as proc:
         plans, prefix = enrol_patients(url, 40)
-        load = {
-            "BENCH_PLANS": ",".join(plans),
-            "BENCH_PATIENT_PREFIX": prefix,
-            "BENCH_BASE": str(int(BASE.timestamp()) + 86400),
-            "BENCH_PATH": "submit",
-        }
+        load = session_load(plans, prefix, str(int(BASE.timestamp()) + 86400))
         wrk(url, connections, 3, load)
         load["BENCH_BASE"] = str(int(load["BENCH_BASE"]) + 86400 * 100)
         user, system = cpu_seconds(proc.pid)

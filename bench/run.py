@@ -105,6 +105,16 @@ def enrol(client: httpx.Client, count: int) -> tuple[list[str], str]:
     return plans, prefix
 
 
+def session_load(plans: list[str], prefix: str, base_epoch: str) -> dict[str, str]:
+    """The environment of bench/session.lua: submissions for these enrolled patients."""
+    return {
+        "BENCH_PLANS": ",".join(plans),
+        "BENCH_PATIENT_PREFIX": prefix,
+        "BENCH_BASE": base_epoch,
+        "BENCH_PATH": "submit",
+    }
+
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -192,12 +202,7 @@ def main() -> int:
             plans, prefix = enrol_patients(url, args.plans)
             if name == "postgres":
                 vacuum_analyze(sa.create_engine(db_url))
-            load_env = {
-                "BENCH_PLANS": ",".join(plans),
-                "BENCH_PATIENT_PREFIX": prefix,
-                "BENCH_BASE": base_epoch,
-                "BENCH_PATH": "submit",
-            }
+            load_env = session_load(plans, prefix, base_epoch)
             for connections in (1, 8):
                 key = f"{name}_c{connections}"
                 results[key] = wrk(url, connections, args.duration, load_env)

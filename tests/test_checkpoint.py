@@ -63,7 +63,7 @@ def test_disposing_the_engine_stops_it(sqlite_template: Path, tmp_path: Path) ->
 
 def test_an_in_memory_database_has_none() -> None:
     engine = create_db_engine("sqlite://")
-    assert _start_checkpointer(engine) is None
+    assert _start_checkpointer(engine, 0.1) is None
     engine.dispose()
 
 

@@ -13,15 +13,21 @@ this thread falls behind, and in processes without one (the CLI).
 
 import contextlib
 import logging
+import math
 import sqlite3
 import threading
+import time
 
 logger = logging.getLogger("careplan")
 
 
 class WalCheckpointer:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, interval: float) -> None:
         self.path = path
+        # Nudged right after a COMMIT, so the copy overlaps the next requests' Python; at most
+        # once per interval, since every checkpoint ends in an fsync of the database file.
+        self.interval = interval
+        self._last_nudge = -math.inf
         self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, frames copied)
         self._changed = threading.Condition()
         self._requested = 0
@@ -39,6 +45,10 @@ class WalCheckpointer:
         return self._thread.is_alive()
 
     def nudge(self) -> None:
+        now = time.monotonic()
+        if now - self._last_nudge < self.interval:
+            return
+        self._last_nudge = now
         with self._changed:
             self._requested += 1
             self._changed.notify_all()

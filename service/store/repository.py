@@ -6,7 +6,6 @@ function returns and rolls back on any error, so a request never half-writes.
 
 import functools
 import hashlib
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -260,7 +259,6 @@ class Store:
         # Started by the first group commit: the CLI and start-up work never need one.
         self.checkpointer: WalCheckpointer | None = None
         self.checkpoint_interval = checkpoint_interval
-        self._last_checkpoint = -math.inf
         self.group = GroupCommit(
             engine,
             retryable=(IntegrityError, RetryTransaction),
@@ -271,14 +269,8 @@ class Store:
         )
 
     def _batch_committed(self) -> None:
-        # Right after a COMMIT, so the copy overlaps the next requests' Python; at most once
-        # per interval, since every checkpoint ends in an fsync of the database file.
-        now = time.monotonic()
-        if now - self._last_checkpoint < self.checkpoint_interval:
-            return
-        self._last_checkpoint = now
         if self.checkpointer is None:
-            self.checkpointer = _start_checkpointer(self.engine)
+            self.checkpointer = _start_checkpointer(self.engine, self.checkpoint_interval)
         if self.checkpointer is not None:
             self.checkpointer.nudge()
 
@@ -325,12 +317,12 @@ class Store:
         raise AssertionError("unreachable")
 
 
-def _start_checkpointer(engine: Engine) -> WalCheckpointer | None:
+def _start_checkpointer(engine: Engine, interval: float) -> WalCheckpointer | None:
     """A background checkpointer for a SQLite file, stopped when the engine is disposed."""
     database = engine.url.database
     if not is_sqlite(engine) or not database or database == ":memory:":
         return None
-    checkpointer = WalCheckpointer(database)
+    checkpointer = WalCheckpointer(database, interval)
     sa.event.listen(engine, "engine_disposed", lambda _engine: checkpointer.stop())
     return checkpointer
 
