@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.routing import Match, get_route_path
+from starlette.types import Scope
 
 from service.api import interactions
 from service.api.http import (
@@ -267,19 +269,46 @@ _INTERACTIONS: list[tuple[str, str, str, Callable[[str], Handler], int]] = [
 ]
 
 
+class TypeRouter(APIRouter):
+    """The interactions of one resource type, all under /fhir/<type>.
+
+    FastAPI matches a request by trying each route of each included router in turn (each
+    twice, since 0.165: once to select the router, once inside it), so a create of the 9th
+    type tried ~80 routes of the types before it first: a fifth of a plain create's CPU.
+    A path outside /fhir/<type> is refused here at once. Routing does not depend on it: none
+    of these routes could match such a path.
+    """
+
+    def __init__(self, resource_type: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path_prefix = f"/fhir/{resource_type}"
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = get_route_path(scope)
+        if path != self.path_prefix and not path.startswith(f"{self.path_prefix}/"):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
 def resource_router(types: tuple[str, ...] = RESOURCE_TYPES) -> APIRouter:
     router = APIRouter(dependencies=[Depends(negotiate)])
     for resource_type in types:
-        for interaction, method, suffix, factory, status in _INTERACTIONS:
-            docs = interaction_docs(interaction, resource_type)
-            router.add_api_route(
-                f"/fhir/{resource_type}{suffix}",
-                factory(resource_type),
-                methods=[method],
-                name=route_name(interaction, resource_type),
-                tags=[resource_type],
-                status_code=status,
-                response_class=Response,
-                **docs,
-            )
+        router.include_router(type_router(resource_type))
+    return router
+
+
+def type_router(resource_type: str) -> TypeRouter:
+    router = TypeRouter(resource_type)
+    for interaction, method, suffix, factory, status in _INTERACTIONS:
+        docs = interaction_docs(interaction, resource_type)
+        router.add_api_route(
+            f"/fhir/{resource_type}{suffix}",
+            factory(resource_type),
+            methods=[method],
+            name=route_name(interaction, resource_type),
+            tags=[resource_type],
+            status_code=status,
+            response_class=Response,
+            **docs,
+        )
     return router

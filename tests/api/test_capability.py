@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from service.api import capability
 from service.api.capability import api_routes
-from service.api.rest import resource_router
+from service.api.rest import type_router
 from service.fhir.search_params import INCLUDES, params_for
 from service.settings import Settings
 from tests.conftest import FhirClient
@@ -217,7 +217,7 @@ def partial_app() -> FastAPI:
     """An app with only Patient routes, minus delete: its statement must follow."""
     app = FastAPI()
     app.state.settings = Settings(database_url="sqlite://")
-    router = resource_router(("Patient",))
+    router = type_router("Patient")
     router.routes[:] = [r for r in router.routes if getattr(r, "name", "") != "fhir:delete:Patient"]
     app.include_router(capability.router)
     app.include_router(router)
