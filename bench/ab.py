@@ -1,13 +1,16 @@
 """Session submission, an older commit against this checkout, alternated in one window.
 
     .venv/bin/python bench/ab.py --rev e5d3568 [--pairs 4] [--connections 1 8] [--duration 8]
+        [--workload session|observation]
 
 This VM's speed drifts by 15-25% within an hour, so two single runs of bench/run.py minutes
 apart cannot show a 5-10% change. This script checks out `--rev` in a `git worktree`, then
 runs old, new, old, new... each as a fresh uvicorn worker on a new SQLite file: 40 enrolled
 patients, 3 s of wrk warm-up, `--duration` s measured. Besides req/s and p50/p99 it reads the
 server process's CPU time from /proc (user and system milliseconds per request, every thread
-of the process), which drifts less than req/s.
+of the process), which drifts less than req/s. `--workload observation` alternates plain
+Observation creates (bench/observation.lua, as bench/observation_create.py) instead of
+session submissions.
 """
 
 import argparse
@@ -24,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import observation_create  # noqa: E402
 from bench.run import (  # noqa: E402
     BASE,
     enrol_patients,
@@ -54,7 +58,7 @@ def worktree(rev: str) -> Iterator[Path]:
         subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=True)
 
 
-def measure(code: Path, connections: int, duration: int) -> dict[str, float]:
+def measure(code: Path, connections: int, duration: int, workload: str) -> dict[str, float]:
     """One fresh server running the code in `code`, on a new SQLite file."""
     database = Path(tempfile.mkdtemp()) / "ab.db"
     env = {"CAREPLAN_DATABASE_URL": f"sqlite:///{database}", "CAREPLAN_LOG_LEVEL": "WARNING"}
@@ -63,12 +67,19 @@ def measure(code: Path, connections: int, duration: int) -> dict[str, float]:
     args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
     url = f"http://127.0.0.1:{port}"
     with running_process(args, code, env, url, "/readyz") as proc:
-        plans, prefix = enrol_patients(url, 40)
-        load = session_load(plans, prefix, str(int(BASE.timestamp()) + 86400))
-        wrk(url, connections, 3, load)
+        if workload == "session":
+            plans, prefix = enrol_patients(url, 40)
+            load = session_load(plans, prefix, str(int(BASE.timestamp()) + 86400))
+            run = wrk
+        else:
+            patient = observation_create.create_patient(url)
+            load = {"BENCH_PATIENT": patient, "BENCH_BASE": str(int(BASE.timestamp()))}
+            run = observation_create.wrk
+        run(url, connections, 3, load)
+        # The measured requests' clocks start past the warm-up's.
         load["BENCH_BASE"] = str(int(load["BENCH_BASE"]) + 86400 * 100)
         user, system = cpu_seconds(proc.pid)
-        result = wrk(url, connections, duration, load)
+        result = run(url, connections, duration, load)
         user_after, system_after = cpu_seconds(proc.pid)
     shutil.rmtree(database.parent, ignore_errors=True)
     requests = result["rps"] * duration
@@ -93,13 +104,14 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--workload", choices=["session", "observation"], default="session")
     args = parser.parse_args()
     with worktree(args.rev) as old:
         for connections in args.connections:
             runs: dict[str, list[dict[str, float]]] = {args.rev: [], "checkout": []}
             for pair in range(args.pairs):
                 for name, code in ((args.rev, old), ("checkout", ROOT)):
-                    result = measure(code, connections, args.duration)
+                    result = measure(code, connections, args.duration, args.workload)
                     runs[name].append(result)
                     print(f"c{connections} pair {pair} {name}: {result}", flush=True)
             for name, results in runs.items():
