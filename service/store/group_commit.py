@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine, RootTransaction
+from sqlalchemy.exc import DBAPIError
 
 T = TypeVar("T")
 logger = logging.getLogger("careplan")
@@ -107,18 +108,18 @@ class GroupCommit:
 
     def _attempts(self, batch: _Batch, attempt: Attempt[T]) -> tuple[T, list[Callable[[], None]]]:
         for number in range(self.retries):
-            savepoint = batch.connection.begin_nested()
+            _execute(batch.connection, "SAVEPOINT unit")
             try:
                 outcome = attempt(batch.connection)
             except self.retryable:
-                savepoint.rollback()
+                _execute(batch.connection, *_ROLLBACK_UNIT)
                 if number == self.retries - 1:
                     raise self.conflict() from None
                 continue
             except BaseException:
-                savepoint.rollback()
+                _execute(batch.connection, *_ROLLBACK_UNIT)
                 raise
-            savepoint.commit()  # RELEASE: the unit's writes join the batch
+            _execute(batch.connection, "RELEASE unit")  # the unit's writes join the batch
             return outcome
         raise AssertionError("unreachable")
 
@@ -156,6 +157,25 @@ class GroupCommit:
                 self.committed()
             except Exception:  # housekeeping only: the batch is stored and answered
                 logger.exception("after-commit hook failed")
+
+
+# ROLLBACK TO undoes the unit but keeps its savepoint open; RELEASE then closes it.
+_ROLLBACK_UNIT = ("ROLLBACK TO unit", "RELEASE unit")
+
+
+def _execute(connection: Connection, *statements: str) -> None:
+    """Savepoint statements, straight on the DB-API connection: SQLAlchemy's begin_nested()
+    and its commit cost ~65 us per unit (a compiled statement each, events, bookkeeping),
+    these ~2 us. Runner (prepared.py) runs the units' own statements the same way."""
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    error = connection.dialect.loaded_dbapi.Error
+    for statement in statements:
+        try:
+            dbapi_connection.execute(statement).close()
+        except error as exc:
+            raise DBAPIError.instance(
+                statement, (), exc, error, dialect=connection.dialect
+            ) from exc
 
 
 def unit_attempt(make_tx: Callable[[Connection], Any], unit: Callable[[Any], T]) -> Attempt[T]:
