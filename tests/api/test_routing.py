@@ -39,4 +39,3 @@ def test_every_type_is_routed_with_the_same_number_of_tries(
     tries = {t: _tries(client, monkeypatch, method, f"/fhir/{t}{suffix}") for t in RESOURCE_TYPES}
     assert len(tries) > 10
     assert len(set(tries.values())) == 1, tries
-
