@@ -96,10 +96,14 @@ def _config() -> SchemathesisConfig:
     return SchemathesisConfig.from_dict(
         {
             "seed": SEED,
-            # How fast hypothesis generates a $submit-session body depends on how busy the
-            # 2 cores are (it failed a CI run while other tests ran beside it); it says
-            # nothing about the service.
-            "suppress-health-check": ["too_slow"],
+            # Two checks on hypothesis' own generation, not on the service. How fast it
+            # generates a $submit-session body depends on how busy the 2 cores are (too_slow
+            # failed a CI run while other tests ran beside it). How often a deep FHIR body
+            # overruns hypothesis' byte budget varied with what else ran in the same process
+            # (data_too_large failed 2 of 3 whole-suite runs under xdist, none of 4 runs of
+            # this test alone or beside a few modules): the cases it generates are still sent
+            # and checked.
+            "suppress-health-check": ["too_slow", "data_too_large"],
             "generation": {
                 "max-examples": MAX_EXAMPLES,
                 "deterministic": True,
