@@ -1,7 +1,7 @@
 """Session submission, an older commit against this checkout, alternated in one window.
 
     .venv/bin/python bench/ab.py --rev e5d3568 [--pairs 4] [--connections 1 8] [--duration 8]
-        [--workload session|observation]
+        [--workload session|observation] [--postgres URL]
 
 This VM's speed drifts by 15-25% within an hour, so two single runs of bench/run.py minutes
 apart cannot show a 5-10% change. This script checks out `--rev` in a `git worktree`, then
@@ -24,16 +24,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import sqlalchemy as sa
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import observation_create  # noqa: E402
 from bench.run import (  # noqa: E402
     BASE,
+    drop_schema,
     enrol_patients,
     free_port,
+    postgres_schema,
     running_process,
     session_load,
+    vacuum_analyze,
     wrk,
 )
 
@@ -58,10 +63,14 @@ def worktree(rev: str) -> Iterator[Path]:
         subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=True)
 
 
-def measure(code: Path, connections: int, duration: int, workload: str) -> dict[str, float]:
-    """One fresh server running the code in `code`, on a new SQLite file."""
+def measure(
+    code: Path, connections: int, duration: int, workload: str, postgres: str | None
+) -> dict[str, float]:
+    """One fresh server running the code in `code`, on a new SQLite file (or a new schema in
+    the PostgreSQL database `postgres`)."""
     database = Path(tempfile.mkdtemp()) / "ab.db"
-    env = {"CAREPLAN_DATABASE_URL": f"sqlite:///{database}", "CAREPLAN_LOG_LEVEL": "WARNING"}
+    db_url = postgres_schema(postgres) if postgres else f"sqlite:///{database}"
+    env = {"CAREPLAN_DATABASE_URL": db_url, "CAREPLAN_LOG_LEVEL": "WARNING"}
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory"]
     args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
@@ -69,6 +78,8 @@ def measure(code: Path, connections: int, duration: int, workload: str) -> dict[
     with running_process(args, code, env, url, "/readyz") as proc:
         if workload == "session":
             plans, prefix = enrol_patients(url, 40)
+            if postgres:
+                vacuum_analyze(sa.create_engine(db_url))  # as bench/run.py does
             load = session_load(plans, prefix, str(int(BASE.timestamp()) + 86400))
             run = wrk
         else:
@@ -82,6 +93,8 @@ def measure(code: Path, connections: int, duration: int, workload: str) -> dict[
         result = run(url, connections, duration, load)
         user_after, system_after = cpu_seconds(proc.pid)
     shutil.rmtree(database.parent, ignore_errors=True)
+    if postgres:
+        drop_schema(postgres, db_url)
     requests = result["rps"] * duration
     result["user_ms"] = (user_after - user) * 1000 / requests
     result["sys_ms"] = (system_after - system) * 1000 / requests
@@ -105,13 +118,14 @@ def main() -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--workload", choices=["session", "observation"], default="session")
+    parser.add_argument("--postgres", help="a PostgreSQL URL instead of SQLite (new schemas)")
     args = parser.parse_args()
     with worktree(args.rev) as old:
         for connections in args.connections:
             runs: dict[str, list[dict[str, float]]] = {args.rev: [], "checkout": []}
             for pair in range(args.pairs):
                 for name, code in ((args.rev, old), ("checkout", ROOT)):
-                    result = measure(code, connections, args.duration, args.workload)
+                    result = measure(code, connections, args.duration, args.workload, args.postgres)
                     runs[name].append(result)
                     print(f"c{connections} pair {pair} {name}: {result}", flush=True)
             for name, results in runs.items():
