@@ -7,6 +7,7 @@ from service.fhir.errors import fhir_error
 from service.protocol.apply import apply_plan
 from service.protocol.codes import PLAN_DEFINITION_URL
 from service.protocol.conformance import check_care_plan
+from service.protocol.parameters import read_params
 from service.records import find_canonical, load_record, plan_definition_for
 from service.sessions import unprocessable
 from service.store.repository import Tx
@@ -38,7 +39,7 @@ def apply(tx: Tx, plan_definition: Json, subject: str, at: datetime) -> Json:
             400, "invalid", f"subject must be Patient/<id>, not {subject!r}", "subject"
         )
     patient = tx.read("Patient", patient_id).body or {}
-    record = load_record(tx, patient, None, plan_definition, at, earlier_decisions=[])
+    record = load_record(tx, patient, None, read_params(plan_definition), at, earlier_decisions=[])
     applied = apply_plan(plan_definition, _activity_definitions(tx, plan_definition), record, at)
     return applied.care_plan
 

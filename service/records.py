@@ -18,7 +18,7 @@ from service.protocol.codes import CAREPLAN_CS, PLAN_DEFINITION_URL
 from service.protocol.fhirdata import code_in
 from service.protocol.history import carries_state
 from service.protocol.inputs import SESSION_CODE, PatientRecord
-from service.protocol.parameters import lookback_days, read_params
+from service.protocol.parameters import Params, lookback_days
 from service.store.repository import Read, Stored, Tx
 
 Json = dict[str, Any]
@@ -81,13 +81,14 @@ def load_record(
     tx: Tx,
     patient: Json,
     care_plan: Json | None,
-    plan_definition: Json,
+    params: Params,
     at: datetime,
     earlier_decisions: list[Json] | None = None,
 ) -> PatientRecord:
-    """The patient's record as of `at`. `earlier_decisions` overrides the stored ones (replay)."""
+    """The patient's record as of `at`, as far back as the PlanDefinition's `params` look.
+    `earlier_decisions` overrides the stored ones (replay)."""
     patient_ref = f"Patient/{patient['id']}"
-    days = lookback_days(read_params(plan_definition))
+    days = lookback_days(params)
     start = at - timedelta(days=days)
     since, until = format_instant(start), format_instant(at)
     window = (_naive_utc(start), _naive_utc(at))

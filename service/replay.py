@@ -73,7 +73,7 @@ def replay(store: Store, care_plan_id: str, version: str | None = None) -> list[
             session = Session.from_observations(panel, members)
             clock = session_clock(session)
             # The latest replayed decisions carry the plan state; older ones add nothing.
-            record = load_record(tx, patient, care_plan, plan_definition, clock, replayed[-3:])
+            record = load_record(tx, patient, care_plan, params, clock, replayed[-3:])
             decision = decide(plan_definition, record, session, clock)
             replayed.append(build_outputs(decision, params, care_plan).guidance_response)
             key = identifier_key(panel) or f"Observation/{panel['id']}"

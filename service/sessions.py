@@ -172,9 +172,10 @@ def decide_and_store(
     plan_definition = plan_definition or plan_definition_for(tx, plan_body)
     if patient is None:
         patient = tx.read("Patient", _patient_id(plan_body)).body or {}
-    record = load_record(tx, patient, plan_body, plan_definition, at)
+    params = read_params(plan_definition)
+    record = load_record(tx, patient, plan_body, params, at)
     decision = decide(plan_definition, record, session, at)
-    outputs = build_outputs(decision, read_params(plan_definition), plan_body, session_refs or None)
+    outputs = build_outputs(decision, params, plan_body, session_refs or None)
     existing = tx.get("GuidanceResponse", outputs.guidance_response["id"])
     if existing is not None:  # the same evaluation at the same clock: answer as before
         answer = stored_answer(tx, care_plan.id, decision.session_key)
