@@ -293,12 +293,14 @@ class Store:
     def run(self, unit: Callable[["Tx"], T], *, read_only: bool = False) -> T:
         """Run ``unit`` in one transaction, retrying when it lost a race on a unique key."""
         for attempt in range(self.retries):
+            committing = False
             try:
                 with self.engine.connect() as raw:
                     conn = raw.execution_options(read_only=read_only)
                     tx = Tx(conn)
                     with conn.begin():
                         result = unit(tx)
+                        committing = True
                 # Only now is the work durable: side effects such as metrics happen once.
                 for callback in tx.after_commit:
                     callback()
@@ -307,12 +309,18 @@ class Store:
                 if attempt == self.retries - 1:
                     raise _conflict() from None
                 time.sleep(0.005 * (attempt + 1))
-            except OperationalError as exc:
-                if "locked" in str(exc).lower() and attempt < self.retries - 1:
+            except DBAPIError as exc:
+                last = attempt == self.retries - 1
+                # A connection lost before COMMIT was sent (a restarted server, a pooled
+                # connection that idled out): the server rolled the work back, so it runs
+                # again on a new one. Lost during COMMIT, the outcome is unknown: 503.
+                if exc.connection_invalidated and not committing and not last:
+                    continue
+                if isinstance(exc, OperationalError) and "locked" in str(exc).lower() and not last:
                     time.sleep(0.05 * (attempt + 1))
                     continue
                 raise _database_failure(exc) from None
-            except (SATimeoutError, DBAPIError) as exc:
+            except SATimeoutError as exc:
                 raise _database_failure(exc) from None
         raise AssertionError("unreachable")
 

@@ -1,0 +1,64 @@
+"""A pooled PostgreSQL connection whose server process is gone (a database restart, an idle
+timeout, a failover) costs the request nothing: the store finds out at the unit's first
+statement, before anything was committed, and runs the unit again on a new connection."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from service.fhir.errors import FhirError
+from service.store.db import create_db_engine
+from service.store.repository import Store, Tx
+
+
+@pytest.fixture
+def pg_store(postgres_schema_url: str) -> Iterator[Store]:
+    engine = create_db_engine(postgres_schema_url)
+    yield Store(engine)
+    engine.dispose()
+
+
+def _backend_pid(tx: Tx) -> int:
+    return int(tx.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+def _terminate(url: str, pid: int) -> None:
+    admin = sa.create_engine(url)
+    with admin.connect() as connection:
+        assert connection.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+    admin.dispose()
+
+
+def _patient(rid: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": rid}
+
+
+def test_a_unit_on_a_dead_pooled_connection_runs_again_on_a_new_one(
+    pg_store: Store, postgres_schema_url: str
+) -> None:
+    first = pg_store.run(_backend_pid)  # the pool keeps this connection
+    _terminate(postgres_schema_url, first)
+
+    def unit(tx: Tx) -> int:
+        tx.create(_patient("after-restart"), "after-restart")
+        return _backend_pid(tx)
+
+    second = pg_store.run(unit)
+    assert second != first
+    stored = pg_store.run(lambda tx: tx.get("Patient", "after-restart"), read_only=True)
+    assert stored is not None and stored.version == 1  # stored once
+
+
+def test_a_lost_connection_on_every_attempt_is_a_503(
+    pg_store: Store, postgres_schema_url: str
+) -> None:
+    def unit(tx: Tx) -> None:
+        _terminate(postgres_schema_url, _backend_pid(tx))
+        tx.create(_patient("never"), "never")
+
+    with pytest.raises(FhirError) as caught:
+        pg_store.run(unit)
+    assert caught.value.status == 503
+    assert pg_store.run(lambda tx: tx.get("Patient", "never"), read_only=True) is None
