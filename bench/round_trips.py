@@ -5,8 +5,9 @@
 The proxy sits between the store and the server and counts turns: each time the server
 answers after the client has sent something. That is one round trip, however many
 statements went in it (a pipeline sends many). The count includes BEGIN and COMMIT (and, until
-the seventh session, the pool's pre-ping: 14 then, 13 since). On loopback a round trip costs ~0.1 ms; across a network it costs the network's
-latency, so this number is what a remote database multiplies.
+the seventh session, the pool's pre-ping: 14 then, 13 since). On loopback a round trip costs
+~0.1 ms; across a network it costs the network's latency, so this number is what a remote
+database multiplies.
 """
 
 import argparse
