@@ -291,7 +291,8 @@ class Store:
         )
 
     def run(self, unit: Callable[["Tx"], T], *, read_only: bool = False) -> T:
-        """Run ``unit`` in one transaction, retrying when it lost a race on a unique key."""
+        """Run ``unit`` in one transaction, again when it lost a race on a unique key or its
+        connection before COMMIT."""
         for attempt in range(self.retries):
             committing = False
             try:
