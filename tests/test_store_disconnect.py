@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from service.fhir.errors import FhirError
+from service.main import create_app
+from service.settings import Settings
 from service.store.db import create_db_engine
 from service.store.repository import Store, Tx
 
@@ -62,3 +65,15 @@ def test_a_lost_connection_on_every_attempt_is_a_503(
         pg_store.run(unit)
     assert caught.value.status == 503
     assert pg_store.run(lambda tx: tx.get("Patient", "never"), read_only=True) is None
+
+
+def test_readiness_after_a_lost_pooled_connection(postgres_schema_url: str) -> None:
+    """/readyz reports the database, not the pool: a connection that died while idle is
+    replaced, and a server that is back answers ready at the first probe."""
+    settings = Settings(database_url=postgres_schema_url, load_protocol=False)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        store: Store = client.app.state.store  # type: ignore[attr-defined]
+        pooled = store.run(_backend_pid)
+        _terminate(postgres_schema_url, pooled)
+        assert client.get("/readyz").status_code == 200
