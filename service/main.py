@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from service import __version__, enrolment, sessions
 from service.api import capability, docs, health, operations, system
 from service.api.errors import install_error_handlers
-from service.api.rest import resource_router
+from service.api.rest import resource_routers
 from service.hooks import Hooks
 from service.knowledge import load_definitions, shipped_definitions
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
@@ -197,7 +197,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     # Operations first: /fhir/PlanDefinition/$apply must not be read as an id.
     app.include_router(operations.router)
-    app.include_router(resource_router())
+    for router in resource_routers():
+        app.include_router(router)
     docs.install(app)
 
     @app.get("/metrics", include_in_schema=False)

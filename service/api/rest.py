@@ -290,15 +290,14 @@ class TypeRouter(APIRouter):
         return super().matches(scope)
 
 
-def resource_router(types: tuple[str, ...] = RESOURCE_TYPES) -> APIRouter:
-    router = APIRouter(dependencies=[Depends(negotiate)])
-    for resource_type in types:
-        router.include_router(type_router(resource_type))
-    return router
+def resource_routers(types: tuple[str, ...] = RESOURCE_TYPES) -> list[TypeRouter]:
+    """One router per type, each included by the app itself: nesting them in one more router
+    would make FastAPI walk that level too, twice per request."""
+    return [type_router(resource_type) for resource_type in types]
 
 
 def type_router(resource_type: str) -> TypeRouter:
-    router = TypeRouter(resource_type)
+    router = TypeRouter(resource_type, dependencies=[Depends(negotiate)])
     for interaction, method, suffix, factory, status in _INTERACTIONS:
         docs = interaction_docs(interaction, resource_type)
         router.add_api_route(
