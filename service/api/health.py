@@ -3,8 +3,6 @@
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 
 from service.api.errors import outcome_response
 from service.fhir.errors import Issue
@@ -25,10 +23,12 @@ async def healthz() -> Response:
     responses={503: {"description": "Not ready (OperationOutcome)"}},
 )
 async def readyz(request: Request) -> Response:
-    engine = request.app.state.store.engine
+    store = request.app.state.store
     try:
-        _ping(engine)
-        at_head = is_current_enough(engine)
+        # Through Store.run: a pooled connection that died while idle (the pool does not
+        # ping, store/db.py) is replaced there, so the probe reports the database.
+        store.run(lambda tx: tx.conn.execute(sa.text("SELECT 1")), read_only=True)
+        at_head = is_current_enough(store.engine)
     except Exception:  # any driver error means "not ready", never a 500
         return outcome_response(
             503, [Issue("transient", "Database unreachable")], {"Retry-After": "5"}
@@ -36,16 +36,3 @@ async def readyz(request: Request) -> Response:
     if not at_head:
         return outcome_response(503, [Issue("transient", "Database migrations are not at head")])
     return Response(b'{"status":"ready"}', media_type="application/json")
-
-
-def _ping(engine: Engine) -> None:
-    """SELECT 1, once more on a new connection if the pooled one had died while idle (the
-    pool does not ping, store/db.py): the probe reports the database, not a stale socket."""
-    for attempt in range(2):
-        try:
-            with engine.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
-            return
-        except DBAPIError as exc:
-            if attempt or not exc.connection_invalidated:
-                raise
