@@ -79,7 +79,9 @@ def measure_once(store: Store, plan_id: str, bundle: dict, now: datetime) -> flo
     """One decision in a transaction that is rolled back, in ms."""
     with store.engine.connect() as connection, connection.begin() as transaction:
         started = time.perf_counter()
-        sessions.submit_session(Tx(connection), plan_id, bundle, now)
+        tx = Tx(connection)
+        sessions.submit_session(tx, plan_id, bundle, now)
+        tx.flush()  # what Store.run sends before COMMIT
         elapsed = (time.perf_counter() - started) * 1000
         transaction.rollback()
     return elapsed

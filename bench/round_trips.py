@@ -2,19 +2,17 @@
 
     .venv/bin/python bench/round_trips.py [--postgres URL]
 
-The proxy sits between the store and the server and counts turns: each time the server
-answers after the client has sent something. That is one round trip, however many
-statements went in it (a pipeline sends many). The count includes BEGIN and COMMIT (and, until
-the seventh session, the pool's pre-ping: 14 then, 13 since). On loopback a round trip costs
-~0.1 ms; across a network it costs the network's latency, so this number is what a remote
-database multiplies.
+The proxy (tests/support/round_trips.py) reads the client's protocol messages and counts each
+Sync and simple Query: what the client then waits for. That is one round trip, however many
+statements went in it (a pipeline sends many). The count includes BEGIN and COMMIT: 14 until
+the seventh session (with the pool's pre-ping), 13 then, 9 since the eighth (writes deferred
+to the next round trip, the earlier-answer lookup with the record window). On loopback a
+round trip costs ~0.1 ms; across a network it costs the network's latency, so this number is
+what a remote database multiplies. tests/store_perf/test_round_trips.py holds the counts.
 """
 
 import argparse
-import asyncio
-import socket
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,52 +28,7 @@ from service.knowledge import load_definitions, shipped_definitions  # noqa: E40
 from service.store import migrations  # noqa: E402
 from service.store.db import create_db_engine  # noqa: E402
 from service.store.repository import Store  # noqa: E402
-
-
-class TurnCounter:
-    """A TCP proxy to `target` that counts server answers following client sends."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.turns = 0
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-
-    def start(self) -> None:
-        ready = threading.Event()
-        threading.Thread(target=asyncio.run, args=(self._serve(ready),), daemon=True).start()
-        ready.wait()
-
-    async def _serve(self, ready: threading.Event) -> None:
-        server = await asyncio.start_server(self._connection, "127.0.0.1", self.port)
-        ready.set()
-        await server.serve_forever()
-
-    async def _connection(
-        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
-    ) -> None:
-        server_in, server_out = await asyncio.open_connection(*self.target)
-        last = {"sent_by": ""}
-        await asyncio.gather(
-            self._pipe(client_in, server_out, "client", last),
-            self._pipe(server_in, client_out, "server", last),
-        )
-
-    async def _pipe(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        side: str,
-        last: dict[str, str],
-    ) -> None:
-        while data := await reader.read(65536):
-            if side == "server" and last["sent_by"] == "client":
-                self.turns += 1
-            last["sent_by"] = side
-            writer.write(data)
-            await writer.drain()
-        writer.close()
+from tests.support.round_trips import RoundTripCounter  # noqa: E402
 
 
 def main() -> int:
@@ -84,9 +37,9 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=10, help="stored before counting")
     args = parser.parse_args()
     direct = make_url(args.postgres)
-    counter = TurnCounter((direct.host or "127.0.0.1", direct.port or 5432))
+    counter = RoundTripCounter((direct.host or "127.0.0.1", direct.port or 5432))
     counter.start()
-    proxied = direct.set(host="127.0.0.1", port=counter.port).render_as_string(hide_password=False)
+    proxied = counter.url(args.postgres)
     url = postgres_schema(proxied)
     engine = create_db_engine(url)
     migrations.upgrade(engine)
@@ -97,9 +50,11 @@ def main() -> int:
     counts = []
     for k in range(args.sessions, args.sessions + 3):
         bundle = session_at(plan, "p1", k)
-        counter.turns = 0
-        store.run(lambda tx, bd=bundle: sessions.submit_session(tx, plan, bd, datetime.now(UTC)))
-        counts.append(counter.turns)
+        with counter.counting() as counted:
+            store.run(
+                lambda tx, bd=bundle: sessions.submit_session(tx, plan, bd, datetime.now(UTC))
+            )
+        counts.append(counted[0])
     print(f"round trips per session submission: {counts}")
     engine.dispose()
     drop_schema(proxied, url)

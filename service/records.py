@@ -10,7 +10,7 @@ patient with four sessions a day costs what a new patient costs:
 """
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from service.fhir.dates import format_instant
 from service.fhir.errors import fhir_error
@@ -22,6 +22,7 @@ from service.protocol.parameters import Params, lookback_days
 from service.store.repository import Read, Stored, Tx
 
 Json = dict[str, Any]
+T = TypeVar("T")
 _STATE_CODES = ("episode-phase", "extension-program", "red-flag-screen")
 
 
@@ -87,6 +88,26 @@ def load_record(
 ) -> PatientRecord:
     """The patient's record as of `at`, as far back as the PlanDefinition's `params` look.
     `earlier_decisions` overrides the stored ones (replay)."""
+    return _load(tx, patient, care_plan, params, at, earlier_decisions, [])[0]
+
+
+def load_record_and(
+    tx: Tx, patient: Json, care_plan: Json, params: Params, at: datetime, also: Read[T]
+) -> tuple[PatientRecord, T]:
+    """`load_record`, and what the independent read `also` finds, in the same round trip."""
+    record, found = _load(tx, patient, care_plan, params, at, None, [also])
+    return record, found[0]
+
+
+def _load(
+    tx: Tx,
+    patient: Json,
+    care_plan: Json | None,
+    params: Params,
+    at: datetime,
+    earlier_decisions: list[Json] | None,
+    also: list[Read[Any]],
+) -> tuple[PatientRecord, list[Any]]:
     patient_ref = f"Patient/{patient['id']}"
     days = lookback_days(params)
     start = at - timedelta(days=days)
@@ -132,7 +153,8 @@ def load_record(
     if earlier_decisions is None and decisions_scope is not None:
         reads.append(tx.latest_dated_read("GuidanceResponse", *decisions_scope, 3))
     # One round trip for all of them on PostgreSQL.
-    observations, panels, state, conditions, responses, *latest = tx.together(*reads)
+    found = tx.together(*reads, *also)
+    observations, panels, state, conditions, responses, *latest = found[: len(reads)]
     seen = {o["id"] for o in observations}
     observations += panels
     seen |= {o["id"] for o in panels}
@@ -148,7 +170,7 @@ def load_record(
             if decisions_scope is not None
             else []
         )
-    return PatientRecord(
+    record = PatientRecord(
         patient=patient,
         care_plan=care_plan,
         observations=tuple(observations),
@@ -156,6 +178,7 @@ def load_record(
         questionnaire_responses=tuple(responses),
         earlier_decisions=tuple(earlier_decisions),
     )
+    return record, found[len(reads) :]
 
 
 Scope = tuple[str, tuple[datetime, datetime], tuple[str, str]]

@@ -14,7 +14,7 @@ from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.ids import new_resource_id
 from service.observability import record_decision
 from service.protocol.codes import CAREPLAN_CS
-from service.protocol.decide import Decision, decide, session_clock
+from service.protocol.decide import Decision, decide, decision_key, session_clock
 from service.protocol.fhirdata import identifier_key, is_pain_score, is_service_code
 from service.protocol.inputs import SESSION_CODE, Session
 from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
@@ -23,7 +23,7 @@ from service.protocol.session_checks import Problem, check_pain_observation, che
 from service.records import (
     canonical_read,
     known_plan_definition,
-    load_record,
+    load_record_and,
     plan_definition_for,
     protocol_canonical,
 )
@@ -173,11 +173,14 @@ def decide_and_store(
     if patient is None:
         patient = tx.read("Patient", _patient_id(plan_body)).body or {}
     params = read_params(plan_definition)
-    record = load_record(tx, patient, plan_body, params, at)
+    # Decided before (the same evaluation at the same clock)? Asked with the record's reads.
+    answered = resource_id(care_plan.id, decision_key(session, at), "guidance-response")
+    record, existing = load_record_and(
+        tx, patient, plan_body, params, at, tx.get_read("GuidanceResponse", answered)
+    )
     decision = decide(plan_definition, record, session, at)
     outputs = build_outputs(decision, params, plan_body, session_refs or None)
-    existing = tx.get("GuidanceResponse", outputs.guidance_response["id"])
-    if existing is not None:  # the same evaluation at the same clock: answer as before
+    if existing is not None:  # answer as before
         answer = stored_answer(tx, care_plan.id, decision.session_key)
         if answer is not None:
             return decision, answer

@@ -178,6 +178,16 @@ def _fallback(ctx: r.Context) -> _Outcome:
     )
 
 
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def decision_key(session: Session | None, at: datetime) -> str:
+    """What a plan's decision is for: its session, or for an evaluation its clock. The ids of
+    the decision's resources derive from it (outputs.resource_id)."""
+    return session.key if session else f"evaluation|{_aware(at).isoformat()}"
+
+
 def decide(
     plan_definition: dict[str, Any],
     record: PatientRecord,
@@ -186,9 +196,9 @@ def decide(
 ) -> Decision:
     """Decide at clock `at` (for a session: its effectivePeriod end)."""
     params = read_params(plan_definition)
-    clock = at if at.tzinfo else at.replace(tzinfo=UTC)
+    clock = _aware(at)
     care_plan_ref = ref_key(record.care_plan) if record.care_plan else None
-    key = session.key if session else f"evaluation|{clock.isoformat()}"
+    key = decision_key(session, at)
     first_day = local_date(clock - timedelta(days=lookback_days(params)), clock.tzinfo)
     past = earlier(record.earlier_decisions, clock, key)
     stored_state = state_before(past, clock.tzinfo, first_day)

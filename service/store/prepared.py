@@ -186,33 +186,46 @@ class Runner:
         self.conn = conn
         self.dialect = conn.dialect
         self._pipelined = False
+        # PostgreSQL: writes of `pipelined` blocks not sent yet, with the check (if any) of
+        # their rowcount. They go with the next statement whose answer is needed, or `flush`.
+        self._deferred: list[tuple[Prepared, Any, Callable[[int], None] | None]] = []
+        dbapi_connection = conn.connection.dbapi_connection
+        self._can_defer = self.dialect.name != "sqlite" and hasattr(dbapi_connection, "pipeline")
 
     @contextmanager
     def pipelined(self) -> Iterator[None]:
-        """Writes whose results nobody reads, sent without waiting for each (PostgreSQL's
-        pipeline mode): one round trip for the block instead of one per statement, and the
-        server works while Python builds the next statement. Errors surface at the end of the
-        block. Inside it use `write` and `many` only. SQLite runs in-process: a no-op there.
+        """Writes whose results nobody reads (`write`, `many`). On PostgreSQL they are not
+        sent at once but with the next statement whose answer the transaction waits for (a
+        read, a RETURNING insert, `flush` before COMMIT), in one pipeline: no round trip of
+        their own. Their errors (and a failed rowcount check) surface there. SQLite runs
+        in-process: each statement runs at once.
         """
         if self._pipelined:
             yield
             return
         self._pipelined = True  # on SQLite too, so a misuse fails in every test run
         try:
-            dbapi_connection = self.conn.connection.dbapi_connection
-            if self.dialect.name == "sqlite" or not hasattr(dbapi_connection, "pipeline"):
-                yield
-            else:
-                with dbapi_connection.pipeline():
-                    yield
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise self._wrapped(exc, "(pipeline)", (), None) from exc
+            yield
         finally:
             self._pipelined = False
 
-    def write(self, stmt: Any, params: Mapping[str, Any]) -> None:
-        """A statement whose result (rows, rowcount) is not needed."""
-        self.execute(stmt, params)
+    def write(
+        self, stmt: Any, params: Mapping[str, Any], check: Callable[[int], None] | None = None
+    ) -> None:
+        """A statement whose rows are not needed; `check` gets its rowcount once it ran."""
+        if self._pipelined and self._can_defer:
+            p = prepared(stmt, self.dialect, params)
+            if p is not None:
+                self._deferred.append((p, _values(p, params), check))
+                return
+        _, rowcount = self.execute(stmt, params)
+        if check is not None:
+            check(rowcount)
+
+    def flush(self) -> None:
+        """Send the deferred writes now (before COMMIT, or before SQLAlchemy runs a statement)."""
+        if self._deferred:
+            self._send([])
 
     def rows(self, stmt: Any, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """All result rows, as tuples in the statement's column order."""
@@ -222,38 +235,53 @@ class Runner:
     def rows_together(
         self, requests: Sequence[tuple[Any, Mapping[str, Any]]]
     ) -> list[list[tuple[Any, ...]]]:
-        """`rows` of independent reads, sent together on PostgreSQL (pipeline mode: the
-        server gets them all before the first answer is awaited, so one round trip instead
-        of one each); one after the other on SQLite, which runs in-process."""
+        """`rows` of independent reads, sent together with the deferred writes on PostgreSQL
+        (pipeline mode: the server gets them all before the first answer is awaited, so one
+        round trip instead of one each); one after the other on SQLite, which runs in-process."""
         assert not self._pipelined, "rows are not read inside a pipelined block"
         ready = [(prepared(stmt, self.dialect, params), params) for stmt, params in requests]
+        if not self._can_defer or any(p is None for p, _ in ready):
+            self.flush()
+            return [self.execute(stmt, params)[0] for stmt, params in requests]
+        return self._send([(p, _values(p, params)) for p, params in ready])  # type: ignore[misc]
+
+    def _send(self, reads: list[tuple[Prepared, Any]]) -> list[list[tuple[Any, ...]]]:
+        """The deferred writes, then `reads`, in one pipeline: their rows."""
+        deferred, self._deferred = self._deferred, []
         dbapi_connection = self.conn.connection.dbapi_connection
-        if (
-            self.dialect.name == "sqlite"
-            or not hasattr(dbapi_connection, "pipeline")
-            or any(p is None for p, _ in ready)
-        ):
-            return [self.rows(stmt, params) for stmt, params in requests]
+        sent: list[tuple[Prepared, Any, Callable[[int], None] | None]] = []
         cursors: list[tuple[Prepared, Any]] = []
         try:
-            with dbapi_connection.pipeline():
-                for p, params in ready:
-                    assert p is not None
+            with dbapi_connection.pipeline():  # type: ignore[union-attr]
+                for p, values, check in deferred:
+                    cursor = self._cursor(p)
+                    sent.append((p, cursor, check))
+                    cursor.execute(p.sql, values)
+                for p, values in reads:
                     cursor = self._cursor(p)
                     cursors.append((p, cursor))
-                    cursor.execute(p.sql, _values(p, params))
+                    cursor.execute(p.sql, values)
             # The block's end sent the lot and waited once; each cursor holds its rows now
             # (a fetch inside the block would wait for a sync of its own: one more trip).
+            for _, cursor, check in sent:
+                if check is not None:
+                    check(cursor.rowcount)
             return [[_row(p, r) for r in cursor.fetchall()] for p, cursor in cursors]
         except self.dialect.loaded_dbapi.Error as exc:
             raise self._wrapped(exc, "(pipeline)", (), None) from exc
         finally:
+            for _, cursor, _ in sent:
+                cursor.close()
             for _, cursor in cursors:
                 cursor.close()
 
     def execute(self, stmt: Any, params: Mapping[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
         """(rows, rowcount); rows is empty for a statement that returns none."""
         p = prepared(stmt, self.dialect, params)
+        if p is not None and p.results and self._deferred:
+            rows = self._send([(p, _values(p, params))])[0]  # with the deferred writes
+            return rows, len(rows)
+        self.flush()
         if p is None:
             result = self.conn.execute(stmt, dict(params))
             rows = [tuple(r) for r in result] if result.returns_rows else []
@@ -262,8 +290,6 @@ class Runner:
         cursor = self._cursor(p)
         try:
             cursor.execute(p.sql, values)
-            if self._pipelined:  # its result arrives at the end of the block, unread
-                return [], -1
             # p.results, not cursor.description: psycopg builds a Column object per column
             # on every access to description (6% of a PostgreSQL submission).
             raw = cursor.fetchall() if p.results else []
@@ -276,13 +302,9 @@ class Runner:
     def inserted(self, stmt: sa.Insert, rows: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         """INSERT `rows` as multi-row statements of up to _CHUNK rows each (as SQLAlchemy's
         "insertmanyvalues" does): what `stmt` returns for each row, in no particular order."""
-        keys = _insert_keys(stmt, rows[0]) if rows else ()
-        assert keys or not rows, "inserted() takes an INSERT without explicit VALUES"
         returned = []
-        for start in range(0, len(rows), _CHUNK):
-            chunk = rows[start : start + _CHUNK]
-            params = {f"{k}_{i}": row[k] for i, row in enumerate(chunk) for k in keys}
-            returned += self.execute(_multi_row(stmt, keys, len(chunk)), params)[0]
+        for chunk, params in _chunks(stmt, rows):
+            returned += self.execute(chunk, params)[0]
         return returned
 
     def many(self, stmt: Any, rows: list[Mapping[str, Any]]) -> None:
@@ -293,6 +315,15 @@ class Runner:
         """
         if not rows:
             return
+        if self._pipelined and self._can_defer:
+            if not _insert_keys(stmt, rows[0]):
+                for row in rows:
+                    self.write(stmt, row)
+                return
+            for chunk, params in _chunks(stmt, rows):
+                self.write(chunk, params)
+            return
+        self.flush()
         if _insert_keys(stmt, rows[0]) and self.dialect.name != "sqlite":
             self.inserted(stmt, rows)
             return
@@ -331,6 +362,18 @@ class Runner:
             dialect=self.dialect,
             connection_invalidated=lost,
         )
+
+
+def _chunks(
+    stmt: sa.Insert, rows: list[Mapping[str, Any]]
+) -> Iterator[tuple[sa.Insert, dict[str, Any]]]:
+    """`rows` as multi-row INSERTs of up to _CHUNK rows each, with their parameters."""
+    keys = _insert_keys(stmt, rows[0]) if rows else ()
+    assert keys or not rows, "a multi-row INSERT is built from an INSERT without VALUES"
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        params = {f"{k}_{i}": row[k] for i, row in enumerate(chunk) for k in keys}
+        yield _multi_row(stmt, keys, len(chunk)), params
 
 
 def _multi_row(stmt: sa.Insert, keys: tuple[str, ...], count: int) -> sa.Insert:

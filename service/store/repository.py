@@ -301,6 +301,7 @@ class Store:
                     tx = Tx(conn)
                     with conn.begin():
                         result = unit(tx)
+                        tx.flush()
                         committing = True
                 # Only now is the work durable: side effects such as metrics happen once.
                 for callback in tx.after_commit:
@@ -336,6 +337,11 @@ def _start_checkpointer(engine: Engine, interval: float) -> WalCheckpointer | No
     return checkpointer
 
 
+def _one_row_updated(rowcount: int) -> None:
+    if rowcount != 1:
+        raise RetryTransaction()  # someone else wrote in between: decide again from scratch
+
+
 def _conflict() -> FhirError:
     record_db_error("conflict")
     return fhir_error(409, "conflict", "Concurrent update, please retry")
@@ -360,10 +366,21 @@ class Tx:
     """Operations inside one open transaction."""
 
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+        self._conn = conn
         self.sqlite = is_sqlite(conn.engine)
         self.after_commit: list[Callable[[], None]] = []
         self.db = Runner(conn)
+
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection for SQLAlchemy statements, with every deferred write
+        sent first (`Runner.pipelined`), so they see them."""
+        self.db.flush()
+        return self._conn
+
+    def flush(self) -> None:
+        """Send the deferred writes: before COMMIT, which must not go without them."""
+        self.db.flush()
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -566,25 +583,23 @@ class Tx:
         now = max(utc_now().replace(tzinfo=None), current.last_updated)
         version = current.version + 1
         final = _with_meta(body, current.id, version, now) if body is not None else None
-        _, rowcount = self.db.execute(
-            _UPDATE,
-            {
-                "seq_": current.seq,
-                "read_": current.version,
-                "version_": version,
-                "last_updated_": now,
-                "deleted_": body is None,
-                "body_": final,
-            },
-        )
-        if rowcount != 1:
-            raise RetryTransaction()  # someone else wrote in between: decide again from scratch
         history = _history_params(current.type, current.id, version, now, method, final)
         rows = index_rows(final) if final is not None else None
         same_rows = (
             rows is not None and current.body is not None and rows == index_rows(current.body)
         )
+        update = {
+            "seq_": current.seq,
+            "read_": current.version,
+            "version_": version,
+            "last_updated_": now,
+            "deleted_": body is None,
+            "body_": final,
+        }
         with self.db.pipelined():
+            # On PostgreSQL the UPDATE waits for the next round trip like the rest, so its
+            # check does too: a version changed since `current` was read retries the unit.
+            self.db.write(_UPDATE, update, check=_one_row_updated)
             if self.sqlite:
                 self.db.write(_HISTORY, history)
                 # The previous version's criteria key, and its index rows unless they stay.

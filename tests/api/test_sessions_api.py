@@ -97,6 +97,25 @@ def test_rising_session_holds_back_with_retry_window(client, plan_id):
     assert "R11" in decision_codes(evaluated.json())
 
 
+def test_evaluating_again_at_the_same_clock_answers_as_before(client, app, plan_id):
+    submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    at = {"name": "at", "valueDateTime": day(2).isoformat().replace("+00:00", "Z")}
+    request = {"resourceType": "Parameters", "parameter": [at]}
+    first = client.post(f"/fhir/CarePlan/{plan_id}/$evaluate", json=request)
+    assert first.status_code == 200, first.text
+    before = store_snapshot(app)
+    again = client.post(f"/fhir/CarePlan/{plan_id}/$evaluate", json=request)
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert store_snapshot(app) == before
+    later = {**at, "valueDateTime": day(3).isoformat().replace("+00:00", "Z")}
+    third = client.post(
+        f"/fhir/CarePlan/{plan_id}/$evaluate",
+        json={"resourceType": "Parameters", "parameter": [later]},
+    )
+    assert part(third.json(), "decision")["id"] != part(first.json(), "decision")["id"]
+
+
 @pytest.mark.parametrize(
     ("mutate", "expression"),
     [

@@ -14,6 +14,7 @@ from service.store import prepared
 from service.store import query as q
 from service.store.db import create_db_engine
 from service.store.prepared import Runner
+from service.store.repository import Tx
 from service.store.tables import idx_token, resource
 
 WHEN = datetime(2024, 5, 6, 7, 8, 9, 123456)
@@ -174,14 +175,36 @@ def test_pipelined_writes_are_all_stored(connection: sa.Connection) -> None:
     assert sorted(codes) == [("a",), ("b",)]
 
 
-def test_a_pipelined_error_is_a_sqlalchemy_exception(connection: sa.Connection) -> None:
-    """On PostgreSQL the error arrives at the end of the block; Store.run must still see the
-    IntegrityError it retries on."""
+def test_a_deferred_error_is_a_sqlalchemy_exception(connection: sa.Connection) -> None:
+    """On PostgreSQL a pipelined write goes with the next statement that waits (here the
+    flush before COMMIT); its error must still be the IntegrityError Store.run retries on."""
     runner = Runner(connection)
     runner.execute(_INSERT, _row("taken"))
-    with pytest.raises(IntegrityError), connection.begin_nested(), runner.pipelined():
-        runner.write(_INSERT, _row("taken"))
+    with pytest.raises(IntegrityError), connection.begin_nested():
+        with runner.pipelined():
+            runner.write(_INSERT, _row("taken"))
+        runner.flush()
     assert not runner._pipelined
+
+
+def test_a_rowcount_check_gets_the_rowcount_once_the_write_ran(connection: sa.Connection) -> None:
+    runner = Runner(connection)
+    runner.execute(_INSERT, _row("one"))
+    counts: list[int] = []
+    with runner.pipelined():
+        runner.write(_RENAME, {"old_": "one", "new_": "uno"}, check=counts.append)
+        runner.write(_RENAME, {"old_": "none", "new_": "nada"}, check=counts.append)
+    found = runner.rows(_BY_TYPE_ID, {"type_": "Basic", "id_": "uno"})  # PostgreSQL: sent now
+    assert counts == [1, 0]
+    assert found[0][2] == "uno"
+
+
+def test_sqlalchemy_statements_of_a_tx_see_its_deferred_writes(connection: sa.Connection) -> None:
+    tx = Tx(connection)
+    with tx.db.pipelined():
+        tx.db.write(_INSERT, _row("deferred"))
+    count = sa.select(sa.func.count()).select_from(resource).where(resource.c.res_id == "deferred")
+    assert tx.conn.execute(count).scalar_one() == 1
 
 
 def test_rows_are_not_read_inside_a_pipelined_block(connection: sa.Connection) -> None:
