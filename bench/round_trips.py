@@ -4,11 +4,12 @@
 
 The proxy (tests/support/round_trips.py) reads the client's protocol messages and counts each
 Sync and simple Query: what the client then waits for. That is one round trip, however many
-statements went in it (a pipeline sends many). The count includes BEGIN and COMMIT: 14 until
-the seventh session (with the pool's pre-ping), 13 then, 9 since the eighth (writes deferred
-to the next round trip, the earlier-answer lookup with the record window). On loopback a
-round trip costs ~0.1 ms; across a network it costs the network's latency, so this number is
-what a remote database multiplies. tests/store_perf/test_round_trips.py holds the counts.
+statements went in it (a pipeline sends many). BEGIN and COMMIT count when they travel alone:
+21 in the fourth session, 14 until the seventh (with the pool's pre-ping), 13 then, 7 since the
+eighth (writes deferred to the next round trip, BEGIN with the first statement and COMMIT with
+the last writes, the earlier-answer lookup with the record window). On loopback a round trip
+costs ~0.1 ms; across a network it costs the network's latency, so this number is what a
+remote database multiplies. tests/store_perf/test_round_trips.py holds the counts.
 """
 
 import argparse

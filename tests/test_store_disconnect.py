@@ -5,6 +5,7 @@ statement, before anything was committed, and runs the unit again on a new conne
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -77,3 +78,38 @@ def test_readiness_after_a_lost_pooled_connection(postgres_schema_url: str) -> N
         pooled = store.run(_backend_pid)
         _terminate(postgres_schema_url, pooled)
         assert client.get("/readyz").status_code == 200
+
+
+def test_a_connection_lost_with_the_commit_is_a_503_not_a_second_run(
+    pg_store: Store, postgres_schema_url: str
+) -> None:
+    """The last writes travel with COMMIT: lost on the way, the outcome is unknown, so the
+    unit is not run again (it might have been stored) and the client is told so."""
+    runs = []
+
+    def unit(tx: Tx) -> None:
+        runs.append(1)
+        pid = _backend_pid(tx)
+        tx.create(_patient("maybe"), "maybe")  # its history and index rows wait for COMMIT
+        _terminate(postgres_schema_url, pid)
+
+    with pytest.raises(FhirError) as caught:
+        pg_store.run(unit)
+    assert caught.value.status == 503
+    assert len(runs) == 1
+
+
+def test_a_failed_unit_leaves_nothing_and_no_open_transaction(pg_store: Store) -> None:
+    def unit(tx: Tx) -> None:
+        tx.create(_patient("undone"), "undone")
+        tx.get("Patient", "undone")  # sends the create's deferred writes
+        raise ValueError("the unit fails after writing")
+
+    with pytest.raises(ValueError, match="after writing"):
+        pg_store.run(unit)
+    assert pg_store.run(lambda tx: tx.get("Patient", "undone"), read_only=True) is None
+    with pg_store.engine.connect() as connection:  # the pool's only connection
+        status = connection.connection.dbapi_connection.info.transaction_status  # type: ignore[union-attr]
+        assert status == psycopg.pq.TransactionStatus.IDLE
+        count = "SELECT count(*) FROM resource_history WHERE res_id = 'undone'"
+        assert connection.execute(sa.text(count)).scalar() == 0

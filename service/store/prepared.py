@@ -179,18 +179,32 @@ def _row(p: Prepared, raw: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
-class Runner:
-    """Runs statements inside a `Connection`'s open transaction, on its DB-API connection."""
+_BEGIN = Prepared("BEGIN", (), True, (), native=True)
+_COMMIT = Prepared("COMMIT", (), True, (), native=True)
+Deferred = tuple[Prepared, Any, Callable[[int], None] | None]
 
-    def __init__(self, conn: Connection) -> None:
+
+class Runner:
+    """Runs statements inside a `Connection`'s open transaction, on its DB-API connection.
+
+    With `begin` (PostgreSQL, a connection in autocommit mode) the runner opens and ends the
+    transaction itself: BEGIN goes with the first statement sent and COMMIT with the last
+    writes (`commit`), where psycopg would wait for each on its own (two round trips).
+    """
+
+    def __init__(self, conn: Connection, *, begin: bool = False) -> None:
         self.conn = conn
         self.dialect = conn.dialect
         self._pipelined = False
         # PostgreSQL: writes of `pipelined` blocks not sent yet, with the check (if any) of
         # their rowcount. They go with the next statement whose answer is needed, or `flush`.
-        self._deferred: list[tuple[Prepared, Any, Callable[[int], None] | None]] = []
+        self._deferred: list[Deferred] = []
         dbapi_connection = conn.connection.dbapi_connection
         self._can_defer = self.dialect.name != "sqlite" and hasattr(dbapi_connection, "pipeline")
+        self._begin = begin and self._can_defer
+        self.in_transaction = False  # BEGIN sent, COMMIT not yet
+        if self._begin:
+            self._deferred.append((_BEGIN, (), None))
 
     @contextmanager
     def pipelined(self) -> Iterator[None]:
@@ -227,6 +241,17 @@ class Runner:
         if self._deferred:
             self._send([])
 
+    def commit(self) -> None:
+        """With `begin`: the deferred writes and COMMIT, in one round trip (none for a unit
+        that sent nothing). Without: the deferred writes; the caller commits."""
+        if not self._begin:
+            self.flush()
+        elif self.in_transaction or len(self._deferred) > 1:
+            self._deferred.append((_COMMIT, (), None))
+            self._send([])
+            self.in_transaction = False
+        self._deferred.clear()
+
     def rows(self, stmt: Any, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """All result rows, as tuples in the statement's column order."""
         assert not self._pipelined, "rows are not read inside a pipelined block"
@@ -243,10 +268,11 @@ class Runner:
         if not self._can_defer or any(p is None for p, _ in ready):
             self.flush()
             return [self.execute(stmt, params)[0] for stmt, params in requests]
-        return self._send([(p, _values(p, params)) for p, params in ready])  # type: ignore[misc]
+        found = self._send([(p, _values(p, params)) for p, params in ready])  # type: ignore[misc]
+        return [rows for rows, _ in found]
 
-    def _send(self, reads: list[tuple[Prepared, Any]]) -> list[list[tuple[Any, ...]]]:
-        """The deferred writes, then `reads`, in one pipeline: their rows."""
+    def _send(self, reads: list[tuple[Prepared, Any]]) -> list[tuple[list[tuple[Any, ...]], int]]:
+        """The deferred writes, then `reads`, in one pipeline: the reads' rows and rowcounts."""
         deferred, self._deferred = self._deferred, []
         dbapi_connection = self.conn.connection.dbapi_connection
         sent: list[tuple[Prepared, Any, Callable[[int], None] | None]] = []
@@ -257,6 +283,8 @@ class Runner:
                     cursor = self._cursor(p)
                     sent.append((p, cursor, check))
                     cursor.execute(p.sql, values)
+                    if p is _BEGIN:
+                        self.in_transaction = True
                 for p, values in reads:
                     cursor = self._cursor(p)
                     cursors.append((p, cursor))
@@ -266,7 +294,10 @@ class Runner:
             for _, cursor, check in sent:
                 if check is not None:
                     check(cursor.rowcount)
-            return [[_row(p, r) for r in cursor.fetchall()] for p, cursor in cursors]
+            return [
+                ([_row(p, r) for r in cursor.fetchall()] if p.results else [], cursor.rowcount)
+                for p, cursor in cursors
+            ]
         except self.dialect.loaded_dbapi.Error as exc:
             raise self._wrapped(exc, "(pipeline)", (), None) from exc
         finally:
@@ -278,9 +309,8 @@ class Runner:
     def execute(self, stmt: Any, params: Mapping[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
         """(rows, rowcount); rows is empty for a statement that returns none."""
         p = prepared(stmt, self.dialect, params)
-        if p is not None and p.results and self._deferred:
-            rows = self._send([(p, _values(p, params))])[0]  # with the deferred writes
-            return rows, len(rows)
+        if p is not None and self._deferred:
+            return self._send([(p, _values(p, params))])[0]  # with the deferred writes
         self.flush()
         if p is None:
             result = self.conn.execute(stmt, dict(params))

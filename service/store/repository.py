@@ -297,12 +297,24 @@ class Store:
             committing = False
             try:
                 with self.engine.connect() as raw:
-                    conn = raw.execution_options(read_only=read_only)
-                    tx = Tx(conn)
-                    with conn.begin():
+                    if self.sqlite:
+                        conn = raw.execution_options(read_only=read_only)
+                        tx = Tx(conn)
+                        with conn.begin():
+                            result = unit(tx)
+                            tx.flush()
+                            committing = True
+                    else:
+                        # BEGIN goes with the unit's first statement and COMMIT with its last
+                        # writes (prepared.Runner), a round trip each saved. A read-only unit
+                        # has neither: in autocommit each statement sees what was committed
+                        # before it, as under READ COMMITTED in a transaction. After a failure
+                        # the pool's reset-on-return rolls back what is open.
+                        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+                        tx = Tx(conn, begin=not read_only)
                         result = unit(tx)
-                        tx.flush()
                         committing = True
+                        tx.commit()
                 # Only now is the work durable: side effects such as metrics happen once.
                 for callback in tx.after_commit:
                     callback()
@@ -365,11 +377,11 @@ def _database_failure(exc: Exception) -> Exception:
 class Tx:
     """Operations inside one open transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, begin: bool = False) -> None:
         self._conn = conn
         self.sqlite = is_sqlite(conn.engine)
         self.after_commit: list[Callable[[], None]] = []
-        self.db = Runner(conn)
+        self.db = Runner(conn, begin=begin)
 
     @property
     def conn(self) -> Connection:
@@ -381,6 +393,10 @@ class Tx:
     def flush(self) -> None:
         """Send the deferred writes: before COMMIT, which must not go without them."""
         self.db.flush()
+
+    def commit(self) -> None:
+        """Opened with `begin`: the deferred writes and COMMIT (see prepared.Runner)."""
+        self.db.commit()
 
     # --- reads -----------------------------------------------------------------------------
 
