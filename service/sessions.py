@@ -141,9 +141,10 @@ def stored_answer(tx: Tx, care_plan_id: str, session_key: str) -> Json | None:
 
 def _persist(tx: Tx, outputs: DecisionOutputs, care_plan: Stored) -> Json:
     """Write the decision's resources and answer with what was stored (ids, meta)."""
-    written = tx.create_many([(r, r["id"]) for r in [outputs.guidance_response, *outputs.created]])
     # Optimistic on the version read at the start: a concurrent change makes the unit retry.
+    # First, so that on PostgreSQL its check rides with the creates' INSERT, not alone.
     updated = tx.replace(care_plan, outputs.care_plan)
+    written = tx.create_many([(r, r["id"]) for r in [outputs.guidance_response, *outputs.created]])
     bodies = [w.body or {} for w in written]
     return parameters(bodies[0], updated.body or {}, bodies[1:])
 

@@ -243,10 +243,17 @@ class Runner:
 
     def commit(self) -> None:
         """With `begin`: the deferred writes and COMMIT, in one round trip (none for a unit
-        that sent nothing). Without: the deferred writes; the caller commits."""
+        that sent nothing). Without: the deferred writes; the caller commits.
+
+        A write with a rowcount check goes before COMMIT on a round trip of its own: the check
+        runs when the answer arrives, and a COMMIT sent along would not wait for its verdict.
+        """
         if not self._begin:
             self.flush()
-        elif self.in_transaction or len(self._deferred) > 1:
+            return
+        if any(check is not None for _, _, check in self._deferred):
+            self.flush()
+        if self.in_transaction or len(self._deferred) > 1:
             self._deferred.append((_COMMIT, (), None))
             self._send([])
             self.in_transaction = False

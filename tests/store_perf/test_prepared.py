@@ -279,3 +279,28 @@ def test_an_error_in_reads_together_is_a_sqlalchemy_exception(
     first = (_BY_TYPE_ID, {"type_": "Basic", "id_": "a"})
     with pytest.raises(sa.exc.DBAPIError):
         runner.rows_together([first, (bad, {"n_": value})])
+
+
+@pytest.mark.postgres
+def test_commit_waits_for_a_rowcount_check_before_committing(postgres_schema_url: str) -> None:
+    """A Runner that opens its own transaction sends COMMIT with its last writes, but not
+    with a write whose rowcount is checked: that verdict comes first."""
+
+    def exactly_one(rowcount: int) -> None:
+        if rowcount != 1:
+            raise LookupError("the row changed in between")
+
+    engine = create_db_engine(postgres_schema_url)
+    try:
+        with engine.connect() as raw:
+            runner = Runner(raw.execution_options(isolation_level="AUTOCOMMIT"), begin=True)
+            with runner.pipelined():
+                runner.write(_INSERT, _row("must-not-stay"))
+                runner.write(_RENAME, {"old_": "nobody", "new_": "x"}, check=exactly_one)
+            with pytest.raises(LookupError):
+                runner.commit()
+        with engine.connect() as connection:
+            found = connection.execute(_BY_TYPE_ID, {"type_": "Basic", "id_": "must-not-stay"})
+            assert found.first() is None
+    finally:
+        engine.dispose()
