@@ -202,7 +202,7 @@ class Runner:
         dbapi_connection = conn.connection.dbapi_connection
         self._can_defer = self.dialect.name != "sqlite" and hasattr(dbapi_connection, "pipeline")
         self._begin = begin and self._can_defer
-        self.in_transaction = False  # BEGIN sent, COMMIT not yet
+        self._in_transaction = False  # BEGIN sent, COMMIT not yet
         if self._begin:
             self._deferred.append((_BEGIN, (), None))
 
@@ -253,10 +253,10 @@ class Runner:
             return
         if any(check is not None for _, _, check in self._deferred):
             self.flush()
-        if self.in_transaction or len(self._deferred) > 1:
+        if self._in_transaction or len(self._deferred) > 1:
             self._deferred.append((_COMMIT, (), None))
             self._send([])
-            self.in_transaction = False
+            self._in_transaction = False
         self._deferred.clear()
 
     def rows(self, stmt: Any, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -291,7 +291,7 @@ class Runner:
                     sent.append((p, cursor, check))
                     cursor.execute(p.sql, values)
                     if p is _BEGIN:
-                        self.in_transaction = True
+                        self._in_transaction = True
                 for p, values in reads:
                     cursor = self._cursor(p)
                     cursors.append((p, cursor))
