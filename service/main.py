@@ -42,7 +42,9 @@ def _one_line(value: object) -> str:
 def connect_database(settings: Settings) -> Engine:
     """An engine for ``CAREPLAN_DATABASE_URL`` whose database answered ``SELECT 1``."""
     try:
-        engine = create_db_engine(settings.database_url)
+        engine = create_db_engine(
+            settings.database_url, settings.db_pool_size, settings.db_max_overflow
+        )
     except (sa.exc.ArgumentError, ImportError, OSError) as exc:
         # Bad scheme or unparsable URL (ArgumentError, incl. NoSuchModuleError), a missing
         # driver (ImportError), a SQLite directory that cannot be created (OSError).

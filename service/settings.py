@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     db_connect_backoff_seconds: float = Field(
         1.0, ge=0, description="Delay between start-up database retries."
     )
+    db_pool_size: int = Field(
+        10, ge=1, description="PostgreSQL connections each worker process keeps open."
+    )
+    db_max_overflow: int = Field(
+        20,
+        ge=0,
+        description="PostgreSQL connections a worker may open beyond the pool under load "
+        "(closed when idle again).",
+    )
     log_level: str = Field("INFO", description="Python log level name.")
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="How long in-flight requests may run after SIGTERM."

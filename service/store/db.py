@@ -15,7 +15,9 @@ def _json_serializer(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """`pool_size` and `max_overflow` bound PostgreSQL connections per process (SQLite has
+    one file and no server to spare)."""
     parsed = make_url(url)
     common: dict[str, Any] = {
         "json_serializer": _json_serializer,
@@ -33,7 +35,7 @@ def create_db_engine(url: str) -> Engine:
     # No pre-ping: it cost a round trip per transaction (1 of a submission's 14). A pooled
     # connection found dead at a unit's first statement is replaced and the unit run again
     # (Store.run), before anything was committed.
-    return sa.create_engine(url, pool_size=10, max_overflow=20, **common)
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=max_overflow, **common)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -169,6 +169,21 @@ def test_configmap_holds_no_secret() -> None:
     assert data["CAREPLAN_WORKERS"] == "1", "one worker per pod: one metrics registry each"
 
 
+@pytest.mark.parametrize("overlay", [BASE, *OVERLAYS], ids=lambda p: p.name)
+def test_connections_at_max_replicas_fit_a_default_postgresql(overlay: Path) -> None:
+    """Every pod at the HPA's ceiling, each with its pool and overflow full, stays under
+    PostgreSQL's default max_connections (100), leaving 10 for the Job and an operator."""
+    data = dict(_one("ConfigMap")["data"])
+    hpa = _one("HorizontalPodAutoscaler")
+    if overlay != BASE:
+        for doc in _load_all(overlay / "configmap.yaml"):
+            data.update(doc.get("data") or {})
+        if (overlay / "hpa.yaml").exists():
+            hpa = _load_all(overlay / "hpa.yaml")[0]
+    per_pod = int(data["CAREPLAN_DB_POOL_SIZE"]) + int(data["CAREPLAN_DB_MAX_OVERFLOW"])
+    assert hpa["spec"]["maxReplicas"] * per_pod <= 90
+
+
 def test_secret_is_a_documented_placeholder() -> None:
     secret = _one("Secret")
     url = secret["stringData"]["CAREPLAN_DATABASE_URL"]
