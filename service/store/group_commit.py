@@ -183,8 +183,6 @@ def unit_attempt(make_tx: Callable[[Connection], Any], unit: Callable[[Any], T])
 
     def attempt(connection: Connection) -> tuple[T, list[Callable[[], None]]]:
         tx = make_tx(connection)
-        result = unit(tx)
-        tx.flush()  # its deferred writes, before the batch's COMMIT
-        return result, tx.after_commit
+        return unit(tx), tx.after_commit
 
     return attempt

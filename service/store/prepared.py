@@ -212,7 +212,7 @@ class Runner:
         sent at once but with the next statement whose answer the transaction waits for (a
         read, a RETURNING insert, `flush` before COMMIT), in one pipeline: no round trip of
         their own. Their errors (and a failed rowcount check) surface there. SQLite runs
-        in-process: each statement runs at once.
+        in-process: each statement runs at once, so nothing ever waits there.
         """
         if self._pipelined:
             yield
@@ -273,7 +273,6 @@ class Runner:
         assert not self._pipelined, "rows are not read inside a pipelined block"
         ready = [(prepared(stmt, self.dialect, params), params) for stmt, params in requests]
         if not self._can_defer or any(p is None for p, _ in ready):
-            self.flush()
             return [self.execute(stmt, params)[0] for stmt, params in requests]
         found = self._send([(p, _values(p, params)) for p, params in ready])  # type: ignore[misc]
         return [rows for rows, _ in found]

@@ -300,9 +300,8 @@ class Store:
                     if self.sqlite:
                         conn = raw.execution_options(read_only=read_only)
                         tx = Tx(conn)
-                        with conn.begin():
+                        with conn.begin():  # SQLite: no write waits (prepared.Runner)
                             result = unit(tx)
-                            tx.flush()
                             committing = True
                     else:
                         # BEGIN goes with the unit's first statement and COMMIT with its last
