@@ -6,7 +6,9 @@ DESIGN §9: plain Observation create, durable, >= 1.0x a peer doing the same wor
 (Medplum's @medplum/fhir-router + @medplum/core validation, bench/medplum/server.mjs). Each server
 is its own process on loopback (one uvicorn worker; one Node process); wrk drives it at 1 and 8
 connections with bench/observation.lua (one pain-score Observation per request; any non-201
-fails the run). Needs wrk, node >= 20 and `npm ci` in bench/medplum (run here if it is missing).
+fails the run). Last comes the durable floor (bench/durable_floor.py: parse, keep the body in
+one SQLite row, answer), which shows what keeping a create on disk costs at all. Needs wrk,
+node >= 20 and `npm ci` in bench/medplum (run here if it is missing).
 """
 
 import argparse
@@ -128,11 +130,15 @@ def main() -> int:
                 drive(name, url, args.duration, results)
         with medplum() as url:
             drive("medplum", url, args.duration, results)
+        # The least a durable server does, for scale (bench/durable_floor.py).
+        floor_env = {"FLOOR_DB": str(tmp / "floor.db")}
+        with server("bench.durable_floor:app", floor_env, factory=False) as url:
+            drive("durable_floor", url, args.duration, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if "postgres" in backends:
             drop_schema(args.postgres, backends["postgres"])
-    for name in backends:
+    for name in [*backends, "durable_floor"]:
         for connections in (1, 8):
             ours, peer = results[f"{name}_c{connections}"], results[f"medplum_c{connections}"]
             ours["vs_medplum"] = round(ours["rps"] / peer["rps"], 3)
