@@ -10,7 +10,7 @@ patient with four sessions a day costs what a new patient costs:
 """
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from service.fhir.dates import format_instant
 from service.fhir.errors import fhir_error
@@ -22,11 +22,10 @@ from service.protocol.parameters import Params, lookback_days
 from service.store.repository import Read, Stored, Tx
 
 Json = dict[str, Any]
-T = TypeVar("T")
 _STATE_CODES = ("episode-phase", "extension-program", "red-flag-screen")
 
 
-def _naive_utc(moment: datetime) -> datetime:
+def naive_utc(moment: datetime) -> datetime:
     """How the date index holds instants."""
     return moment.astimezone(UTC).replace(tzinfo=None)
 
@@ -92,11 +91,10 @@ def load_record(
 
 
 def load_record_and(
-    tx: Tx, patient: Json, care_plan: Json, params: Params, at: datetime, also: Read[T]
-) -> tuple[PatientRecord, T]:
-    """`load_record`, and what the independent read `also` finds, in the same round trip."""
-    record, found = _load(tx, patient, care_plan, params, at, None, [also])
-    return record, found[0]
+    tx: Tx, patient: Json, care_plan: Json, params: Params, at: datetime, *also: Read[Any]
+) -> tuple[PatientRecord, list[Any]]:
+    """`load_record`, and what the independent reads `also` find, in the same round trip."""
+    return _load(tx, patient, care_plan, params, at, None, list(also))
 
 
 def _load(
@@ -112,7 +110,7 @@ def _load(
     days = lookback_days(params)
     start = at - timedelta(days=days)
     since, until = format_instant(start), format_instant(at)
-    window = (_naive_utc(start), _naive_utc(at))
+    window = (naive_utc(start), naive_utc(at))
     # The day's session panels: the session's own local day starts less than a day before
     # its clock.
     day_start = format_instant(at - timedelta(days=1))
@@ -190,7 +188,7 @@ def _decisions_scope(
     """Where the plan's decisions of the window are: (patient, window, result reference)."""
     if care_plan is None or "id" not in care_plan:
         return None
-    until = _naive_utc(at)
+    until = naive_utc(at)
     return (
         patient_ref,
         (until - timedelta(days=days), until),

@@ -6,24 +6,27 @@ Every output id is derived from (CarePlan, session identifier), so a resubmitted
 finds its earlier answer instead of deciding twice.
 """
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from service.fhir.dates import parse_range
+from service.fhir.dates import MAX_DT, parse_range
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.ids import new_resource_id
 from service.observability import record_decision
+from service.protocol.activities import activity_level
 from service.protocol.codes import CAREPLAN_CS
 from service.protocol.decide import Decision, decide, decision_key, session_clock
 from service.protocol.fhirdata import identifier_key, is_pain_score, is_service_code
 from service.protocol.inputs import SESSION_CODE, Session
 from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
-from service.protocol.parameters import read_params
+from service.protocol.parameters import Params, read_params
 from service.protocol.session_checks import Problem, check_pain_observation, check_session
 from service.records import (
     canonical_read,
     known_plan_definition,
     load_record_and,
+    naive_utc,
     plan_definition_for,
     protocol_canonical,
 )
@@ -31,6 +34,8 @@ from service.store.repository import Read, Stored, Tx, live
 
 Json = dict[str, Any]
 _STOPPED_PLAN = {"revoked", "completed", "entered-in-error"}
+_OFFSET = re.compile(r"(?P<sign>[+-])(?P<h>\d{2}):(?P<m>\d{2})$")
+_GOING = {"not-started", "scheduled", "in-progress", "on-hold"}  # activity.detail.status
 
 
 def unprocessable(problems: list[Problem]) -> FhirError:
@@ -55,14 +60,43 @@ def _session_from(body: Json) -> Session:
         raise fhir_error(422, "business-rule", f"Not a usable session: {exc}") from None
 
 
-def _check_plan_open(care_plan: Json) -> None:
-    if care_plan.get("status") in _STOPPED_PLAN:
+def _check_plan_open(care_plan: Json, params: Params) -> None:
+    """422 unless the plan takes sessions: not ended, not paused by a clinician, and not
+    stopped by a stop-and-refer that no clinician has resumed yet."""
+    status = care_plan.get("status")
+    if status in _STOPPED_PLAN or status == "on-hold":
+        why = "put on hold by a clinician" if status == "on-hold" else status
         raise fhir_error(
             422,
             "business-rule",
-            f"CarePlan/{care_plan['id']} is {care_plan['status']}: sessions are not accepted",
+            f"CarePlan/{care_plan['id']} is {why}: sessions are not accepted",
             "CarePlan.status",
         )
+    stopped = _stopped_flexion(care_plan, params)
+    if stopped is not None:
+        raise fhir_error(
+            422,
+            "business-rule",
+            f"CarePlan/{care_plan['id']} is stopped for clinician review: sessions are not "
+            "accepted until a clinician resumes it (sets the flexion activity back to "
+            "in-progress)",
+            f"CarePlan.activity[{stopped}].detail.status",
+        )
+
+
+def _stopped_flexion(care_plan: Json, params: Params) -> int | None:
+    """The index of the stopped flexion activity when no flexion activity is still going."""
+    stopped = None
+    for i, activity in enumerate(care_plan.get("activity", [])):
+        where = activity_level(activity, params.levels)
+        if where is None or where[1] != "flexion":
+            continue
+        status = (activity.get("detail") or {}).get("status")
+        if status in _GOING:
+            return None
+        if status == "stopped":
+            stopped = i
+    return stopped
 
 
 def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, list[str]]:
@@ -139,11 +173,40 @@ def stored_answer(tx: Tx, care_plan_id: str, session_key: str) -> Json | None:
     return parameters(gr.body, care_plan, [*created, provenance.body])
 
 
+def _latest_decision_read(
+    tx: Tx, care_plan_id: str, patient_id: str, at: datetime
+) -> Read[list[Stored]]:
+    """The plan's newest decision dated after `at` (by its date index: the same second too)."""
+    after = naive_utc(at) + timedelta(microseconds=1)
+    return tx.latest_dated_read(
+        "GuidanceResponse",
+        f"Patient/{patient_id}",
+        (after, MAX_DT),
+        ("result", f"CarePlan/{care_plan_id}"),
+        1,
+    )
+
+
+def _later_clock(found: list[Stored], at: datetime) -> datetime | None:
+    """The clock of the decision `_latest_decision_read` found, if it is later than `at`."""
+    for stored in found:
+        body = stored.body or {}
+        text = body.get("occurrenceDateTime")
+        if body.get("status") == "entered-in-error" or not isinstance(text, str):
+            continue
+        clock = datetime.fromisoformat(text)
+        if clock > (at if at.tzinfo else at.replace(tzinfo=UTC)):
+            return clock
+    return None
+
+
 def _persist(tx: Tx, outputs: DecisionOutputs, care_plan: Stored) -> Json:
     """Write the decision's resources and answer with what was stored (ids, meta)."""
     # Optimistic on the version read at the start: a concurrent change makes the unit retry.
     # First, so that on PostgreSQL its check rides with the creates' INSERT, not alone.
-    updated = tx.replace(care_plan, outputs.care_plan)
+    # A decision that leaves the plan as it is (data-required, a late session) adds no version.
+    unchanged = outputs.care_plan == care_plan.body
+    updated = care_plan if unchanged else tx.replace(care_plan, outputs.care_plan)
     written = tx.create_many([(r, r["id"]) for r in [outputs.guidance_response, *outputs.created]])
     bodies = [w.body or {} for w in written]
     return parameters(bodies[0], updated.body or {}, bodies[1:])
@@ -174,13 +237,21 @@ def decide_and_store(
     if patient is None:
         patient = tx.read("Patient", _patient_id(plan_body)).body or {}
     params = read_params(plan_definition)
-    # Decided before (the same evaluation at the same clock)? Asked with the record's reads.
+    # Decided before (the same evaluation at the same clock)? And has the plan a decision
+    # later than this clock? Both asked with the record's reads.
     answered = resource_id(care_plan.id, decision_key(session, at), "guidance-response")
-    record, existing = load_record_and(
-        tx, patient, plan_body, params, at, tx.get_read("GuidanceResponse", answered)
+    record, (existing, latest) = load_record_and(
+        tx,
+        patient,
+        plan_body,
+        params,
+        at,
+        tx.get_read("GuidanceResponse", answered),
+        _latest_decision_read(tx, care_plan.id, str(patient.get("id")), at),
     )
     decision = decide(plan_definition, record, session, at)
-    outputs = build_outputs(decision, params, plan_body, session_refs or None)
+    newer = _later_clock(latest, at)
+    outputs = build_outputs(decision, params, plan_body, session_refs or None, newer)
     if existing is not None:  # answer as before
         answer = stored_answer(tx, care_plan.id, decision.session_key)
         if answer is not None:
@@ -209,7 +280,7 @@ def submit_session(tx: Tx, care_plan_id: str, bundle: Json, now: datetime) -> Js
         answer = _existing_answer(tx, plan_body, key, session, earlier[0])
         if answer is not None:
             return answer
-    _check_plan_open(plan_body)
+    _check_plan_open(plan_body, read_params(plan_definition))
     problems = check_session(session, plan_body, now)
     if problems:
         raise unprocessable(problems)
@@ -222,20 +293,35 @@ def submit_session(tx: Tx, care_plan_id: str, bundle: Json, now: datetime) -> Js
     return answer
 
 
-def evaluate(tx: Tx, care_plan_id: str, at: datetime) -> Json:
+def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime) -> Json:
+    """Decide from stored data at clock `at` (not in the future: 422)."""
+    if at > now:
+        raise fhir_error(422, "business-rule", "at: the decision clock lies in the future", "at")
     care_plan = tx.read("CarePlan", care_plan_id, lock=True)
-    _check_plan_open(care_plan.body or {})
-    _, answer = decide_and_store(tx, care_plan, None, at, [])
+    answer = stored_answer(tx, care_plan.id, decision_key(None, at))
+    if answer is not None:  # evaluated at this clock before: answer as then
+        return answer
+    plan_body = care_plan.body or {}
+    plan_definition = plan_definition_for(tx, plan_body)
+    _check_plan_open(plan_body, read_params(plan_definition))
+    _, answer = decide_and_store(tx, care_plan, None, at, [], plan_definition)
     return answer
 
 
 def parse_clock(text: str) -> datetime:
-    """An `at` parameter: a FHIR dateTime with time zone (the decision clock)."""
+    """An `at` parameter (the decision clock): a FHIR dateTime keeps its own UTC offset, so
+    "today" is the day where the patient is; a date alone is its start in UTC."""
     try:
         low, _ = parse_range(text)
     except ValueError as exc:
         raise fhir_error(400, "invalid", f"at: {exc}") from None
-    return low.replace(tzinfo=UTC)
+    clock = low.replace(tzinfo=UTC)
+    offset = _OFFSET.search(text) if "T" in text else None
+    if offset is None:
+        return clock
+    sign = 1 if offset["sign"] == "+" else -1
+    shift = timedelta(hours=int(offset["h"]), minutes=int(offset["m"]))
+    return clock.astimezone(timezone(sign * shift))
 
 
 # --- sessions that arrive as plain Observations or transaction Bundles ----------------------
@@ -292,10 +378,11 @@ def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
     key = identifier_key(panel) or f"Observation/{panel['id']}"
     if tx.get("GuidanceResponse", resource_id(care_plan.id, key, "guidance-response")):
         return  # already decided
-    _check_plan_open(care_plan.body)
+    plan_definition = plan_definition_for(tx, care_plan.body)
+    _check_plan_open(care_plan.body, read_params(plan_definition))
     problems = check_session(session, care_plan.body, datetime.now().astimezone())
     problems = [p for p in problems if p.expression != "panel.identifier"]
     if problems:
         raise unprocessable(problems)
     refs = [f"Observation/{panel['id']}", *(f"Observation/{i}" for i in member_ids)]
-    decide_and_store(tx, care_plan, session, session_clock(session), refs)
+    decide_and_store(tx, care_plan, session, session_clock(session), refs, plan_definition)

@@ -121,7 +121,8 @@ async def evaluate(request: Request, id: str) -> Response:
         text = _parameter(params, "at")
         if text is not None:
             at = sessions.parse_clock(str(text))
-    answer = await store_of(request).arun(lambda tx: sessions.evaluate(tx, id, at))
+    now = datetime.now(UTC)
+    answer = await store_of(request).arun(lambda tx: sessions.evaluate(tx, id, at, now))
     return fhir_response(request, answer)
 
 

@@ -185,7 +185,8 @@ def _aware(at: datetime) -> datetime:
 def decision_key(session: Session | None, at: datetime) -> str:
     """What a plan's decision is for: its session, or for an evaluation its clock. The ids of
     the decision's resources derive from it (outputs.resource_id)."""
-    return session.key if session else f"evaluation|{_aware(at).isoformat()}"
+    # In UTC: one instant is one evaluation, whatever offset the caller wrote it with.
+    return session.key if session else f"evaluation|{_aware(at).astimezone(UTC).isoformat()}"
 
 
 def decide(

@@ -44,7 +44,7 @@ class DecisionOutputs:
     task: Json | None
     service_request: Json | None
     detected_issues: tuple[Json, ...]
-    communication_request: Json
+    communication_request: Json | None
     provenance: Json
 
     @property
@@ -245,17 +245,37 @@ def _provenance(d: Decision, pid: str, targets: list[Json], inputs: list[Json]) 
     }
 
 
+def late_note(newer: datetime) -> str:
+    """Why a decision older than the plan's newest one changed nothing the patient sees."""
+    return (
+        f"Decided after a later decision of this plan (at {_instant(newer)}), at this session's "
+        "own time. Recorded for audit and clinician review; the CarePlan follows its newest "
+        "decision, so it was not changed and the patient gets no new instruction."
+    )
+
+
 def build_outputs(
-    decision: Decision, params: Params, care_plan: Json, session_refs: list[str] | None = None
+    decision: Decision,
+    params: Params,
+    care_plan: Json,
+    session_refs: list[str] | None = None,
+    newer: datetime | None = None,
 ) -> DecisionOutputs:
-    """All resources of a decision. `session_refs` defaults to the decision's session inputs."""
+    """All resources of a decision. `session_refs` defaults to the decision's session inputs.
+
+    `newer`: the clock of a later decision this plan already has (a session that arrived late,
+    an evaluation at a past clock). The plan state is folded from the decisions in time order
+    (history.py), so the CarePlan and what the patient was told stay with the newest decision:
+    no CarePlan change, no retry Task, no patient message. The GuidanceResponse, the clinician
+    review request and the detected issues are still recorded, so nothing clinical is missed.
+    """
     d = decision
     cp_id = str(care_plan.get("id") or "no-care-plan")
 
     def rid(kind: str) -> str:
         return resource_id(cp_id, d.session_key, kind)
 
-    plan = updated_care_plan(care_plan, d, params)
+    plan = updated_care_plan(care_plan, d, params) if newer is None else care_plan
     plan_ref = {"reference": f"CarePlan/{cp_id}"}
     inputs = [{"reference": ref} for ref in d.input_refs]
     sessions = (
@@ -265,11 +285,16 @@ def build_outputs(
         else []
     )
     gr = _guidance_response(d, rid("guidance-response"), plan_ref, inputs)
-    task = _task(d, rid("task"), plan_ref)
     request = _service_request(d, rid("service-request"), plan_ref, sessions)
     issues = _issues(d, cp_id, sessions)
-    communication = _communication(d, rid("communication-request"), plan_ref, gr, params)
-    targets = [_ref(gr), plan_ref] + [
+    task = communication = None
+    if newer is None:
+        task = _task(d, rid("task"), plan_ref)
+        communication = _communication(d, rid("communication-request"), plan_ref, gr, params)
+    else:
+        gr["note"].append({"text": late_note(newer)})
+    changed = [plan_ref] if newer is None else []
+    targets = [_ref(gr), *changed] + [
         _ref(x) for x in (task, request, *issues, communication) if x is not None
     ]
     provenance = _provenance(d, rid("provenance"), targets, inputs)

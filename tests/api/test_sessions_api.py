@@ -248,3 +248,116 @@ def test_unsupported_format_is_refused_before_the_session_is_stored(client, app,
         client.post("/fhir", json=transaction, headers={"Accept": "application/xml"}).status_code
         == 406
     )
+
+
+# --- decisions older than the plan's newest one; plans that take no sessions ---------------
+
+
+def _evaluate(client, plan_id: str, at: str):
+    body = {"resourceType": "Parameters", "parameter": [{"name": "at", "valueDateTime": at}]}
+    return client.post(f"/fhir/CarePlan/{plan_id}/$evaluate", json=body)
+
+
+def _instant(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def test_a_late_tolerated_session_does_not_lift_a_later_hold(client, app, plan_id):
+    """A session timed before the plan's newest decision is decided at its own time and
+    recorded, but the CarePlan stays with the newest decision (here: the hold)."""
+    submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    hold = submit(client, plan_id, [1, 2, 4, 6], day(2, hour=12)).json()
+    assert decision_codes(hold)[:2] == ["hold-back", "R4"]
+    plan_before = client.get(f"/fhir/CarePlan/{plan_id}").json()
+    late = submit(client, plan_id, [3, 2, 1, 1, 0], day(2, hour=8))
+    assert late.status_code == 200, late.text
+    answer = late.json()
+    assert decision_codes(answer)[0] == "continue"  # what its own time gives
+    note = " ".join(n["text"] for n in part(answer, "decision")["note"])
+    assert "later decision" in note
+    assert part(answer, "carePlan") == plan_before
+    assert client.get(f"/fhir/CarePlan/{plan_id}").json() == plan_before
+    assert not created(answer, "Task") and not created(answer, "CommunicationRequest")
+    provenance = created(answer, "Provenance")[0]
+    assert not any(t["reference"].startswith("CarePlan/") for t in provenance["target"])
+    # Answered as before when sent again, storing nothing.
+    before = store_snapshot(app)
+    again = submit(client, plan_id, [3, 2, 1, 1, 0], day(2, hour=8))
+    assert again.json() == answer
+    assert store_snapshot(app) == before
+    # The next session is decided from both, in time order: still the hold.
+    nxt = submit(client, plan_id, [3, 2, 1, 1, 0], day(3)).json()
+    assert decision_codes(nxt)[:2] == ["hold-back", "R11"]
+
+
+def test_a_late_rising_session_reaches_the_clinician_not_the_plan(client, plan_id):
+    submit(client, plan_id, [3, 2, 1, 1, 0], day(2, hour=12))
+    late = submit(client, plan_id, [1, 2, 4, 6], day(2, hour=8)).json()
+    assert decision_codes(late)[:2] == ["hold-back", "R4"]
+    assert created(late, "DetectedIssue")  # the finding is recorded for review
+    assert not created(late, "Task")  # no retry window for a hold that was not applied
+    assert part(late, "carePlan")["activity"][0]["detail"]["status"] == "in-progress"
+
+
+def test_evaluating_at_a_past_clock_leaves_the_plan_as_it_is(client, plan_id):
+    submit(client, plan_id, [1, 2, 4, 6], day(2))
+    plan_before = client.get(f"/fhir/CarePlan/{plan_id}").json()
+    earlier = _evaluate(client, plan_id, _instant(day(1)))
+    assert earlier.status_code == 200, earlier.text
+    assert part(earlier.json(), "carePlan") == plan_before
+    assert client.get(f"/fhir/CarePlan/{plan_id}").json() == plan_before
+
+
+def test_evaluating_in_the_future_is_refused(client, app, plan_id):
+    before = store_snapshot(app)
+    response = _evaluate(client, plan_id, _instant(datetime.now(UTC) + timedelta(days=8)))
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == ["at"]
+    assert store_snapshot(app) == before
+
+
+def test_evaluating_keeps_the_offset_of_at(client, plan_id):
+    """`at` with an offset is that local time: the retry window opens at local midnight."""
+    submit(client, plan_id, [1, 2, 4, 6], day(2))
+    opens = (day(2) + timedelta(days=7)).date().isoformat()
+    just_before = _evaluate(client, plan_id, f"{opens}T00:30:00+02:00")
+    answer = just_before.json()
+    assert part(answer, "decision")["occurrenceDateTime"] == f"{opens}T00:30:00+02:00"
+    assert decision_codes(answer)[0] != "hold-back"  # local date: the window has opened
+    utc_same_instant = (datetime.fromisoformat(f"{opens}T00:30:00+02:00")).astimezone(UTC)
+    again = _evaluate(client, plan_id, _instant(utc_same_instant))
+    assert again.json() == answer  # one instant, one evaluation, whatever its offset
+
+
+def test_a_plan_stopped_for_review_takes_no_session_until_a_clinician_resumes_it(
+    client, app, plan_id
+):
+    stop = submit(client, plan_id, [3, 2, 1, 1, 0], day(1), location_end="below-knee").json()
+    assert decision_codes(stop)[:2] == ["stop-and-refer", "R2"]
+    before = store_snapshot(app)
+    refused = submit(client, plan_id, [3, 2, 1, 1, 0], day(2))
+    assert refused.status_code == 422, refused.text
+    issue = refused.json()["issue"][0]
+    assert "clinician" in issue["diagnostics"]
+    assert issue["expression"][0].startswith("CarePlan.activity[")
+    assert _evaluate(client, plan_id, _instant(day(2, hour=10))).status_code == 422
+    assert store_snapshot(app) == before
+    # The clinician resumes the plan: sessions are decided again.
+    plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
+    for activity in plan["activity"]:
+        activity["detail"]["status"] = "in-progress"
+    assert client.put(f"/fhir/CarePlan/{plan_id}", json=plan).status_code == 200
+    resumed = submit(client, plan_id, [3, 2, 1, 1, 0], day(3))
+    assert resumed.status_code == 200, resumed.text
+    assert decision_codes(resumed.json())[0] == "continue"
+
+
+def test_a_plan_a_clinician_put_on_hold_takes_no_session(client, app, plan_id):
+    plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
+    plan["status"] = "on-hold"
+    assert client.put(f"/fhir/CarePlan/{plan_id}", json=plan).status_code == 200
+    before = store_snapshot(app)
+    response = submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == ["CarePlan.status"]
+    assert store_snapshot(app) == before

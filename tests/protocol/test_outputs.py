@@ -115,3 +115,24 @@ def test_eligibility_data_required_is_valid_r4() -> None:
     _validate(out.guidance_response)
     wanted = [r["id"] for r in out.guidance_response["dataRequirement"]]
     assert wanted == ["red-flag-screen", "episode-phase", "daily-pain"]
+
+
+def test_a_decision_older_than_the_plans_newest_changes_nothing_the_patient_sees() -> None:
+    """A late session's decision (build_outputs' `newer`): recorded and reviewable, but the
+    CarePlan, the retry window and the patient's message stay with the newest decision."""
+    pd = plan_definition()
+    reps, kwargs = CASES["hold-back"]
+    d = decide(pd, record(eligible_state(CLOCK)), session(reps, CLOCK, **kwargs), CLOCK)
+    plan = care_plan()
+    out = build_outputs(d, read_params(pd), plan, newer=CLOCK + timedelta(hours=3))
+    on_time = build_outputs(d, read_params(pd), plan)
+    assert on_time.task is not None and on_time.communication_request is not None
+    assert out.care_plan == plan
+    assert out.task is None and out.communication_request is None
+    assert out.detected_issues == on_time.detected_issues
+    assert out.service_request == on_time.service_request
+    assert "later decision" in out.guidance_response["note"][-1]["text"]
+    targets = {t["reference"].partition("/")[0] for t in out.provenance["target"]}
+    assert "CarePlan" not in targets
+    for resource in [out.guidance_response, *out.created]:
+        _validate(resource)
