@@ -10,6 +10,8 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+
 from service.fhir.dates import MAX_DT, parse_range
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.ids import new_resource_id
@@ -120,28 +122,63 @@ def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, 
     return Session.from_observations(stored_panel, stored_members), refs
 
 
-def _existing_read(tx: Tx, session_key: str) -> Read[list[Json]]:
-    """The stored panel of a session identifier, if any."""
+def _existing_read(tx: Tx, session_key: str, care_plan_id: str) -> Read[list[Json]]:
+    """The stored panel of a session identifier on this CarePlan, if any. (Another plan's
+    session with the same identifier is another session: apps number sessions per patient.)"""
     return tx.find_read(
         "Observation",
-        [("identifier", session_key), ("code", f"{CAREPLAN_CS}|{SESSION_CODE}")],
+        [
+            ("identifier", session_key),
+            ("code", f"{CAREPLAN_CS}|{SESSION_CODE}"),
+            ("based-on", f"CarePlan/{care_plan_id}"),
+        ],
         limit=1,
     )
+
+
+# What the store adds or rewrites when it keeps a session: left out when comparing contents.
+_LINKS = ("id", "meta", "hasMember", "subject", "basedOn")
+
+
+def _content(resource: Json) -> bytes:
+    """A session resource as submitted, comparable with its stored form (3.0 is 3)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    kept = {k: v for k, v in resource.items() if k not in _LINKS}
+    return orjson.dumps(plain(kept), option=orjson.OPT_SORT_KEYS)
+
+
+def _same_session(tx: Tx, stored_panel: Json, session: Session) -> bool:
+    """Whether a stored session panel and its repetitions hold what `session` holds."""
+    if _content(stored_panel) != _content(session.panel):
+        return False
+    refs = [m.get("reference", "").partition("/") for m in stored_panel.get("hasMember", [])]
+    members = tx.read_many([(kind, rid) for kind, _, rid in refs])
+    stored = sorted(_content(m.body or {}) for m in members)
+    return stored == sorted(_content(m) for m in session.members)
 
 
 def _existing_answer(
     tx: Tx, care_plan: Json, key: str, session: Session, stored: list[Json]
 ) -> Json | None:
     """The answer given the first time this session identifier was submitted, if any
-    (`stored`: what `_existing_read` found)."""
+    (`stored`: what `_existing_read` found). 409 if the identifier came with other content."""
     if not stored:
         return None
-    previous = stored[0]
-    if previous.get("effectivePeriod") != session.panel.get("effectivePeriod"):
+    if not _same_session(tx, stored[0], session):
         raise fhir_error(
             409,
             "conflict",
-            f"Session identifier {key} was already used for another session",
+            f"Session identifier {key} was already used for a session with other content: "
+            "a new or corrected session needs an identifier of its own",
             "Observation.identifier",
         )
     answer = stored_answer(tx, str(care_plan["id"]), key)
@@ -273,17 +310,18 @@ def submit_session(tx: Tx, care_plan_id: str, bundle: Json, now: datetime) -> Js
     plan_definitions, patient, *earlier = tx.together(
         canonical_read(tx, "PlanDefinition", canonical),
         tx.get_read("Patient", patient_id),
-        *([_existing_read(tx, key)] if key is not None else []),
+        *([_existing_read(tx, key, care_plan_id)] if key is not None else []),
     )
     plan_definition = known_plan_definition(plan_definitions, canonical)
+    # Checked first, so a resubmission that is not a usable session is told why (422).
+    problems = check_session(session, plan_body, now)
+    if problems:
+        raise unprocessable(problems)
     if key is not None:
         answer = _existing_answer(tx, plan_body, key, session, earlier[0])
         if answer is not None:
             return answer
     _check_plan_open(plan_body, read_params(plan_definition))
-    problems = check_session(session, plan_body, now)
-    if problems:
-        raise unprocessable(problems)
     stored_session, refs = _store_session(tx, session, plan_body)
     clock = session_clock(session)
     patient_body = live(patient, "Patient", patient_id).body or {}

@@ -361,3 +361,30 @@ def test_a_plan_a_clinician_put_on_hold_takes_no_session(client, app, plan_id):
     assert response.status_code == 422, response.text
     assert response.json()["issue"][0]["expression"] == ["CarePlan.status"]
     assert store_snapshot(app) == before
+
+
+def test_an_identifier_resubmitted_with_other_content_is_a_conflict(client, app, plan_id):
+    first = submit(client, plan_id, [3, 2, 1, 1, 0], day(1), sid="session-7")
+    assert first.status_code == 200, first.text
+    before = store_snapshot(app)
+    changed = submit(client, plan_id, [1, 2, 3, 4, 6], day(1), sid="session-7")
+    assert changed.status_code == 409, changed.text
+    assert changed.json()["issue"][0]["expression"] == ["Observation.identifier"]
+    unusable = submit(client, plan_id, [3, 2, 1, 1, 11], day(1), sid="session-7")
+    assert unusable.status_code == 422, unusable.text  # told what is wrong, not "conflict"
+    assert store_snapshot(app) == before
+    # The same content, written with 3.0 for 3, is the same session.
+    bundle = b.session_bundle([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id, sid="session-7")
+    bundle["entry"][1]["resource"]["valueQuantity"]["value"] = 3.0
+    again = client.post(f"/fhir/CarePlan/{plan_id}/$submit-session", json=bundle)
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+
+
+def test_an_identifier_is_a_session_of_its_own_care_plan(client, plan_id):
+    """Apps number sessions per patient or plan: another plan's session-1 is not this one's."""
+    other_plan = enrol(client)
+    assert submit(client, plan_id, [3, 2, 1, 1, 0], day(1), sid="session-1").status_code == 200
+    other = submit(client, other_plan, [3, 2, 1, 1, 0], day(2), sid="session-1")
+    assert other.status_code == 200, other.text
+    assert part(other.json(), "decision")["result"]["reference"] == f"CarePlan/{other_plan}"
