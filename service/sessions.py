@@ -405,22 +405,52 @@ def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
         for b in panel.get("basedOn", [])
         if b.get("reference", "").startswith("CarePlan/")
     ]
-    member_ids = [m.get("reference", "").partition("/")[2] for m in panel.get("hasMember", [])]
-    members = [tx.get("Observation", i) for i in member_ids]
-    if not plan_refs or not member_ids or any(m is None or m.deleted for m in members):
-        return  # not complete yet: the last repetition to arrive triggers the evaluation
-    session = Session.from_observations(panel, [m.body for m in members if m and m.body])
+    if not plan_refs:
+        return  # not a session of a plan: nothing to decide
+    if not (panel.get("subject") or {}).get("reference"):
+        # $submit-session fills it in from the CarePlan; a stored panel has to carry it, or
+        # the patient's record (the day's sessions, W3) would not find it.
+        raise fhir_error(
+            422, "required", "A session panel needs its patient (subject)", "Observation.subject"
+        )
+    # Locked before the members are read: of two transactions that each store a last
+    # repetition, the second then sees the first's, so the session is decided (once).
     care_plan = tx.get("CarePlan", plan_refs[0], lock=True)
     if care_plan is None or care_plan.deleted or care_plan.body is None:
         return
+    member_ids = [m.get("reference", "").partition("/")[2] for m in panel.get("hasMember", [])]
+    members = [tx.get("Observation", i) for i in member_ids]
+    if not member_ids or any(m is None or m.deleted for m in members):
+        return  # not complete yet: the last repetition to arrive triggers the evaluation
     key = identifier_key(panel) or f"Observation/{panel['id']}"
     if tx.get("GuidanceResponse", resource_id(care_plan.id, key, "guidance-response")):
         return  # already decided
+    refs = [f"Observation/{panel['id']}", *(f"Observation/{i}" for i in member_ids)]
+    if _decided_already(tx, refs):
+        return
+    session = Session.from_observations(panel, [m.body for m in members if m and m.body])
     plan_definition = plan_definition_for(tx, care_plan.body)
     _check_plan_open(care_plan.body, read_params(plan_definition))
     problems = check_session(session, care_plan.body, datetime.now().astimezone())
     problems = [p for p in problems if p.expression != "panel.identifier"]
     if problems:
         raise unprocessable(problems)
-    refs = [f"Observation/{panel['id']}", *(f"Observation/{i}" for i in member_ids)]
     decide_and_store(tx, care_plan, session, session_clock(session), refs, plan_definition)
+
+
+def _decided_already(tx: Tx, refs: list[str]) -> bool:
+    """Whether a decision used this panel (then it was updated: not decided again), or 422 if
+    one used its repetitions under another panel (the same session stored twice)."""
+    used = tx.find("Provenance", [("entity", ",".join(refs))], limit=1)
+    if not used:
+        return False
+    inputs = {e.get("what", {}).get("reference") for e in used[0].get("entity", [])}
+    if refs[0] in inputs:
+        return True
+    taken = sorted(inputs & set(refs[1:]))
+    raise fhir_error(
+        422,
+        "business-rule",
+        f"{', '.join(taken)} already belong to a decided session: a panel may not list them",
+        "Observation.hasMember",
+    )

@@ -1,10 +1,13 @@
 """Issue 4 over HTTP: $submit-session, $evaluate, sessions as plain Observations/transactions."""
 
 import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service.api import interactions
 from service.protocol.codes import PLAN_DEFINITION_URL
 from tests.api.helpers import store_snapshot
 from tests.api.scenario import (
@@ -14,6 +17,7 @@ from tests.api.scenario import (
     eligible_patient,
     enrol,
     part,
+    put,
     submit,
 )
 from tests.protocol import builders as b
@@ -388,3 +392,64 @@ def test_an_identifier_is_a_session_of_its_own_care_plan(client, plan_id):
     other = submit(client, other_plan, [3, 2, 1, 1, 0], day(2), sid="session-1")
     assert other.status_code == 200, other.text
     assert part(other.json(), "decision")["result"]["reference"] == f"CarePlan/{other_plan}"
+
+
+# --- sessions stored as plain Observations: decided exactly once ---------------------------
+
+
+def _decisions(client, plan_id: str) -> int:
+    return client.get(f"/fhir/GuidanceResponse?result=CarePlan/{plan_id}").json()["total"]
+
+
+def test_updating_a_decided_panel_does_not_decide_again(client, plan_id):
+    panel, members = b.session_resources([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    for resource in [*members, panel]:
+        put(client, resource)
+    assert _decisions(client, plan_id) == 1
+    panel["identifier"][0]["value"] = "corrected-identifier"
+    assert client.put(f"/fhir/Observation/{panel['id']}", json=panel).status_code == 200
+    assert _decisions(client, plan_id) == 1
+
+
+def test_a_second_panel_over_decided_repetitions_is_refused(client, app, plan_id):
+    panel, members = b.session_resources([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    for resource in [*members, panel]:
+        put(client, resource)
+    twin = {**panel, "id": "twin-panel", "identifier": [{"value": "twin"}]}
+    before = store_snapshot(app)
+    response = client.put("/fhir/Observation/twin-panel", json=twin)
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == ["Observation.hasMember"]
+    assert store_snapshot(app) == before
+    assert _decisions(client, plan_id) == 1
+
+
+def test_a_stored_panel_needs_its_patient(client, app, plan_id):
+    panel, _ = b.session_resources([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    panel.pop("subject")
+    before = store_snapshot(app)
+    response = client.put(f"/fhir/Observation/{panel['id']}", json=panel)
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == ["Observation.subject"]
+    assert store_snapshot(app) == before
+
+
+def test_last_repetitions_stored_at_once_decide_the_session_once(client, app, plan_id):
+    """Two transactions that each store one of the last repetitions: the CarePlan lock makes
+    the second see the first's, so the session is decided, and only once."""
+    store, hooks = app.state.store, app.state.hooks
+    for n in range(4):
+        panel, members = b.session_resources(
+            [3, 2, 1, 1, 0], day(1 + n), care_plan_id=plan_id, sid=f"race-{n}"
+        )
+        for resource in [panel, *members[:-2]]:
+            put(client, resource)
+        barrier = threading.Barrier(2)
+
+        def store_one(member: dict, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            store.run(lambda tx: interactions.update(tx, hooks, member, member["id"], None))
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(store_one, members[-2:]))
+        assert _decisions(client, plan_id) == n + 1, f"session {n}"
