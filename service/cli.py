@@ -1,6 +1,7 @@
 """The ``careplan`` command: serve, migrate, reindex, openapi, load-protocol, replay."""
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 from service.settings import get_settings
 
 if TYPE_CHECKING:
+    from service.replay import Outcome, ReplayedDecision
     from service.store.reindex import ReindexReport
 
 OPENAPI_PATH = Path("openapi/openapi.json")
@@ -131,18 +133,40 @@ def _replay(args: argparse.Namespace) -> int:
     except FhirError as exc:
         print(f"careplan replay: {exc}", file=sys.stderr)
         return 2
-    for item in results:
-        if args.json:
-            print(json.dumps(item.__dict__ | {"changed": item.changed}))
-        else:
-            mark = "CHANGED" if item.changed else ""
-            print(
-                f"{item.clock}  {item.session:<40} stored={item.stored or '-':<22} "
-                f"replayed={item.replayed:<22} {','.join(item.rules):<12} {mark}"
-            )
+    if args.json:
+        for item in results:
+            print(json.dumps(dataclasses.asdict(item) | {"changed": item.changed}))
+    else:
+        print(_replay_table(results))
     changed = sum(item.changed for item in results)
-    print(f"{len(results)} sessions replayed, {changed} decisions differ", file=sys.stderr)
+    version = results[0].replayed.plan if results else args.plan_version
+    print(
+        f"{len(results)} sessions replayed against {version}, {changed} decisions differ",
+        file=sys.stderr,
+    )
     return 0
+
+
+def _replay_table(results: "list[ReplayedDecision]") -> str:
+    """One line a session: stored then replayed decision, rules and retry window."""
+
+    def outcome(o: "Outcome | None") -> list[str]:
+        if o is None:
+            return ["-", "", ""]
+        return [o.code, ",".join(o.rules), o.retry_window or ""]
+
+    header = ["session time", "session", "stored", "rules", "retry window"]
+    header += ["replayed", "rules", "retry window", ""]
+    rows = [header]
+    rows += [
+        [r.clock, r.session, *outcome(r.stored), *outcome(r.replayed), "CHANGED" * r.changed]
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from service.fhir.dates import MAX_DT, parse_range
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.ids import new_resource_id
 from service.observability import record_decision
-from service.protocol.activities import activity_level
+from service.protocol.activities import stopped_flexion
 from service.protocol.codes import CAREPLAN_CS
 from service.protocol.decide import Decision, decide, decision_key, session_clock
 from service.protocol.fhirdata import identifier_key, is_pain_score, is_service_code
@@ -37,7 +37,6 @@ from service.store.repository import Read, Stored, Tx, live
 Json = dict[str, Any]
 _STOPPED_PLAN = {"revoked", "completed", "entered-in-error"}
 _OFFSET = re.compile(r"(?P<sign>[+-])(?P<h>\d{2}):(?P<m>\d{2})$")
-_GOING = {"not-started", "scheduled", "in-progress", "on-hold"}  # activity.detail.status
 
 
 def unprocessable(problems: list[Problem]) -> FhirError:
@@ -74,7 +73,7 @@ def _check_plan_open(care_plan: Json, params: Params) -> None:
             f"CarePlan/{care_plan['id']} is {why}: sessions are not accepted",
             "CarePlan.status",
         )
-    stopped = _stopped_flexion(care_plan, params)
+    stopped = stopped_flexion(care_plan, params)
     if stopped is not None:
         raise fhir_error(
             422,
@@ -84,21 +83,6 @@ def _check_plan_open(care_plan: Json, params: Params) -> None:
             "in-progress)",
             f"CarePlan.activity[{stopped}].detail.status",
         )
-
-
-def _stopped_flexion(care_plan: Json, params: Params) -> int | None:
-    """The index of the stopped flexion activity when no flexion activity is still going."""
-    stopped = None
-    for i, activity in enumerate(care_plan.get("activity", [])):
-        where = activity_level(activity, params.levels)
-        if where is None or where[1] != "flexion":
-            continue
-        status = (activity.get("detail") or {}).get("status")
-        if status in _GOING:
-            return None
-        if status == "stopped":
-            stopped = i
-    return stopped
 
 
 def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, list[str]]:

@@ -21,7 +21,7 @@ from service.protocol.codes import (
     SNOMED_EXERCISE_THERAPY,
 )
 from service.protocol.fhirdata import Json
-from service.protocol.parameters import Level
+from service.protocol.parameters import Level, Params
 
 
 def _base(canonical: str) -> str:
@@ -142,3 +142,22 @@ def set_status(activity: Json, status: str, reason: tuple[str, str] | None = Non
             "text": reason[1],
         }
     return {**activity, "detail": detail}
+
+
+_GOING = {"not-started", "scheduled", "in-progress", "on-hold"}  # activity.detail.status
+
+
+def stopped_flexion(care_plan: Json, params: Params) -> int | None:
+    """The index of a stopped flexion activity when no flexion activity is still going: the
+    plan was stopped (stop-and-refer) and no clinician has resumed it."""
+    stopped = None
+    for i, activity in enumerate(care_plan.get("activity", [])):
+        where = activity_level(activity, params.levels)
+        if where is None or where[1] != "flexion":
+            continue
+        status = (activity.get("detail") or {}).get("status")
+        if status in _GOING:
+            return None
+        if status == "stopped":
+            stopped = i
+    return stopped
