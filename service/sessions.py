@@ -20,10 +20,15 @@ from service.protocol.activities import stopped_flexion
 from service.protocol.codes import CAREPLAN_CS
 from service.protocol.decide import Decision, decide, decision_key, session_clock
 from service.protocol.fhirdata import identifier_key, is_pain_score, is_service_code
-from service.protocol.inputs import SESSION_CODE, Session
+from service.protocol.inputs import SESSION_CODE, Session, SessionShapeError
 from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
 from service.protocol.parameters import Params, read_params
-from service.protocol.session_checks import Problem, check_pain_observation, check_session
+from service.protocol.session_checks import (
+    DECIDABLE_STATUSES,
+    Problem,
+    check_pain_observation,
+    check_session,
+)
 from service.records import (
     canonical_read,
     known_plan_definition,
@@ -57,8 +62,37 @@ def parameters(guidance_response: Json, care_plan: Json, created: list[Json]) ->
 def _session_from(body: Json) -> Session:
     try:
         return Session.from_bundle(body)
-    except ValueError as exc:
-        raise fhir_error(422, "business-rule", f"Not a usable session: {exc}") from None
+    except SessionShapeError as exc:
+        raise fhir_error(
+            422, "business-rule", f"Not a usable session: {exc}", exc.expression
+        ) from None
+
+
+def local_references(bundle: Json, base: str | None) -> Json:
+    """The Bundle with its entries' subject and basedOn references to this server (absolute,
+    under `base`) in their relative form, as the rest of the service compares and indexes
+    them. Another server's Patient/x stays absolute: it is not this server's Patient/x."""
+    prefix = base.rstrip("/") + "/" if base else None
+    if prefix is None:
+        return bundle
+
+    def local(reference: Any) -> Any:
+        if isinstance(reference, dict) and str(reference.get("reference", "")).startswith(prefix):
+            return {**reference, "reference": reference["reference"][len(prefix) :]}
+        return reference
+
+    entries = []
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource")
+        if isinstance(resource, dict):
+            resource = dict(resource)
+            if "subject" in resource:
+                resource["subject"] = local(resource["subject"])
+            if isinstance(resource.get("basedOn"), list):
+                resource["basedOn"] = [local(r) for r in resource["basedOn"]]
+            entry = {**entry, "resource": resource}
+        entries.append(entry)
+    return {**bundle, "entry": entries}
 
 
 def _check_plan_open(care_plan: Json, params: Params) -> None:
@@ -282,12 +316,15 @@ def decide_and_store(
     return decision, answer
 
 
-def submit_session(tx: Tx, care_plan_id: str, bundle: Json, now: datetime) -> Json:
+def submit_session(
+    tx: Tx, care_plan_id: str, bundle: Json, now: datetime, base: str | None = None
+) -> Json:
+    """`base`: this server's FHIR base URL; references under it count as local."""
     # Locked: two sessions of one plan are decided one after the other, never interleaved.
     care_plan = tx.read("CarePlan", care_plan_id, lock=True)
     plan_body = care_plan.body or {}
     canonical = protocol_canonical(plan_body)  # 422 unless on this protocol
-    session = _session_from(bundle)
+    session = _session_from(local_references(bundle, base))
     key = identifier_key(session.panel)
     patient_id = _patient_id(plan_body)
     # What the rest needs first, in one round trip on PostgreSQL.
@@ -389,8 +426,8 @@ def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
         for b in panel.get("basedOn", [])
         if b.get("reference", "").startswith("CarePlan/")
     ]
-    if not plan_refs:
-        return  # not a session of a plan: nothing to decide
+    if not plan_refs or panel.get("status") not in DECIDABLE_STATUSES:
+        return  # not a session of a plan, or not final yet (an update to final decides it)
     if not (panel.get("subject") or {}).get("reference"):
         # $submit-session fills it in from the CarePlan; a stored panel has to carry it, or
         # the patient's record (the day's sessions, W3) would not find it.

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service import enrolment, sessions
-from service.api.http import check_id, fhir_response, json_body, negotiate
+from service.api.http import base_url, check_id, fhir_response, json_body, negotiate
 from service.api.rest import store_of
 from service.fhir.errors import fhir_error
 from service.fhir.validate import validate_resource
@@ -99,6 +99,8 @@ async def submit_session(request: Request, id: str) -> Response:
     check_id(id)
     body = validate_resource(await json_body(request))
     if body["resourceType"] == "Parameters":
+        if sum(p.get("name") == "session" for p in body.get("parameter", [])) > 1:
+            raise fhir_error(400, "invalid", "Parameters has more than one 'session'", "session")
         bundle = _parameter(body, "session")
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise fhir_error(
@@ -109,7 +111,10 @@ async def submit_session(request: Request, id: str) -> Response:
     else:
         raise fhir_error(400, "invalid", "The body must be Parameters or a Bundle", "resourceType")
     now = datetime.now(UTC)
-    answer = await store_of(request).arun(lambda tx: sessions.submit_session(tx, id, bundle, now))
+    base = base_url(request)
+    answer = await store_of(request).arun(
+        lambda tx: sessions.submit_session(tx, id, bundle, now, base)
+    )
     return fhir_response(request, answer)
 
 

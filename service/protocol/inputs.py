@@ -114,14 +114,22 @@ class Session:
 
     @classmethod
     def from_bundle(cls, bundle: Json) -> Session:
-        """Split a collection Bundle into the panel and the Observations its hasMember names."""
-        entries = [e for e in bundle.get("entry", []) if isinstance(e.get("resource"), dict)]
-        panels = [e for e in entries if is_service_code(e["resource"], SESSION_CODE)]
+        """Split a collection Bundle into the panel and the Observations its hasMember names.
+        Anything else in the Bundle is refused: a session Bundle holds nothing else."""
+        entries = [
+            (i, e)
+            for i, e in enumerate(bundle.get("entry", []))
+            if isinstance(e.get("resource"), dict)
+        ]
+        panels = [(i, e) for i, e in entries if is_service_code(e["resource"], SESSION_CODE)]
         if len(panels) != 1:
-            raise ValueError("a session Bundle must hold exactly one flexion-session panel")
-        panel = panels[0]["resource"]
+            raise SessionShapeError(
+                "Bundle.entry", "a session Bundle must hold exactly one flexion-session panel"
+            )
+        panel_at, panel_entry = panels[0]
+        panel = panel_entry["resource"]
         by_ref: dict[str, Json] = {}
-        for entry in entries:
+        for _, entry in entries:
             resource = entry["resource"]
             if entry.get("fullUrl"):
                 by_ref[entry["fullUrl"]] = resource
@@ -131,11 +139,29 @@ class Session:
         if wanted:
             missing = [ref for ref in wanted if ref not in by_ref]
             if missing:
-                raise ValueError(f"hasMember not in the Bundle: {', '.join(map(str, missing))}")
+                raise SessionShapeError(
+                    f"Bundle.entry[{panel_at}].resource.hasMember",
+                    f"hasMember not in the Bundle: {', '.join(map(str, missing))}",
+                )
             members = [by_ref[ref] for ref in wanted]
         else:
-            members = [e["resource"] for e in entries if is_repetition(e["resource"])]
+            members = [e["resource"] for _, e in entries if is_repetition(e["resource"])]
+        listed = {id(panel), *(id(m) for m in members)}
+        for i, entry in entries:
+            if id(entry["resource"]) not in listed:
+                raise SessionShapeError(
+                    f"Bundle.entry[{i}]",
+                    "neither the session panel nor a repetition its hasMember lists",
+                )
         return cls(panel=panel, members=tuple(members))
+
+
+class SessionShapeError(ValueError):
+    """A session Bundle that cannot be read as one panel and its repetitions."""
+
+    def __init__(self, expression: str, message: str) -> None:
+        super().__init__(message)
+        self.expression = expression
 
 
 def is_repetition(resource: Json) -> bool:

@@ -12,6 +12,7 @@ from service.protocol.fhirdata import Json, component_value, effective_end, effe
 from service.protocol.inputs import REPETITION_INDEX, Session
 
 PAIN_MIN, PAIN_MAX = 0, 10  # the scale itself (NRS 0-10), not a clinical threshold
+DECIDABLE_STATUSES = {"final", "amended", "corrected"}  # Observation.status of a session to decide
 
 
 def check_pain_observation(observation: Json, where: str) -> list[Problem]:
@@ -29,6 +30,10 @@ def check_pain_observation(observation: Json, where: str) -> list[Problem]:
         if "dataAbsentReason" not in observation:
             problems.append(Problem(f"{where}.valueQuantity", "the pain score is missing"))
         return problems
+    if "comparator" in quantity:
+        problems.append(
+            Problem(f"{where}.valueQuantity.comparator", "a pain score is exact: no comparator")
+        )
     value = quantity["value"]
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
         problems.append(Problem(f"{where}.valueQuantity.value", "pain must be a whole number"))
@@ -36,10 +41,10 @@ def check_pain_observation(observation: Json, where: str) -> list[Problem]:
         problems.append(Problem(f"{where}.valueQuantity.value", f"pain {value} is outside 0-10"))
     unit_code = quantity.get("code")
     if unit_code is not None and (quantity.get("system") != UCUM or unit_code != PAIN_UNIT):
+        system = quantity.get("system")
+        given = f"{unit_code!r} of {system}" if system else f"{unit_code!r} without a system"
         problems.append(
-            Problem(
-                f"{where}.valueQuantity", f"the unit must be UCUM {PAIN_UNIT}, not {unit_code!r}"
-            )
+            Problem(f"{where}.valueQuantity", f"the unit must be UCUM {PAIN_UNIT}, not {given}")
         )
     elif unit_code is None and quantity.get("unit") not in (None, PAIN_UNIT, "score"):
         problems.append(Problem(f"{where}.valueQuantity.unit", f"the unit must be {PAIN_UNIT}"))
@@ -60,6 +65,14 @@ def check_session(session: Session, care_plan: Json, now: datetime) -> list[Prob
         problems.append(
             Problem("panel.identifier", "the session needs an identifier so resubmission is safe")
         )
+    if panel.get("status") not in DECIDABLE_STATUSES:
+        problems.append(
+            Problem(
+                "panel.status",
+                "a session is decided when final (or amended, corrected), "
+                f"not {panel.get('status')!r}",
+            )
+        )
     based_on = [_ref(b) for b in panel.get("basedOn", [])]
     if based_on and plan_ref not in based_on:
         problems.append(
@@ -73,7 +86,11 @@ def check_session(session: Session, care_plan: Json, now: datetime) -> list[Prob
     for label, resource in [("panel", panel)] + [
         (f"repetition[{i}]", m) for i, m in enumerate(session.members)
     ]:
-        if subject and _ref(resource.get("subject")) not in (None, subject):
+        if "subject" in resource and _ref(resource["subject"]) is None:
+            problems.append(
+                Problem(f"{label}.subject", "the subject must be a reference to the Patient")
+            )
+        elif subject and _ref(resource.get("subject")) not in (None, subject):
             problems.append(
                 Problem(f"{label}.subject", f"the session is for another patient than {subject}")
             )

@@ -132,6 +132,18 @@ def test_evaluating_again_at_the_same_clock_answers_as_before(client, app, plan_
         (lambda e: e[1]["resource"].update(effectiveDateTime="2999-01-01T00:00:00Z"), "effective"),
         (lambda e: e[0]["resource"].update(subject={"reference": "Patient/other"}), "subject"),
         (lambda e: e[0]["resource"].pop("identifier"), "identifier"),
+        (lambda e: e[0]["resource"].update(status="preliminary"), "panel.status"),
+        (lambda e: e[0]["resource"].update(status="entered-in-error"), "panel.status"),
+        (lambda e: e[2]["resource"]["valueQuantity"].update(comparator=">"), "comparator"),
+        (
+            lambda e: e[0]["resource"].update(subject={"identifier": {"value": "MRN-9"}}),
+            "panel.subject",
+        ),
+        (lambda e: e.append({**e[1], "fullUrl": "urn:uuid:" + "0" * 8 + "-0-0-0-9"}), "entry[6]"),
+        (
+            lambda e: e[0]["resource"]["hasMember"].append({"reference": "urn:uuid:gone"}),
+            "entry[0].resource.hasMember",
+        ),
     ],
 )
 def test_bad_clinical_input_is_refused(client, app, plan_id, mutate, expression):
@@ -453,3 +465,59 @@ def test_last_repetitions_stored_at_once_decide_the_session_once(client, app, pl
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(store_one, members[-2:]))
         assert _decisions(client, plan_id) == n + 1, f"session {n}"
+
+
+def test_references_under_this_servers_base_are_this_servers(client, plan_id):
+    """The same Patient and CarePlan written as absolute URLs under the service's base."""
+    bundle = b.session_bundle([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    base = "http://testserver/fhir"
+    for entry in bundle["entry"]:
+        entry["resource"]["subject"] = {"reference": f"{base}/Patient/{b.PATIENT_ID}"}
+    bundle["entry"][0]["resource"]["basedOn"] = [{"reference": f"{base}/CarePlan/{plan_id}"}]
+    response = client.post(f"/fhir/CarePlan/{plan_id}/$submit-session", json=bundle)
+    assert response.status_code == 200, response.text
+    panel_ref = created_inputs(response.json())[0]
+    panel = client.get(f"/fhir/{panel_ref}").json()
+    assert panel["subject"] == {"reference": f"Patient/{b.PATIENT_ID}"}
+    # Another server's Patient with the same id is another patient.
+    other = b.session_bundle([3, 2, 1, 1, 0], day(2), care_plan_id=plan_id)
+    other["entry"][0]["resource"]["subject"] = {
+        "reference": f"https://elsewhere.example/fhir/Patient/{b.PATIENT_ID}"
+    }
+    refused = client.post(f"/fhir/CarePlan/{plan_id}/$submit-session", json=other)
+    assert refused.status_code == 422, refused.text
+
+
+def created_inputs(answer: dict) -> list[str]:
+    """The Observations the decision's Provenance names, panel first."""
+    provenance = created(answer, "Provenance")[0]
+    return [
+        e["what"]["reference"]
+        for e in provenance["entity"]
+        if e["what"].get("reference", "").startswith("Observation/")
+    ]
+
+
+def test_parameters_with_two_sessions_is_refused(client, app, plan_id):
+    sessions = [
+        {"name": "session", "resource": b.session_bundle([3, 2, 1], day(n), care_plan_id=plan_id)}
+        for n in (1, 2)
+    ]
+    before = store_snapshot(app)
+    response = client.post(
+        f"/fhir/CarePlan/{plan_id}/$submit-session",
+        json={"resourceType": "Parameters", "parameter": sessions},
+    )
+    assert response.status_code == 400, response.text
+    assert store_snapshot(app) == before
+
+
+def test_a_stored_panel_is_decided_once_it_is_final(client, plan_id):
+    panel, members = b.session_resources([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    panel["status"] = "preliminary"
+    for resource in [*members, panel]:
+        put(client, resource)
+    assert _decisions(client, plan_id) == 0
+    panel["status"] = "final"
+    assert client.put(f"/fhir/Observation/{panel['id']}", json=panel).status_code == 200
+    assert _decisions(client, plan_id) == 1
