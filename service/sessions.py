@@ -224,8 +224,21 @@ def stored_answer(tx: Tx, care_plan_id: str, session_key: str) -> Json | None:
         found = tx.get(resource_type, target_id)
         if found is not None and found.body is not None:
             created.append(found.body)
-    care_plan = tx.read("CarePlan", care_plan_id).body or {}
+    care_plan = _answered_care_plan(tx, care_plan_id, provenance.body)
     return parameters(gr.body, care_plan, [*created, provenance.body])
+
+
+def _answered_care_plan(tx: Tx, care_plan_id: str, provenance: Json) -> Json:
+    """The CarePlan version the decision answered with: the one it wrote (Provenance target),
+    else the one it read and left as it was (entity); today's for decisions stored before
+    Provenance named versions."""
+    references = [t.get("reference", "") for t in provenance.get("target", [])]
+    references += [e.get("what", {}).get("reference", "") for e in provenance.get("entity", [])]
+    prefix = f"CarePlan/{care_plan_id}/_history/"
+    for reference in references:
+        if reference.startswith(prefix) and reference[len(prefix) :].isdigit():
+            return tx.vread("CarePlan", care_plan_id, int(reference[len(prefix) :])).body or {}
+    return tx.read("CarePlan", care_plan_id).body or {}
 
 
 def _latest_decision_read(
@@ -306,7 +319,9 @@ def decide_and_store(
     )
     decision = decide(plan_definition, record, session, at)
     newer = _later_clock(latest, at)
-    outputs = build_outputs(decision, params, plan_body, session_refs or None, newer)
+    outputs = build_outputs(
+        decision, params, plan_body, session_refs or None, newer, care_plan.version
+    )
     if existing is not None:  # answer as before
         answer = stored_answer(tx, care_plan.id, decision.session_key)
         if answer is not None:

@@ -260,6 +260,7 @@ def build_outputs(
     care_plan: Json,
     session_refs: list[str] | None = None,
     newer: datetime | None = None,
+    care_plan_version: int | None = None,
 ) -> DecisionOutputs:
     """All resources of a decision. `session_refs` defaults to the decision's session inputs.
 
@@ -268,6 +269,10 @@ def build_outputs(
     (history.py), so the CarePlan and what the patient was told stay with the newest decision:
     no CarePlan change, no retry Task, no patient message. The GuidanceResponse, the clinician
     review request and the detected issues are still recorded, so nothing clinical is missed.
+
+    `care_plan_version`: the stored version of `care_plan`. The Provenance then names the
+    version the decision read (entity) and the one it writes (target), so the decision's
+    answer can be given again exactly as it was.
     """
     d = decision
     cp_id = str(care_plan.get("id") or "no-care-plan")
@@ -293,9 +298,14 @@ def build_outputs(
         communication = _communication(d, rid("communication-request"), plan_ref, gr, params)
     else:
         gr["note"].append({"text": late_note(newer)})
-    changed = [plan_ref] if newer is None else []
+    read, written = plan_ref, plan_ref
+    if care_plan_version is not None:
+        read = {"reference": f"CarePlan/{cp_id}/_history/{care_plan_version}"}
+        written = {"reference": f"CarePlan/{cp_id}/_history/{care_plan_version + 1}"}
+    changed = [written] if plan != care_plan else []
     targets = [_ref(gr), *changed] + [
         _ref(x) for x in (task, request, *issues, communication) if x is not None
     ]
-    provenance = _provenance(d, rid("provenance"), targets, inputs)
+    sources = [*inputs, read] if care_plan_version is not None else inputs
+    provenance = _provenance(d, rid("provenance"), targets, sources)
     return DecisionOutputs(gr, plan, task, request, issues, communication, provenance)

@@ -521,3 +521,18 @@ def test_a_stored_panel_is_decided_once_it_is_final(client, plan_id):
     panel["status"] = "final"
     assert client.put(f"/fhir/Observation/{panel['id']}", json=panel).status_code == 200
     assert _decisions(client, plan_id) == 1
+
+
+def test_a_resubmission_answers_with_the_plan_as_the_decision_left_it(client, plan_id):
+    """Later decisions change the CarePlan; the first session's answer stays what it was."""
+    first = submit(client, plan_id, [3, 2, 1, 1, 0], day(1)).json()
+    provenance = created(first, "Provenance")[0]
+    version = part(first, "carePlan")["meta"]["versionId"]
+    assert {"reference": f"CarePlan/{plan_id}/_history/{version}"} in provenance["target"]
+    submit(client, plan_id, [1, 2, 4, 6], day(2))  # a hold: the plan changes
+    again = submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    assert again.json() == first
+    # A late session leaves the plan as it is: it answers with the version it read.
+    late = submit(client, plan_id, [3, 2, 1, 1, 0], day(2, hour=7)).json()
+    submit(client, plan_id, [3, 2, 1, 1, 0], day(12))
+    assert submit(client, plan_id, [3, 2, 1, 1, 0], day(2, hour=7)).json() == late
