@@ -59,13 +59,33 @@ def parameters(guidance_response: Json, care_plan: Json, created: list[Json]) ->
     return {"resourceType": "Parameters", "parameter": parts}
 
 
-def _session_from(body: Json) -> Session:
+def _session_from(body: Json, where: str) -> Session:
+    """The session in the Bundle at `where` (its path in the request body)."""
     try:
         return Session.from_bundle(body)
     except SessionShapeError as exc:
         raise fhir_error(
-            422, "business-rule", f"Not a usable session: {exc}", exc.expression
+            422, "business-rule", f"Not a usable session: {exc}", f"{where}.{exc.expression}"
         ) from None
+
+
+def _in_request(
+    problems: list[Problem], bundle: Json, session: Session, where: str
+) -> list[Problem]:
+    """Problems of check_session ("panel.x", "repetition[1].x") with the path the element has
+    in the request body ("Bundle.entry[2].resource.x"), so an integrator finds it."""
+    entry_of = {id(e.get("resource")): i for i, e in enumerate(bundle.get("entry", []))}
+    entries = {"panel": entry_of.get(id(session.panel))}
+    entries |= {f"repetition[{k}]": entry_of.get(id(m)) for k, m in enumerate(session.members)}
+    placed = []
+    for problem in problems:
+        head, dot, rest = problem.expression.partition(".")
+        entry = entries.get(head)
+        if entry is not None:
+            path = f"{where}.entry[{entry}].resource{dot}{rest}"
+            problem = Problem(path, problem.message)
+        placed.append(problem)
+    return placed
 
 
 def local_references(bundle: Json, base: str | None) -> Json:
@@ -332,14 +352,21 @@ def decide_and_store(
 
 
 def submit_session(
-    tx: Tx, care_plan_id: str, bundle: Json, now: datetime, base: str | None = None
+    tx: Tx,
+    care_plan_id: str,
+    bundle: Json,
+    now: datetime,
+    base: str | None = None,
+    where: str = "Bundle",
 ) -> Json:
-    """`base`: this server's FHIR base URL; references under it count as local."""
+    """`base`: this server's FHIR base URL; references under it count as local. `where`: the
+    Bundle's path in the request body, for the paths of the 422s."""
     # Locked: two sessions of one plan are decided one after the other, never interleaved.
     care_plan = tx.read("CarePlan", care_plan_id, lock=True)
     plan_body = care_plan.body or {}
     canonical = protocol_canonical(plan_body)  # 422 unless on this protocol
-    session = _session_from(local_references(bundle, base))
+    bundle = local_references(bundle, base)
+    session = _session_from(bundle, where)
     key = identifier_key(session.panel)
     patient_id = _patient_id(plan_body)
     # What the rest needs first, in one round trip on PostgreSQL.
@@ -352,7 +379,7 @@ def submit_session(
     # Checked first, so a resubmission that is not a usable session is told why (422).
     problems = check_session(session, plan_body, now)
     if problems:
-        raise unprocessable(problems)
+        raise unprocessable(_in_request(problems, bundle, session, where))
     if key is not None:
         answer = _existing_answer(tx, plan_body, key, session, earlier[0])
         if answer is not None:

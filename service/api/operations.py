@@ -98,9 +98,12 @@ async def apply_type(request: Request) -> Response:
 async def submit_session(request: Request, id: str) -> Response:
     check_id(id)
     body = validate_resource(await json_body(request))
+    where = "Bundle"
     if body["resourceType"] == "Parameters":
-        if sum(p.get("name") == "session" for p in body.get("parameter", [])) > 1:
+        parts = [i for i, p in enumerate(body.get("parameter", [])) if p.get("name") == "session"]
+        if len(parts) > 1:
             raise fhir_error(400, "invalid", "Parameters has more than one 'session'", "session")
+        where = f"Parameters.parameter[{parts[0] if parts else 0}].resource"
         bundle = _parameter(body, "session")
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise fhir_error(
@@ -113,7 +116,7 @@ async def submit_session(request: Request, id: str) -> Response:
     now = datetime.now(UTC)
     base = base_url(request)
     answer = await store_of(request).arun(
-        lambda tx: sessions.submit_session(tx, id, bundle, now, base)
+        lambda tx: sessions.submit_session(tx, id, bundle, now, base, where)
     )
     return fhir_response(request, answer)
 

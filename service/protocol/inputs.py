@@ -124,7 +124,7 @@ class Session:
         panels = [(i, e) for i, e in entries if is_service_code(e["resource"], SESSION_CODE)]
         if len(panels) != 1:
             raise SessionShapeError(
-                "Bundle.entry", "a session Bundle must hold exactly one flexion-session panel"
+                "entry", "a session Bundle must hold exactly one flexion-session panel"
             )
         panel_at, panel_entry = panels[0]
         panel = panel_entry["resource"]
@@ -140,7 +140,7 @@ class Session:
             missing = [ref for ref in wanted if ref not in by_ref]
             if missing:
                 raise SessionShapeError(
-                    f"Bundle.entry[{panel_at}].resource.hasMember",
+                    f"entry[{panel_at}].resource.hasMember",
                     f"hasMember not in the Bundle: {', '.join(map(str, missing))}",
                 )
             members = [by_ref[ref] for ref in wanted]
@@ -150,14 +150,15 @@ class Session:
         for i, entry in entries:
             if id(entry["resource"]) not in listed:
                 raise SessionShapeError(
-                    f"Bundle.entry[{i}]",
+                    f"entry[{i}]",
                     "neither the session panel nor a repetition its hasMember lists",
                 )
         return cls(panel=panel, members=tuple(members))
 
 
 class SessionShapeError(ValueError):
-    """A session Bundle that cannot be read as one panel and its repetitions."""
+    """A session Bundle that cannot be read as one panel and its repetitions; `expression` is
+    a path inside the Bundle ("entry[2]")."""
 
     def __init__(self, expression: str, message: str) -> None:
         super().__init__(message)

@@ -132,12 +132,12 @@ def test_evaluating_again_at_the_same_clock_answers_as_before(client, app, plan_
         (lambda e: e[1]["resource"].update(effectiveDateTime="2999-01-01T00:00:00Z"), "effective"),
         (lambda e: e[0]["resource"].update(subject={"reference": "Patient/other"}), "subject"),
         (lambda e: e[0]["resource"].pop("identifier"), "identifier"),
-        (lambda e: e[0]["resource"].update(status="preliminary"), "panel.status"),
-        (lambda e: e[0]["resource"].update(status="entered-in-error"), "panel.status"),
+        (lambda e: e[0]["resource"].update(status="preliminary"), "entry[0].resource.status"),
+        (lambda e: e[0]["resource"].update(status="entered-in-error"), "entry[0].resource.status"),
         (lambda e: e[2]["resource"]["valueQuantity"].update(comparator=">"), "comparator"),
         (
             lambda e: e[0]["resource"].update(subject={"identifier": {"value": "MRN-9"}}),
-            "panel.subject",
+            "entry[0].resource.subject",
         ),
         (lambda e: e.append({**e[1], "fullUrl": "urn:uuid:" + "0" * 8 + "-0-0-0-9"}), "entry[6]"),
         (
@@ -536,3 +536,22 @@ def test_a_resubmission_answers_with_the_plan_as_the_decision_left_it(client, pl
     late = submit(client, plan_id, [3, 2, 1, 1, 0], day(2, hour=7)).json()
     submit(client, plan_id, [3, 2, 1, 1, 0], day(12))
     assert submit(client, plan_id, [3, 2, 1, 1, 0], day(2, hour=7)).json() == late
+
+
+def test_a_refusal_names_the_element_where_the_request_has_it(client, plan_id):
+    """422 paths point into the body as sent: Bundle.entry[k] or Parameters...entry[k]."""
+    bundle = b.session_bundle([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    bundle["entry"][3]["resource"]["valueQuantity"]["value"] = 12
+    response = client.post(f"/fhir/CarePlan/{plan_id}/$submit-session", json=bundle)
+    assert response.status_code == 422
+    assert response.json()["issue"][0]["expression"] == [
+        "Bundle.entry[3].resource.valueQuantity.value"
+    ]
+    wrapped = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "session", "resource": bundle}],
+    }
+    response = client.post(f"/fhir/CarePlan/{plan_id}/$submit-session", json=wrapped)
+    assert response.json()["issue"][0]["expression"] == [
+        "Parameters.parameter[0].resource.entry[3].resource.valueQuantity.value"
+    ]
