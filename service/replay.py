@@ -22,6 +22,7 @@ from service.protocol.history import P_RETRY_END, P_RETRY_START
 from service.protocol.inputs import SESSION_CODE, Session
 from service.protocol.outputs import build_outputs, resource_id
 from service.protocol.parameters import Params, read_params
+from service.protocol.session_checks import DECIDABLE_STATUSES
 from service.records import find_canonical, load_record, plan_definition_for
 from service.store.repository import HistoryEntry, Store, Tx
 
@@ -101,9 +102,9 @@ def _resumes(versions: list[HistoryEntry], params: Params) -> list[HistoryEntry]
     ]
 
 
-def _stored_at(panel: Json) -> datetime | None:
-    """When the session was stored (the store's clock, as the history's)."""
-    text = (panel.get("meta") or {}).get("lastUpdated")
+def _stored_at(resource: Json) -> datetime | None:
+    """When the resource was stored (the store's clock, as the history's)."""
+    text = (resource.get("meta") or {}).get("lastUpdated")
     return parse_range(text)[0] if isinstance(text, str) else None
 
 
@@ -148,11 +149,16 @@ def replay(store: Store, care_plan_id: str, version: str | None = None) -> list[
         replayed: list[Json] = []
         results = []
         for panel in panels:
+            if panel.get("status") not in DECIDABLE_STATUSES:
+                continue  # never decided (preliminary, entered-in-error, ...)
+            key = identifier_key(panel) or f"Observation/{panel['id']}"
+            stored = tx.get("GuidanceResponse", resource_id(care_plan_id, key, "guidance-response"))
             refs = [m["reference"].partition("/") for m in panel.get("hasMember", [])]
             members = [m.body for m in tx.read_many([(t, i) for t, _, i in refs]) if m.body]
             session = Session.from_observations(panel, members)
             clock = session_clock(session)
-            stored_at = _stored_at(panel)
+            # When the session was decided (its panel may have been edited since).
+            stored_at = _stored_at(stored.body if stored and stored.body else panel)
             if any(_between(r.last_updated, seen_until, stored_at) for r in resumes):
                 care_plan = _resumed(care_plan, params, resumes, stored_at)
             seen_until = stored_at
@@ -162,8 +168,6 @@ def replay(store: Store, care_plan_id: str, version: str | None = None) -> list[
             outputs = build_outputs(decision, params, care_plan)
             replayed.append(outputs.guidance_response)
             care_plan = outputs.care_plan
-            key = identifier_key(panel) or f"Observation/{panel['id']}"
-            stored = tx.get("GuidanceResponse", resource_id(care_plan_id, key, "guidance-response"))
             results.append(
                 ReplayedDecision(
                     session=key,

@@ -20,6 +20,7 @@ from service.protocol.activities import stopped_flexion
 from service.protocol.codes import CAREPLAN_CS
 from service.protocol.decide import Decision, decide, decision_key, session_clock
 from service.protocol.fhirdata import identifier_key, is_pain_score, is_service_code
+from service.protocol.history import is_evaluation, parse_decision
 from service.protocol.inputs import SESSION_CODE, Session, SessionShapeError
 from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
 from service.protocol.parameters import Params, read_params
@@ -41,6 +42,9 @@ from service.store.repository import Read, Stored, Tx, live
 
 Json = dict[str, Any]
 _STOPPED_PLAN = {"revoked", "completed", "entered-in-error"}
+# Decisions read after a session's clock to tell whether it is late: evaluations among them
+# are skipped, and a session arriving later than this many decisions is very rare.
+_LATER_DECISIONS = 50
 _OFFSET = re.compile(r"(?P<sign>[+-])(?P<h>\d{2}):(?P<m>\d{2})$")
 
 
@@ -132,9 +136,9 @@ def _check_plan_open(care_plan: Json, params: Params) -> None:
         raise fhir_error(
             422,
             "business-rule",
-            f"CarePlan/{care_plan['id']} is stopped for clinician review: sessions are not "
-            "accepted until a clinician resumes it (sets the flexion activity back to "
-            "in-progress)",
+            f"CarePlan/{care_plan['id']} is stopped (its flexion activity is "
+            f"{care_plan['activity'][stopped]['detail']['status']}): sessions are not accepted "
+            "until a clinician resumes it (sets the flexion activity back to in-progress)",
             f"CarePlan.activity[{stopped}].detail.status",
         )
 
@@ -264,28 +268,33 @@ def _answered_care_plan(tx: Tx, care_plan_id: str, provenance: Json) -> Json:
 def _latest_decision_read(
     tx: Tx, care_plan_id: str, patient_id: str, at: datetime
 ) -> Read[list[Stored]]:
-    """The plan's newest decision dated after `at` (by its date index: the same second too)."""
+    """The plan's newest decisions dated after `at` (by their date index: the same second
+    too), newest first; `_later_clock` picks the session decisions among them."""
     after = naive_utc(at) + timedelta(microseconds=1)
     return tx.latest_dated_read(
         "GuidanceResponse",
         f"Patient/{patient_id}",
         (after, MAX_DT),
         ("result", f"CarePlan/{care_plan_id}"),
-        1,
+        _LATER_DECISIONS,
     )
 
 
 def _later_clock(found: list[Stored], at: datetime) -> datetime | None:
-    """The clock of the decision `_latest_decision_read` found, if it is later than `at`."""
+    """The clock of the newest session decision after `at` that `_latest_decision_read`
+    found, if any: then the decision at `at` is late. Evaluations do not count (they re-check
+    stored data; a session they did not know makes them stale, history._current), nor do
+    GuidanceResponses this service did not write or that are entered-in-error."""
+    clock = at if at.tzinfo else at.replace(tzinfo=UTC)
+    later = []
     for stored in found:
         body = stored.body or {}
-        text = body.get("occurrenceDateTime")
-        if body.get("status") == "entered-in-error" or not isinstance(text, str):
+        if body.get("status") == "entered-in-error":
             continue
-        clock = datetime.fromisoformat(text)
-        if clock > (at if at.tzinfo else at.replace(tzinfo=UTC)):
-            return clock
-    return None
+        decision = parse_decision(body, UTC)
+        if decision is not None and not is_evaluation(decision) and decision.at > clock:
+            later.append(decision.at)
+    return max(later, default=None)
 
 
 def _persist(tx: Tx, outputs: DecisionOutputs, care_plan: Stored) -> Json:
@@ -450,6 +459,7 @@ def on_observations_written(tx: Tx, written: list[Stored], fresh_ids: bool = Fal
         elif fresh_ids:
             continue  # an id made just now: no stored panel can list it as a member yet
         else:
+            _lock_patient(tx, body)
             panels = tx.find(
                 "Observation",
                 [
@@ -476,8 +486,11 @@ def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
         raise fhir_error(
             422, "required", "A session panel needs its patient (subject)", "Observation.subject"
         )
-    # Locked before the members are read: of two transactions that each store a last
-    # repetition, the second then sees the first's, so the session is decided (once).
+    # Locked before the members are read: of two transactions that each store a last piece
+    # of the session (two repetitions, or the panel and a repetition, whose search for its
+    # panel locks the patient too), the second waits for the first and then sees its write,
+    # so the session is decided, once. Patient before CarePlan, always.
+    _lock_patient(tx, panel)
     care_plan = tx.get("CarePlan", plan_refs[0], lock=True)
     if care_plan is None or care_plan.deleted or care_plan.body is None:
         return
@@ -501,13 +514,27 @@ def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
     decide_and_store(tx, care_plan, session, session_clock(session), refs, plan_definition)
 
 
+def _lock_patient(tx: Tx, observation: Json) -> None:
+    """Lock the row of the Observation's patient (PostgreSQL; SQLite has one writer)."""
+    reference = str((observation.get("subject") or {}).get("reference", ""))
+    patient_type, _, patient_id = reference.partition("/")
+    if patient_type == "Patient" and patient_id:
+        tx.get("Patient", patient_id, lock=True)
+
+
 def _decided_already(tx: Tx, refs: list[str]) -> bool:
     """Whether a decision used this panel (then it was updated: not decided again), or 422 if
     one used its repetitions under another panel (the same session stored twice)."""
-    used = tx.find("Provenance", [("entity", ",".join(refs))], limit=1)
+    found = tx.find("Provenance", [("entity", ",".join(refs))], limit=_LATER_DECISIONS)
+    # Ours record a decision (their first target); an EHR's own Provenance does not count.
+    used = [
+        p
+        for p in found
+        if str((p.get("target") or [{}])[0].get("reference", "")).startswith("GuidanceResponse/")
+    ]
     if not used:
         return False
-    inputs = {e.get("what", {}).get("reference") for e in used[0].get("entity", [])}
+    inputs = {e.get("what", {}).get("reference") for p in used for e in p.get("entity", [])}
     if refs[0] in inputs:
         return True
     taken = sorted(inputs & set(refs[1:]))

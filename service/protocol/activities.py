@@ -148,8 +148,9 @@ _GOING = {"not-started", "scheduled", "in-progress", "on-hold"}  # activity.deta
 
 
 def stopped_flexion(care_plan: Json, params: Params) -> int | None:
-    """The index of a stopped flexion activity when no flexion activity is still going: the
-    plan was stopped (stop-and-refer) and no clinician has resumed it."""
+    """The index of a stopped (or cancelled) flexion activity when no flexion activity is
+    still going: the plan was stopped (stop-and-refer, or a clinician cancelled it) and
+    nobody has resumed it."""
     stopped = None
     for i, activity in enumerate(care_plan.get("activity", [])):
         where = activity_level(activity, params.levels)
@@ -158,6 +159,6 @@ def stopped_flexion(care_plan: Json, params: Params) -> int | None:
         status = (activity.get("detail") or {}).get("status")
         if status in _GOING:
             return None
-        if status == "stopped":
+        if status in ("stopped", "cancelled"):
             stopped = i
     return stopped

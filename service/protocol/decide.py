@@ -21,6 +21,7 @@ from service.protocol.fhirdata import Json, effective_end, local_date, ref_key
 from service.protocol.history import (
     CONTINUE,
     DATA_REQUIRED,
+    EVALUATION_KEY_PREFIX,
     HOLD_BACK,
     PROGRESS,
     START,
@@ -186,7 +187,9 @@ def decision_key(session: Session | None, at: datetime) -> str:
     """What a plan's decision is for: its session, or for an evaluation its clock. The ids of
     the decision's resources derive from it (outputs.resource_id)."""
     # In UTC: one instant is one evaluation, whatever offset the caller wrote it with.
-    return session.key if session else f"evaluation|{_aware(at).astimezone(UTC).isoformat()}"
+    if session:
+        return session.key
+    return f"{EVALUATION_KEY_PREFIX}{_aware(at).astimezone(UTC).isoformat()}"
 
 
 def decide(

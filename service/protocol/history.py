@@ -47,6 +47,9 @@ S_INTOLERANT_DAYS = "state-intolerant-days"
 # decisions it has form one chain (a late-arriving session breaks it, and is then folded).
 S_PREVIOUS = "state-previous"
 
+# The session key of an $evaluate decision starts with this (decide.decision_key).
+EVALUATION_KEY_PREFIX = "evaluation|"
+
 # Decision codes (decision table, column "decision").
 DATA_REQUIRED = "data-required"
 STOP_AND_REFER = "stop-and-refer"
@@ -253,10 +256,30 @@ def advance(state: PlanState, d: PastDecision, tz: tzinfo | None) -> PlanState:
     )
 
 
+def is_evaluation(decision: PastDecision) -> bool:
+    """A decision of $evaluate (no session: a re-check of stored data at a clock)."""
+    return (decision.session_key or "").startswith(EVALUATION_KEY_PREFIX)
+
+
+def _current(decisions: list[PastDecision]) -> list[PastDecision]:
+    """The decisions without the evaluations a session made stale: one that arrived late with
+    a clock between an evaluation and the decision that evaluation's state came from. The
+    evaluation re-checked stored data without that session; the next decision re-checks."""
+    keys = [d.session_key for d in decisions]
+    kept = []
+    for i, d in enumerate(decisions):
+        if is_evaluation(d) and d.previous in keys[:i]:
+            since = keys.index(d.previous) + 1
+            if any(not is_evaluation(x) for x in decisions[since:i]):
+                continue
+        kept.append(d)
+    return kept
+
+
 def plan_state(decisions: list[PastDecision], tz: tzinfo | None) -> PlanState:
     """Fold the decisions, oldest first, into the plan's current state."""
     state = PlanState()
-    for d in decisions:
+    for d in _current(decisions):
         state = advance(state, d, tz)
     return state
 

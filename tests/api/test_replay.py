@@ -109,6 +109,13 @@ def test_replay_follows_a_clinicians_resume(client, app):
     results = replay(app.state.store, plan_id)
     assert [r.replayed.code for r in results] == ["stop-and-refer", "continue", "continue"]
     assert not any(r.changed for r in results)
+    # Editing the first panel afterwards (a note) moves its lastUpdated past the resume: the
+    # replay still places the resume by when the session was decided.
+    panels = client.get(f"/fhir/Observation?based-on=CarePlan/{plan_id}&_sort=date").json()
+    first = next(e["resource"] for e in panels["entry"] if "hasMember" in e["resource"])
+    first = {**first, "status": "amended", "note": [{"text": "patient called: all fine"}]}
+    assert client.put(f"/fhir/Observation/{first['id']}", json=first).status_code == 200
+    assert not any(r.changed for r in replay(app.state.store, plan_id))
 
 
 def test_replay_command(client, app, history, monkeypatch, capsys, database_url):

@@ -236,6 +236,9 @@ def test_a_repetition_with_a_fresh_id_skips_the_panel_lookup() -> None:
         def find(self, *args: object, **kwargs: object) -> list[dict]:
             raise AssertionError("looked up panels for an id no panel can list")
 
+        def get(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("looked up (locked) the patient for an id no panel can list")
+
     repetition = b.repetition(1, 3, day(1), "fresh")
     stored = Stored(1, "Observation", "fresh", 1, day(1), False, repetition)
     on_observations_written(NoLookups(), [stored], fresh_ids=True)  # type: ignore[arg-type]
@@ -555,3 +558,98 @@ def test_a_refusal_names_the_element_where_the_request_has_it(client, plan_id):
     assert response.json()["issue"][0]["expression"] == [
         "Parameters.parameter[0].resource.entry[3].resource.valueQuantity.value"
     ]
+
+
+# --- what makes a session late, and what does not -------------------------------------------
+
+
+def test_an_evaluation_does_not_make_an_earlier_session_late(client, plan_id):
+    """$evaluate re-checks stored data; a session from before it that arrives after it is
+    still the plan's newest news, and the stale evaluation drops out of the plan's state."""
+    submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    assert _evaluate(client, plan_id, _instant(day(3))).status_code == 200
+    rising = submit(client, plan_id, [1, 2, 4, 6], day(2)).json()
+    assert decision_codes(rising)[:2] == ["hold-back", "R4"]
+    assert created(rising, "Task") and created(rising, "CommunicationRequest")
+    assert part(rising, "carePlan")["activity"][0]["detail"]["status"] == "on-hold"
+    nxt = submit(client, plan_id, [3, 2, 1, 1, 0], day(4)).json()
+    assert decision_codes(nxt)[:2] == ["hold-back", "R11"]
+
+
+def test_a_newest_decision_entered_in_error_does_not_hide_a_later_one(client, plan_id):
+    for n in (30, 32, 33):
+        submit(client, plan_id, [3, 2, 1, 1, 0], day(n))
+    found = client.get(f"/fhir/GuidanceResponse?result=CarePlan/{plan_id}&_sort=-_lastUpdated")
+    newest = found.json()["entry"][0]["resource"]
+    newest["status"] = "entered-in-error"
+    assert client.put(f"/fhir/GuidanceResponse/{newest['id']}", json=newest).status_code == 200
+    plan_before = client.get(f"/fhir/CarePlan/{plan_id}").json()
+    late = submit(client, plan_id, [1, 2, 4, 6], day(31)).json()
+    assert decision_codes(late)[0] == "hold-back"
+    assert not created(late, "Task")  # day 32's decision is newer and stands
+    assert client.get(f"/fhir/CarePlan/{plan_id}").json() == plan_before
+
+
+def test_a_guidance_response_someone_else_wrote_changes_nothing(client, plan_id):
+    """Only this service's decisions count; a date-only one is no 500 either."""
+    foreign = {
+        "resourceType": "GuidanceResponse",
+        "status": "success",
+        "moduleUri": "https://elsewhere.example/cds",
+        "subject": {"reference": f"Patient/{b.PATIENT_ID}"},
+        "result": {"reference": f"CarePlan/{plan_id}"},
+        "occurrenceDateTime": datetime.now(UTC).date().isoformat(),
+    }
+    assert client.post("/fhir/GuidanceResponse", json=foreign).status_code == 201
+    response = submit(client, plan_id, [1, 2, 4, 6], day(2))
+    assert response.status_code == 200, response.text
+    assert created(response.json(), "Task")  # not late: the foreign one is no decision
+
+
+def test_an_ehrs_own_provenance_over_repetitions_does_not_block_the_session(client, plan_id):
+    panel, members = b.session_resources([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    for member in members:
+        put(client, member)
+    ehr = {
+        "resourceType": "Provenance",
+        "target": [{"reference": f"Observation/{members[0]['id']}"}],
+        "recorded": _instant(day(1)),
+        "agent": [{"who": {"display": "The EHR"}}],
+        "entity": [{"role": "source", "what": {"reference": f"Observation/{members[0]['id']}"}}],
+    }
+    assert client.post("/fhir/Provenance", json=ehr).status_code == 201
+    assert client.put(f"/fhir/Observation/{panel['id']}", json=panel).status_code == 201
+    assert _decisions(client, plan_id) == 1
+
+
+def test_a_plan_whose_flexion_a_clinician_cancelled_takes_no_session(client, app, plan_id):
+    plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
+    for activity in plan["activity"]:
+        activity["detail"]["status"] = "cancelled"
+    assert client.put(f"/fhir/CarePlan/{plan_id}", json=plan).status_code == 200
+    before = store_snapshot(app)
+    response = submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    assert response.status_code == 422, response.text
+    assert "cancelled" in response.json()["issue"][0]["diagnostics"]
+    assert store_snapshot(app) == before
+
+
+def test_a_panel_and_its_last_repetition_stored_at_once_decide_the_session_once(
+    client, app, plan_id
+):
+    store, hooks = app.state.store, app.state.hooks
+    for n in range(4):
+        panel, members = b.session_resources(
+            [3, 2, 1, 1, 0], day(1 + n), care_plan_id=plan_id, sid=f"race-panel-{n}"
+        )
+        for resource in members[:-1]:
+            put(client, resource)
+        barrier = threading.Barrier(2)
+
+        def store_one(resource: dict, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            store.run(lambda tx: interactions.update(tx, hooks, resource, resource["id"], None))
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(store_one, [panel, members[-1]]))
+        assert _decisions(client, plan_id) == n + 1, f"session {n}"
