@@ -449,24 +449,30 @@ def test_a_stored_panel_needs_its_patient(client, app, plan_id):
     assert store_snapshot(app) == before
 
 
+def _store_at_once(app, resources: list[dict]) -> None:
+    """PUT the resources from threads released together, each in its own transaction, as the
+    routes do (the TestClient runs one request at a time)."""
+    store, hooks = app.state.store, app.state.hooks
+    barrier = threading.Barrier(len(resources))
+
+    def store_one(resource: dict) -> None:
+        barrier.wait()
+        store.run(lambda tx: interactions.update(tx, hooks, resource, resource["id"], None))
+
+    with ThreadPoolExecutor(max_workers=len(resources)) as pool:
+        list(pool.map(store_one, resources))
+
+
 def test_last_repetitions_stored_at_once_decide_the_session_once(client, app, plan_id):
     """Two transactions that each store one of the last repetitions: the CarePlan lock makes
     the second see the first's, so the session is decided, and only once."""
-    store, hooks = app.state.store, app.state.hooks
     for n in range(4):
         panel, members = b.session_resources(
             [3, 2, 1, 1, 0], day(1 + n), care_plan_id=plan_id, sid=f"race-{n}"
         )
         for resource in [panel, *members[:-2]]:
             put(client, resource)
-        barrier = threading.Barrier(2)
-
-        def store_one(member: dict, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            store.run(lambda tx: interactions.update(tx, hooks, member, member["id"], None))
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(store_one, members[-2:]))
+        _store_at_once(app, members[-2:])
         assert _decisions(client, plan_id) == n + 1, f"session {n}"
 
 
@@ -637,19 +643,13 @@ def test_a_plan_whose_flexion_a_clinician_cancelled_takes_no_session(client, app
 def test_a_panel_and_its_last_repetition_stored_at_once_decide_the_session_once(
     client, app, plan_id
 ):
-    store, hooks = app.state.store, app.state.hooks
+    """The repetition's search for its panel and the panel's read of its members each lock
+    the patient first, so one of them sees the other's write."""
     for n in range(4):
         panel, members = b.session_resources(
             [3, 2, 1, 1, 0], day(1 + n), care_plan_id=plan_id, sid=f"race-panel-{n}"
         )
         for resource in members[:-1]:
             put(client, resource)
-        barrier = threading.Barrier(2)
-
-        def store_one(resource: dict, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            store.run(lambda tx: interactions.update(tx, hooks, resource, resource["id"], None))
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(store_one, [panel, members[-1]]))
+        _store_at_once(app, [panel, members[-1]])
         assert _decisions(client, plan_id) == n + 1, f"session {n}"
