@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Response
 from sqlalchemy.engine import Engine
 
-from service import __version__, enrolment, sessions
+from service import __version__, enrolment, session_observations
 from service.api import capability, docs, health, operations, system
 from service.api.errors import install_error_handlers
 from service.api.rest import resource_routers
@@ -186,9 +186,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hooks = Hooks(
         validators={
             "CarePlan": [enrolment.validate_care_plan],
-            "Observation": [sessions.validate_pain_observation],
+            "Observation": [session_observations.validate_pain_observation],
         },
-        after_write=[sessions.on_observations_written],
+        after_write=[session_observations.on_observations_written],
     )
     configure_logging(settings.log_level)
     logging.getLogger("uvicorn.error").addFilter(_STARTUP_ERROR_FILTER)

@@ -3,7 +3,8 @@
 submit_session: validate -> store the session -> load the record window -> decide ->
 store the GuidanceResponse, the updated CarePlan and the follow-up resources -> answer.
 Every output id is derived from (CarePlan, session identifier), so a resubmitted session
-finds its earlier answer instead of deciding twice.
+finds its earlier answer instead of deciding twice. Sessions written as plain Observations
+reach decide_and_store through session_observations.py.
 """
 
 import re
@@ -19,15 +20,13 @@ from service.observability import record_decision
 from service.protocol.activities import stopped_flexion
 from service.protocol.codes import CAREPLAN_CS
 from service.protocol.decide import Decision, decide, decision_key, session_clock
-from service.protocol.fhirdata import identifier_key, is_pain_score, is_service_code
+from service.protocol.fhirdata import identifier_key
 from service.protocol.history import is_evaluation, parse_decision
 from service.protocol.inputs import SESSION_CODE, Session, SessionShapeError
 from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
 from service.protocol.parameters import Params, read_params
 from service.protocol.session_checks import (
-    DECIDABLE_STATUSES,
     Problem,
-    check_pain_observation,
     check_session,
 )
 from service.records import (
@@ -119,7 +118,7 @@ def local_references(bundle: Json, base: str | None) -> Json:
     return {**bundle, "entry": entries}
 
 
-def _check_plan_open(care_plan: Json, params: Params) -> None:
+def check_plan_open(care_plan: Json, params: Params) -> None:
     """422 unless the plan takes sessions: not ended, not paused by a clinician, and not
     stopped by a stop-and-refer that no clinician has resumed yet."""
     status = care_plan.get("status")
@@ -393,7 +392,7 @@ def submit_session(
         answer = _existing_answer(tx, plan_body, key, session, earlier[0])
         if answer is not None:
             return answer
-    _check_plan_open(plan_body, read_params(plan_definition))
+    check_plan_open(plan_body, read_params(plan_definition))
     stored_session, refs = _store_session(tx, session, plan_body)
     clock = session_clock(session)
     patient_body = live(patient, "Patient", patient_id).body or {}
@@ -413,7 +412,7 @@ def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime) -> Json:
         return answer
     plan_body = care_plan.body or {}
     plan_definition = plan_definition_for(tx, plan_body)
-    _check_plan_open(plan_body, read_params(plan_definition))
+    check_plan_open(plan_body, read_params(plan_definition))
     _, answer = decide_and_store(tx, care_plan, None, at, [], plan_definition)
     return answer
 
@@ -432,115 +431,3 @@ def parse_clock(text: str) -> datetime:
     sign = 1 if offset["sign"] == "+" else -1
     shift = timedelta(hours=int(offset["h"]), minutes=int(offset["m"]))
     return clock.astimezone(timezone(sign * shift))
-
-
-# --- sessions that arrive as plain Observations or transaction Bundles ----------------------
-
-
-def validate_pain_observation(_tx: Tx, observation: Json) -> None:
-    """Hook for every stored Observation: a pain score outside 0-10 is refused (422)."""
-    codings = (observation.get("code") or {}).get("coding") or []
-    if any(c.get("code") == "72514-3" for c in codings):
-        problems = check_pain_observation(observation, "Observation")
-        if problems:
-            raise unprocessable(problems)
-
-
-def on_observations_written(tx: Tx, written: list[Stored], fresh_ids: bool = False) -> None:
-    """Evaluate a session panel once it and all its repetitions are stored."""
-    for stored in written:
-        body = stored.body
-        if stored.type != "Observation" or body is None:
-            continue
-        if is_service_code(body, SESSION_CODE):
-            panels = [body]
-        elif not is_pain_score(body):
-            continue  # only a pain score can complete a session panel: no lookup for the rest
-        elif fresh_ids:
-            continue  # an id made just now: no stored panel can list it as a member yet
-        else:
-            _lock_patient(tx, body)
-            panels = tx.find(
-                "Observation",
-                [
-                    ("has-member", f"Observation/{stored.id}"),
-                    ("code", f"{CAREPLAN_CS}|{SESSION_CODE}"),
-                ],
-                limit=5,
-            )
-        for panel in panels:
-            _evaluate_complete_panel(tx, panel)
-
-
-def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
-    plan_refs = [
-        b["reference"].partition("/")[2]
-        for b in panel.get("basedOn", [])
-        if b.get("reference", "").startswith("CarePlan/")
-    ]
-    if not plan_refs or panel.get("status") not in DECIDABLE_STATUSES:
-        return  # not a session of a plan, or not final yet (an update to final decides it)
-    if not (panel.get("subject") or {}).get("reference"):
-        # $submit-session fills it in from the CarePlan; a stored panel has to carry it, or
-        # the patient's record (the day's sessions, W3) would not find it.
-        raise fhir_error(
-            422, "required", "A session panel needs its patient (subject)", "Observation.subject"
-        )
-    # Locked before the members are read: of two transactions that each store a last piece
-    # of the session (two repetitions, or the panel and a repetition, whose search for its
-    # panel locks the patient too), the second waits for the first and then sees its write,
-    # so the session is decided, once. Patient before CarePlan, always.
-    _lock_patient(tx, panel)
-    care_plan = tx.get("CarePlan", plan_refs[0], lock=True)
-    if care_plan is None or care_plan.deleted or care_plan.body is None:
-        return
-    member_ids = [m.get("reference", "").partition("/")[2] for m in panel.get("hasMember", [])]
-    members = [tx.get("Observation", i) for i in member_ids]
-    if not member_ids or any(m is None or m.deleted for m in members):
-        return  # not complete yet: the last repetition to arrive triggers the evaluation
-    key = identifier_key(panel) or f"Observation/{panel['id']}"
-    if tx.get("GuidanceResponse", resource_id(care_plan.id, key, "guidance-response")):
-        return  # already decided
-    refs = [f"Observation/{panel['id']}", *(f"Observation/{i}" for i in member_ids)]
-    if _decided_already(tx, refs):
-        return
-    session = Session.from_observations(panel, [m.body for m in members if m and m.body])
-    plan_definition = plan_definition_for(tx, care_plan.body)
-    _check_plan_open(care_plan.body, read_params(plan_definition))
-    problems = check_session(session, care_plan.body, datetime.now().astimezone())
-    problems = [p for p in problems if p.expression != "panel.identifier"]
-    if problems:
-        raise unprocessable(problems)
-    decide_and_store(tx, care_plan, session, session_clock(session), refs, plan_definition)
-
-
-def _lock_patient(tx: Tx, observation: Json) -> None:
-    """Lock the row of the Observation's patient (PostgreSQL; SQLite has one writer)."""
-    reference = str((observation.get("subject") or {}).get("reference", ""))
-    patient_type, _, patient_id = reference.partition("/")
-    if patient_type == "Patient" and patient_id:
-        tx.get("Patient", patient_id, lock=True)
-
-
-def _decided_already(tx: Tx, refs: list[str]) -> bool:
-    """Whether a decision used this panel (then it was updated: not decided again), or 422 if
-    one used its repetitions under another panel (the same session stored twice)."""
-    found = tx.find("Provenance", [("entity", ",".join(refs))], limit=_LATER_DECISIONS)
-    # Ours record a decision (their first target); an EHR's own Provenance does not count.
-    used = [
-        p
-        for p in found
-        if str((p.get("target") or [{}])[0].get("reference", "")).startswith("GuidanceResponse/")
-    ]
-    if not used:
-        return False
-    inputs = {e.get("what", {}).get("reference") for p in used for e in p.get("entity", [])}
-    if refs[0] in inputs:
-        return True
-    taken = sorted(inputs & set(refs[1:]))
-    raise fhir_error(
-        422,
-        "business-rule",
-        f"{', '.join(taken)} already belong to a decided session: a panel may not list them",
-        "Observation.hasMember",
-    )

@@ -229,7 +229,7 @@ def test_panel_first_then_repetitions_is_evaluated_when_the_last_arrives(client,
 
 
 def test_a_repetition_with_a_fresh_id_skips_the_panel_lookup() -> None:
-    from service.sessions import on_observations_written
+    from service.session_observations import on_observations_written
     from service.store.repository import Stored
 
     class NoLookups:
