@@ -301,8 +301,8 @@ def _persist(tx: Tx, outputs: DecisionOutputs, care_plan: Stored) -> Json:
     # Optimistic on the version read at the start: a concurrent change makes the unit retry.
     # First, so that on PostgreSQL its check rides with the creates' INSERT, not alone.
     # A decision that leaves the plan as it is (data-required, a late session) adds no version.
-    unchanged = outputs.care_plan == care_plan.body
-    updated = care_plan if unchanged else tx.replace(care_plan, outputs.care_plan)
+    changed = outputs.care_plan_changed
+    updated = tx.replace(care_plan, outputs.care_plan) if changed else care_plan
     written = tx.create_many([(r, r["id"]) for r in [outputs.guidance_response, *outputs.created]])
     bodies = [w.body or {} for w in written]
     return parameters(bodies[0], updated.body or {}, bodies[1:])

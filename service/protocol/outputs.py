@@ -46,6 +46,7 @@ class DecisionOutputs:
     detected_issues: tuple[Json, ...]
     communication_request: Json | None
     provenance: Json
+    care_plan_changed: bool = True  # False: the decision leaves the plan as it was
 
     @property
     def created(self) -> list[Json]:
@@ -302,10 +303,11 @@ def build_outputs(
     if care_plan_version is not None:
         read = {"reference": f"CarePlan/{cp_id}/_history/{care_plan_version}"}
         written = {"reference": f"CarePlan/{cp_id}/_history/{care_plan_version + 1}"}
-    changed = [written] if plan != care_plan else []
+    plan_changed = plan != care_plan
+    changed = [written] if plan_changed else []
     targets = [_ref(gr), *changed] + [
         _ref(x) for x in (task, request, *issues, communication) if x is not None
     ]
     sources = [*inputs, read] if care_plan_version is not None else inputs
     provenance = _provenance(d, rid("provenance"), targets, sources)
-    return DecisionOutputs(gr, plan, task, request, issues, communication, provenance)
+    return DecisionOutputs(gr, plan, task, request, issues, communication, provenance, plan_changed)
