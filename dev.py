@@ -3,6 +3,7 @@
 
     python3 dev.py serve    # install into .venv, migrate, load the protocol, serve on :8000
     python3 dev.py test     # install into .venv (with test tools) and run the whole suite
+    python3 dev.py lint     # the style and type gates CI runs: ruff check, ruff format, mypy
 
 Standard library only: it creates .venv, installs the pinned dependencies from
 requirements.lock when pyproject.toml or the lock changed, then hands over to the venv.
@@ -61,6 +62,19 @@ def main(argv: list[str]) -> int:
         # One pytest worker per core unless the caller chose (-n 0 runs serially).
         parallel = [] if any(a.startswith("-n") for a in rest) else ["-n", "auto"]
         return subprocess.call([str(PYTHON), "-m", "pytest", *parallel, *rest], cwd=ROOT)
+    if command == "lint":
+        ensure_installed("test")
+        gates = [
+            [str(BIN / "ruff"), "check", "."],
+            [str(BIN / "ruff"), "format", "--check", "."],
+            [str(BIN / "mypy")],  # its files and strictness: [tool.mypy] in pyproject.toml
+        ]
+        for gate in gates:
+            print("$", " ".join(Path(gate[0]).name if i == 0 else a for i, a in enumerate(gate)))
+            code = subprocess.call(gate, cwd=ROOT)
+            if code:
+                return code
+        return 0
     print(__doc__)
     return 0 if command in ("help", "-h", "--help") else 2
 

@@ -23,13 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run import drop_schema, postgres_schema  # noqa: E402
-from service import sessions  # noqa: E402
-from service.knowledge import load_definitions, shipped_definitions  # noqa: E402
 from service.protocol.apply import apply_plan  # noqa: E402
 from service.protocol.inputs import PatientRecord  # noqa: E402
 from service.store import migrations  # noqa: E402
 from service.store.db import create_db_engine  # noqa: E402
-from service.store.repository import Store, Tx  # noqa: E402
+from service.store.repository import Tx  # noqa: E402
+from service.store.runner import Store  # noqa: E402
+from service.usecases import sessions  # noqa: E402
+from service.usecases.knowledge import load_definitions, shipped_definitions  # noqa: E402
 from tests.protocol import builders as b  # noqa: E402
 
 START = datetime(2019, 1, 1, 8, tzinfo=UTC)

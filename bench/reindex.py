@@ -22,12 +22,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.decision_time import enrol, fill  # noqa: E402
 from bench.run import drop_schema, postgres_schema  # noqa: E402
-from service.knowledge import load_definitions, shipped_definitions  # noqa: E402
 from service.store import migrations  # noqa: E402
 from service.store.db import create_db_engine  # noqa: E402
 from service.store.reindex import reindex  # noqa: E402
-from service.store.repository import Store  # noqa: E402
+from service.store.runner import Store  # noqa: E402
 from service.store.tables import INDEX_TABLES  # noqa: E402
+from service.usecases.knowledge import load_definitions, shipped_definitions  # noqa: E402
 
 
 def timed(engine: sa.Engine) -> dict[str, float]:

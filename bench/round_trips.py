@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.decision_time import enrol, fill, session_at  # noqa: E402
 from bench.run import drop_schema, postgres_schema  # noqa: E402
-from service import sessions  # noqa: E402
-from service.knowledge import load_definitions, shipped_definitions  # noqa: E402
 from service.store import migrations  # noqa: E402
 from service.store.db import create_db_engine  # noqa: E402
-from service.store.repository import Store  # noqa: E402
+from service.store.runner import Store  # noqa: E402
+from service.usecases import sessions  # noqa: E402
+from service.usecases.knowledge import load_definitions, shipped_definitions  # noqa: E402
 from tests.support.round_trips import RoundTripCounter  # noqa: E402
 
 

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from service.settings import get_settings
 
 if TYPE_CHECKING:
-    from service.replay import Outcome, ReplayedDecision
     from service.store.reindex import ReindexReport
+    from service.usecases.replay import Outcome, ReplayedDecision
 
 OPENAPI_PATH = Path("openapi/openapi.json")
 
@@ -108,9 +108,9 @@ def _openapi(args: argparse.Namespace) -> int:
 
 
 def _load_protocol(_args: argparse.Namespace) -> int:
-    from service.knowledge import load_definitions, shipped_definitions
     from service.main import prepare_database
-    from service.store.repository import Store
+    from service.store.runner import Store
+    from service.usecases.knowledge import load_definitions, shipped_definitions
 
     store = Store(prepare_database(get_settings()))
     added = load_definitions(store, shipped_definitions())
@@ -123,14 +123,15 @@ def _load_protocol(_args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from service.fhir.errors import FhirError
     from service.main import prepare_database
-    from service.replay import replay
-    from service.store.repository import Store
+    from service.store.errors import StoreError
+    from service.store.runner import Store
+    from service.usecases.replay import replay
 
     settings = get_settings().model_copy(update={"migrate_on_start": False})
     store = Store(prepare_database(settings))
     try:
         results = replay(store, args.care_plan, args.plan_version)
-    except FhirError as exc:
+    except (FhirError, StoreError) as exc:
         print(f"careplan replay: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -10,17 +10,16 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Response
 from sqlalchemy.engine import Engine
 
-from service import __version__, enrolment, session_observations
+from service import __version__
 from service.api import capability, docs, health, operations, system
 from service.api.errors import install_error_handlers
 from service.api.rest import resource_routers
-from service.hooks import Hooks
-from service.knowledge import load_definitions, shipped_definitions
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
 from service.settings import Settings, get_settings
 from service.store import migrations, reindex
 from service.store.db import create_db_engine
-from service.store.repository import Store
+from service.store.runner import Store
+from service.usecases.knowledge import load_definitions, shipped_definitions
 
 logger = logging.getLogger("careplan")
 
@@ -183,13 +182,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.hooks = Hooks(
-        validators={
-            "CarePlan": [enrolment.validate_care_plan],
-            "Observation": [session_observations.validate_pain_observation],
-        },
-        after_write=[session_observations.on_observations_written],
-    )
     configure_logging(settings.log_level)
     logging.getLogger("uvicorn.error").addFilter(_STARTUP_ERROR_FILTER)
     app.add_middleware(ObservabilityMiddleware)

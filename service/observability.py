@@ -142,7 +142,7 @@ class Metrics:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
@@ -256,7 +256,7 @@ def _incoming_request_id(scope: Scope) -> str | None:
         if name == _REQUEST_ID_HEADER_BYTES:
             candidate = value.decode("latin-1")
             if _REQUEST_ID_RE.fullmatch(candidate):
-                return candidate
+                return str(candidate)
             return None
     return None
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
-from service.api import openapi_docs
+from service.api.openapi import operations as openapi_docs
 
 ASSETS_PREFIX = "/docs/assets"
 _ASSETS: dict[str, str] = {

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from service.fhir.errors import FhirError, Issue, operation_outcome
+from service.store import errors as store_errors
 
 logger = logging.getLogger("careplan.errors")
 
@@ -42,9 +43,33 @@ def outcome_response(
     )
 
 
+# The store's errors as FHIR sees them: status and issue code.
+_STORE_ERRORS: dict[type[store_errors.StoreError], tuple[int, str]] = {
+    store_errors.NotFound: (404, "not-found"),
+    store_errors.Gone: (410, "deleted"),
+    store_errors.PreconditionFailed: (412, "conflict"),
+    store_errors.Conflict: (409, "conflict"),
+    store_errors.Unavailable: (503, "transient"),
+    store_errors.InvalidQuery: (400, "invalid"),
+}
+
+
+def as_fhir_error(exc: FhirError | store_errors.StoreError) -> FhirError:
+    """A domain error as the OperationOutcome, status and headers a FHIR client gets."""
+    if isinstance(exc, FhirError):
+        return exc
+    status, code = _STORE_ERRORS.get(type(exc), (500, "exception"))
+    if isinstance(exc, store_errors.PreconditionFailed) and exc.ambiguous:
+        code = "duplicate"
+    # A transient failure: the client may retry after a second.
+    headers = {"Retry-After": "1"} if status == 503 else {}
+    return FhirError(status, [Issue(code, str(exc))], headers)
+
+
 async def _fhir_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, FhirError)
-    return outcome_response(exc.status, exc.issues, exc.headers)
+    assert isinstance(exc, (FhirError, store_errors.StoreError))
+    error = as_fhir_error(exc)
+    return outcome_response(error.status, error.issues, error.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -87,6 +112,7 @@ async def _unexpected(_request: Request, exc: Exception) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(store_errors.StoreError, _fhir_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from service.fhir.bundles import http_date
 from service.fhir.errors import fhir_error, information_outcome
+from service.fhir.etags import parse_if_match
 from service.fhir.json import parse_json
 from service.settings import Settings
 from service.store.repository import Stored
@@ -16,12 +17,12 @@ from service.store.repository import Stored
 FHIR_JSON = "application/fhir+json"
 JSON = "application/json"
 _JSON_FORMATS = {"json", FHIR_JSON, JSON, "application/json+fhir", "text/json"}
-_ETAG_RE = re.compile(r'^(?:W/)?"(\d+)"$')
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 def settings_of(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def base_url(request: Request) -> str:
@@ -86,14 +87,9 @@ async def json_body(request: Request) -> Any:
     return parse_json(await read_body(request), settings_of(request).max_json_depth)
 
 
-def parse_if_match(request: Request) -> int | None:
+def if_match_of(request: Request) -> int | None:
     header = request.headers.get("if-match")
-    if header is None:
-        return None
-    match = _ETAG_RE.match(header.strip())
-    if not match:
-        raise fhir_error(400, "invalid", f'Malformed If-Match {header!r}; expected W/"<version>"')
-    return int(match.group(1))
+    return None if header is None else parse_if_match(header)
 
 
 def prefer(request: Request, key: str) -> str | None:

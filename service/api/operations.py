@@ -6,14 +6,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from service import enrolment, sessions
 from service.api.http import base_url, check_id, fhir_response, json_body, negotiate
 from service.api.rest import store_of
 from service.fhir.errors import fhir_error
 from service.fhir.validate import validate_resource
 from service.protocol.codes import CANONICAL_BASE
-from service.records import find_canonical
-from service.store.repository import Tx
+from service.usecases import enrolment, sessions
 
 router = APIRouter(dependencies=[Depends(negotiate)])
 Json = dict[str, Any]
@@ -41,17 +39,6 @@ async def _parameters_body(request: Request) -> Json:
     return body
 
 
-def _plan_definition(tx: Tx, resource_id: str | None, url: str | None) -> Json:
-    if resource_id is not None:
-        return tx.read("PlanDefinition", resource_id).body or {}
-    if not url:
-        raise fhir_error(400, "required", "$apply at the type level needs a url parameter", "url")
-    found = find_canonical(tx, "PlanDefinition", url)
-    if found is None:
-        raise fhir_error(404, "not-found", f"PlanDefinition {url} is not known")
-    return found
-
-
 def _subject(value: Any) -> str:
     if isinstance(value, dict):
         value = value.get("reference")
@@ -69,13 +56,10 @@ async def _apply(request: Request, resource_id: str | None) -> Response:
     else:
         subject, url = request.query_params.get("subject"), request.query_params.get("url")
     subject = _subject(subject)
-    now = datetime.now(UTC)
-
-    def unit(tx: Tx) -> Json:
-        plan = _plan_definition(tx, resource_id, url)
-        return enrolment.apply(tx, plan, subject, now)
-
-    return fhir_response(request, await store_of(request).arun(unit, read_only=True))
+    applied = await enrolment.apply_plan_definition(
+        store_of(request), resource_id, url, subject, datetime.now(UTC)
+    )
+    return fhir_response(request, applied)
 
 
 APPLY = f"{OD_BASE}/PlanDefinition-apply"
@@ -115,9 +99,7 @@ async def submit_session(request: Request, id: str) -> Response:
         raise fhir_error(400, "invalid", "The body must be Parameters or a Bundle", "resourceType")
     now = datetime.now(UTC)
     base = base_url(request)
-    answer = await store_of(request).arun(
-        lambda tx: sessions.submit_session(tx, id, bundle, now, base, where)
-    )
+    answer = await sessions.submit(store_of(request), id, bundle, now, base, where)
     return fhir_response(request, answer)
 
 
@@ -130,7 +112,7 @@ async def evaluate(request: Request, id: str) -> Response:
         if text is not None:
             at = sessions.parse_clock(str(text))
     now = datetime.now(UTC)
-    answer = await store_of(request).arun(lambda tx: sessions.evaluate(tx, id, at, now))
+    answer = await sessions.reevaluate(store_of(request), id, at, now)
     return fhir_response(request, answer)
 
 

@@ -11,25 +11,25 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from starlette.routing import Match, get_route_path
+from starlette._utils import get_route_path
+from starlette.routing import Match
 from starlette.types import Scope
 
-from service.api import interactions
 from service.api.http import (
     base_url,
     check_content_type,
     check_id,
     fhir_response,
+    if_match_of,
     json_body,
     negotiate,
-    parse_if_match,
     prefer,
     read_body,
     resource_headers,
     settings_of,
     write_response,
 )
-from service.api.openapi_docs import interaction_docs
+from service.api.openapi.operations import interaction_docs
 from service.fhir import bundles
 from service.fhir.dates import parse_range
 from service.fhir.errors import fhir_error
@@ -37,8 +37,8 @@ from service.fhir.search import SUMMARY_VALUES, parse_search
 from service.fhir.search_params import SEARCH_PARAMS
 from service.fhir.subset import subset
 from service.fhir.validate import validate_resource
-from service.hooks import Hooks
-from service.store.repository import Store, Tx
+from service.store.runner import Store
+from service.usecases import crud
 
 RESOURCE_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
 # A version, page size or cursor: ASCII digits that fit a 64-bit SQL integer.
@@ -47,11 +47,8 @@ Handler = Callable[..., Awaitable[Response]]
 
 
 def store_of(request: Request) -> Store:
-    return request.app.state.store
-
-
-def hooks_of(request: Request) -> Hooks:
-    return request.app.state.hooks
+    store: Store = request.app.state.store
+    return store
 
 
 def route_name(interaction: str, resource_type: str | None = None) -> str:
@@ -65,7 +62,7 @@ def route_name(interaction: str, resource_type: str | None = None) -> str:
 def _read(resource_type: str) -> Handler:
     async def read(request: Request, id: str) -> Response:
         check_id(id)
-        stored = await store_of(request).arun(lambda tx: tx.read(resource_type, id), read_only=True)
+        stored = await crud.read(store_of(request), resource_type, id)
         summary = request.query_params.get("_summary")
         if summary is not None and summary not in SUMMARY_VALUES:
             raise fhir_error(400, "invalid", f"_summary must be one of {sorted(SUMMARY_VALUES)}")
@@ -82,9 +79,7 @@ def _vread(resource_type: str) -> Handler:
         # ASCII digits only (str.isdigit() accepts "²"), and small enough for an SQL integer.
         if not DIGITS_RE.match(vid):
             raise fhir_error(404, "not-found", f"Version {vid!r} is not known")
-        entry = await store_of(request).arun(
-            lambda tx: tx.vread(resource_type, id, int(vid)), read_only=True
-        )
+        entry = await crud.vread(store_of(request), resource_type, id, int(vid))
         headers = {
             "ETag": f'W/"{entry.version}"',
             "Last-Modified": bundles.http_date(entry.last_updated),
@@ -99,10 +94,7 @@ def _create(resource_type: str) -> Handler:
         body = validate_resource(await json_body(request), resource_type)
         body.pop("id", None)  # the server assigns ids on create
         if_none_exist = request.headers.get("if-none-exist")
-        hooks = hooks_of(request)
-        stored, created = await store_of(request).arun(
-            lambda tx: interactions.create(tx, hooks, dict(body), if_none_exist)
-        )
+        stored, created = await crud.create(store_of(request), body, if_none_exist)
         return write_response(request, stored, 201 if created else 200, location=created)
 
     return create
@@ -111,7 +103,7 @@ def _create(resource_type: str) -> Handler:
 def _update(resource_type: str) -> Handler:
     async def update(request: Request, id: str) -> Response:
         check_id(id)
-        if_match = parse_if_match(request)
+        if_match = if_match_of(request)
         body = validate_resource(await json_body(request), resource_type)
         if body.get("id") != id:
             raise fhir_error(
@@ -120,10 +112,7 @@ def _update(resource_type: str) -> Handler:
                 f"The body's id {body.get('id')!r} does not match the URL id {id!r}",
                 "id",
             )
-        hooks = hooks_of(request)
-        stored, created = await store_of(request).arun(
-            lambda tx: interactions.update(tx, hooks, body, id, if_match)
-        )
+        stored, created = await crud.update(store_of(request), body, id, if_match)
         return write_response(request, stored, 201 if created else 200, location=True)
 
     return update
@@ -132,10 +121,7 @@ def _update(resource_type: str) -> Handler:
 def _delete(resource_type: str) -> Handler:
     async def delete(request: Request, id: str) -> Response:
         check_id(id)
-        hooks = hooks_of(request)
-        stored = await store_of(request).arun(
-            lambda tx: interactions.delete(tx, hooks, resource_type, id)
-        )
+        stored = await crud.delete(store_of(request), resource_type, id)
         headers = {"ETag": stored.etag} if stored else {}
         return Response(status_code=204, headers=headers)
 
@@ -163,19 +149,7 @@ async def _run_search(
         base_url=base,
     )
 
-    def unit(tx: Tx) -> dict[str, Any]:
-        if query.summary == "count":
-            return {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": tx.count(query),
-                "link": [
-                    {"relation": "self", "url": bundles.search_url(base, resource_type, query)}
-                ],
-            }
-        return bundles.searchset(base, query, tx.search(query), resource_type)
-
-    return fhir_response(request, await store_of(request).arun(unit, read_only=True))
+    return fhir_response(request, await crud.search(store_of(request), query, base))
 
 
 def _search(resource_type: str) -> Handler:
@@ -228,14 +202,17 @@ async def history_response(
     request: Request, resource_type: str | None, resource_id: str | None, path: str
 ) -> Response:
     since, count, cursor, link_params = history_params(request)
-
-    def unit(tx: Tx) -> dict[str, Any]:
-        if resource_type and resource_id:
-            tx.get(resource_type, resource_id) or tx.read(resource_type, resource_id)
-        entries, next_seq, total = tx.history(resource_type, resource_id, since, count, cursor)
-        return bundles.history(base_url(request), path, entries, total, link_params, next_seq)
-
-    return fhir_response(request, await store_of(request).arun(unit, read_only=True))
+    bundle = await crud.history(
+        store_of(request),
+        base_url(request),
+        path,
+        (resource_type, resource_id),
+        since,
+        count,
+        cursor,
+        link_params,
+    )
+    return fhir_response(request, bundle)
 
 
 def _type_history(resource_type: str) -> Handler:

@@ -1,14 +1,51 @@
 """Build searchset and history Bundles from stored rows (pure: no I/O)."""
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from service.fhir.dates import format_instant, utc_now
 from service.fhir.search import SearchQuery
 from service.fhir.subset import subset
-from service.store.repository import HistoryEntry, SearchPage
+
+
+class Found(Protocol):
+    """A resource a search found (the store's rows have this shape)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def body(self) -> dict[str, Any] | None: ...
+
+
+class Page(Protocol):
+    """One page of a search: its matches, what they include, and the cursors around it."""
+
+    @property
+    def matches(self) -> Sequence[Found]: ...
+    @property
+    def included(self) -> Sequence[Found]: ...
+    @property
+    def total(self) -> int | None: ...
+    @property
+    def next_cursor(self) -> str | None: ...
+    @property
+    def previous_cursor(self) -> str | None: ...
+
+
+class Version(Found, Protocol):
+    """One version of a resource in its history."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def last_updated(self) -> datetime: ...
+    @property
+    def method(self) -> str: ...
 
 
 def _link(relation: str, url: str) -> dict[str, str]:
@@ -23,7 +60,7 @@ def search_url(
     return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
 
 
-def searchset(base: str, query: SearchQuery, page: SearchPage, path: str) -> dict[str, Any]:
+def searchset(base: str, query: SearchQuery, page: Page, path: str) -> dict[str, Any]:
     def url(extra: list[tuple[str, str]]) -> str:
         return search_url(base, path, query, extra)
 
@@ -41,7 +78,7 @@ def searchset(base: str, query: SearchQuery, page: SearchPage, path: str) -> dic
     if page.previous_cursor:
         links.append(_link("previous", url([("_cursor", page.previous_cursor)])))
     bundle["link"] = links
-    entries = [
+    entries: list[dict[str, Any]] = [
         {
             "fullUrl": f"{base}/{m.type}/{m.id}",
             "resource": subset(m.body or {}, query.summary, query.elements),
@@ -68,7 +105,7 @@ _STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}
 def history(
     base: str,
     path: str,
-    entries: list[HistoryEntry],
+    entries: Sequence[Version],
     total: int,
     link_params: list[tuple[str, str]],
     next_seq: int | None,

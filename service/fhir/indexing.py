@@ -15,15 +15,9 @@ _REFERENCE_RE = re.compile(
     r"(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
 )
 _STRING_LIMIT = 512
-# Bump when a change here alters the rows a resource gets (tests/test_reindex.py pins the rows
+# Bump when a change here alters the rows a resource gets (tests/store/test_reindex.py pins the rows
 # of the official examples to it): stored rows are then rebuilt on `careplan migrate`.
 INDEXER_VERSION = 1
-# The parameters that leave some resources out (SearchParam.unless), by resource type.
-_CONDITIONAL = {
-    resource_type: tuple(p for p in params if p.unless)
-    for resource_type, params in SEARCH_PARAMS.items()
-    if any(p.unless for p in params)
-}
 
 
 def normalize_string(text: str) -> str:
@@ -149,7 +143,8 @@ def _has_any_token(rows: IndexRows, tokens: tuple[tuple[str, str, str], ...]) ->
 def index_rows(resource: dict[str, Any]) -> IndexRows:
     rows: IndexRows = {}
     seen: set[tuple[str, str, tuple[Any, ...]]] = set()
-    for param in SEARCH_PARAMS.get(resource["resourceType"], []):
+    params = SEARCH_PARAMS.get(resource["resourceType"], [])
+    for param in params:
         for path in param.paths:
             for value in walk(resource, path):
                 for kind, row in _rows_for(param, value):
@@ -158,8 +153,8 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
                         continue
                     seen.add(key)
                     rows.setdefault(kind, []).append({"param": param.name, **row})
-    for param in _CONDITIONAL.get(resource["resourceType"], ()):
-        if _has_any_token(rows, param.unless):
+    for param in params:
+        if param.unless and _has_any_token(rows, param.unless):
             for kind in list(rows):
                 kept = [row for row in rows[kind] if row["param"] != param.name]
                 if kept:
@@ -169,7 +164,7 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
     # The patient compartments the resource is in: every local Patient reference of its
     # `patient` parameter (another server's Patient/x is not this server's Patient/x). A date
     # row is written once per compartment, so patient + date finds the resource from each.
-    compartments = sorted(
+    local_patients: list[str] = sorted(
         {
             f"Patient/{r['target_id']}"
             for r in rows.get("reference", [])
@@ -178,7 +173,8 @@ def index_rows(resource: dict[str, Any]) -> IndexRows:
             and r["target_id"] is not None
             and r["target_url"] is None
         }
-    ) or [None]
+    )
+    compartments: list[str | None] = [*local_patients] if local_patients else [None]
     if "date" in rows:
         rows["date"] = [
             {**row, "compartment": compartment}

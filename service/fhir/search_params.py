@@ -1,6 +1,7 @@
 """The search parameters the service supports, by resource type.
 
-This table is the single source of truth: the indexer writes rows for these parameters, the
+This table is the single source of truth (with the parameters the protocol adds through
+``register`` at wiring time, service/wiring.py): the indexer writes rows for these parameters, the
 search parser accepts only these, and the CapabilityStatement declares exactly these.
 Paths are dotted JSON paths; a path step over an array visits every item.
 """
@@ -9,8 +10,6 @@ from dataclasses import dataclass
 from functools import cache
 
 from fhir.resources.R4B import get_fhir_model_class
-
-from service.protocol.codes import CAREPLAN_CS, REPETITION_INDEX, SESSION_CODE
 
 SPEC_BASE = "http://hl7.org/fhir/SearchParameter"
 
@@ -356,20 +355,6 @@ SEARCH_PARAMS: dict[str, list[SearchParam]] = {
             "effectiveDateTime effectivePeriod effectiveInstant",
             "Clinically relevant time of the observation",
             definition=f"{SPEC_BASE}/clinical-date",
-        ),
-        # The service's own: a decision's record window reads it. Sessions are read through
-        # their decisions, so leaving their Observations out here (not at query time) keeps
-        # the window as small for a patient with four sessions a day as for a new one.
-        SearchParam(
-            "non-session-date",
-            "date",
-            ("effectiveDateTime", "effectivePeriod", "effectiveInstant"),
-            "Clinically relevant time of an Observation that is neither a flexion-session "
-            "panel nor one of its repetitions",
-            unless=(
-                ("code", CAREPLAN_CS, SESSION_CODE),
-                ("component-code", CAREPLAN_CS, REPETITION_INDEX),
-            ),
         ),
         _p(
             "based-on",
@@ -717,7 +702,8 @@ def include_targets(resource_type: str, name: str) -> tuple[str, ...]:
     for path in param.paths:
         info = by_json_name.get(path.split(".")[0])
         extra = info.json_schema_extra if info is not None else None
-        allowed = (extra or {}).get("enum_reference_types") if isinstance(extra, dict) else None
+        found = extra.get("enum_reference_types") if isinstance(extra, dict) else None
+        allowed = [str(t) for t in found] if isinstance(found, list) else []
         if not allowed or "Resource" in allowed:
             allowed = sorted(SEARCH_PARAMS)
         targets += [t for t in allowed if t not in targets]
@@ -727,3 +713,16 @@ def include_targets(resource_type: str, name: str) -> tuple[str, ...]:
 def params_for(resource_type: str) -> dict[str, SearchParam]:
     """All search parameters of a type by name, the common ones included."""
     return {p.name: p for p in [*COMMON_PARAMS, *SEARCH_PARAMS.get(resource_type, [])]}
+
+
+def register(resource_type: str, param: SearchParam) -> None:
+    """Add a parameter that is not HL7's (the protocol's own, at wiring time). Idempotent for
+    the same definition; another definition under a taken name is a programming error."""
+    params = SEARCH_PARAMS.setdefault(resource_type, [])
+    taken = next((p for p in params if p.name == param.name), None)
+    if taken == param:
+        return
+    if taken is not None:
+        raise ValueError(f"{resource_type} already has a search parameter {param.name!r}")
+    params.append(param)
+    include_targets.cache_clear()

@@ -6,7 +6,7 @@ Kept apart from the rules so the clinical modules read like the decision table.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, tzinfo
-from typing import Any
+from typing import Any, cast
 
 from service.protocol.codes import CAREPLAN_CS, LOINC, LOINC_PAIN_NRS
 
@@ -46,7 +46,7 @@ def is_pain_score(resource: Json) -> bool:
 def component(resource: Json, code: str) -> Json | None:
     for comp in resource.get("component", []):
         if has_code(comp.get("code"), CAREPLAN_CS, code):
-            return comp
+            return cast(Json, comp)
     return None
 
 
@@ -67,7 +67,7 @@ def score(resource: Json) -> int | None:
     return round(value)
 
 
-def parse_datetime(text: str | None, tz: tzinfo = UTC) -> datetime | None:
+def parse_datetime(text: str | None, tz: tzinfo | None = UTC) -> datetime | None:
     """Parse a FHIR date/dateTime/instant; a date or a naive time is read in `tz`."""
     if not text:
         return None
@@ -79,7 +79,7 @@ def parse_datetime(text: str | None, tz: tzinfo = UTC) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
 
 
-def effective_start(resource: Json, tz: tzinfo = UTC) -> datetime | None:
+def effective_start(resource: Json, tz: tzinfo | None = UTC) -> datetime | None:
     period = resource.get("effectivePeriod") or {}
     return parse_datetime(
         period.get("start")
@@ -89,7 +89,7 @@ def effective_start(resource: Json, tz: tzinfo = UTC) -> datetime | None:
     )
 
 
-def effective_end(resource: Json, tz: tzinfo = UTC) -> datetime | None:
+def effective_end(resource: Json, tz: tzinfo | None = UTC) -> datetime | None:
     period = resource.get("effectivePeriod") or {}
     return parse_datetime(
         period.get("end")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -91,7 +91,7 @@ PARAMETER_NAMES: tuple[str, ...] = tuple(
 def _sub(ext: dict[str, Any], url: str) -> dict[str, Any] | None:
     for sub in ext.get("extension", []):
         if sub.get("url") == url:
-            return sub
+            return cast(dict[str, Any], sub)
     return None
 
 

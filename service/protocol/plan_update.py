@@ -8,6 +8,8 @@ leave the plan as it is.
 
 from __future__ import annotations
 
+from typing import cast
+
 import orjson
 
 from service.protocol import history as h
@@ -76,4 +78,4 @@ def updated_care_plan(care_plan: Json, decision: Decision, params: Params) -> Js
             (code, "Stopped for clinician review."),
         )
     plan["activity"] = activities
-    return plan
+    return cast(Json, plan)

@@ -6,10 +6,10 @@ message; any problem refuses the whole session with 422.
 
 from datetime import datetime
 
-from service.protocol.codes import LOINC, LOINC_PAIN_NRS, PAIN_UNIT, UCUM
+from service.protocol.codes import LOINC, LOINC_PAIN_NRS, PAIN_UNIT, REPETITION_INDEX, UCUM
 from service.protocol.conformance import Problem
 from service.protocol.fhirdata import Json, component_value, effective_end, effective_start
-from service.protocol.inputs import REPETITION_INDEX, Session
+from service.protocol.inputs import Session
 
 PAIN_MIN, PAIN_MAX = 0, 10  # the scale itself (NRS 0-10), not a clinical threshold
 DECIDABLE_STATUSES = {"final", "amended", "corrected"}  # Observation.status of a session to decide

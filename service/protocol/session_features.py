@@ -9,7 +9,7 @@ import itertools
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from service.protocol.codes import CAREPLAN_CS
+from service.protocol.codes import CAREPLAN_CS, REPETITION_INDEX
 from service.protocol.fhirdata import (
     Json,
     code_in,
@@ -22,7 +22,7 @@ from service.protocol.fhirdata import (
     ref_key,
     score,
 )
-from service.protocol.inputs import REPETITION_INDEX, Session, is_repetition
+from service.protocol.inputs import Session, is_repetition
 from service.protocol.parameters import Params
 
 # Pain locations ordered by distance from the spine; moving right = peripheralization.

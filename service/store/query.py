@@ -25,10 +25,10 @@ import orjson
 import sqlalchemy as sa
 
 from service.fhir.dates import MAX_DT, MIN_DT, parse_range
-from service.fhir.errors import fhir_error
 from service.fhir.indexing import normalize_string, parse_reference
 from service.fhir.search import Clause, SearchQuery
 from service.fhir.search_params import SearchParam
+from service.store.errors import InvalidQuery
 from service.store.tables import INDEX_TABLES, resource
 
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -117,16 +117,16 @@ def _date_range(text: str, name: str) -> tuple[datetime, datetime]:
     try:
         return parse_range(text)
     except ValueError as exc:
-        raise fhir_error(400, "invalid", f"{name}: {exc}") from None
+        raise InvalidQuery(f"{name}: {exc}") from None
 
 
 def _number(text: str, name: str) -> float:
     try:
         number = float(text)
     except ValueError:
-        raise fhir_error(400, "invalid", f"{name}: {text!r} is not a number") from None
+        raise InvalidQuery(f"{name}: {text!r} is not a number") from None
     if not math.isfinite(number):
-        raise fhir_error(400, "invalid", f"{name}: {text!r} is not a finite number")
+        raise InvalidQuery(f"{name}: {text!r} is not a finite number")
     return number
 
 
@@ -171,6 +171,7 @@ def _plan_quantity(b: _Binds, value: str, name: str) -> Node:
     number = _number(number_text, name)
     decimals = len(number_text.partition(".")[2]) if "." in number_text else 0
     half = 0.5 * 10 ** (-decimals)  # implicit precision: 5.4 means [5.35, 5.45)
+    bounds: tuple[str, ...]
     if prefix in ("eq", "ne"):
         bounds = (b(number - half), b(number + half))
     elif prefix == "ap":
@@ -183,7 +184,7 @@ def _plan_quantity(b: _Binds, value: str, name: str) -> Node:
         system = b(unit[0]) if unit[0] else None
         code = b(unit[1]) if unit[1] else None
     elif unit:
-        raise fhir_error(400, "invalid", f"{name}: use number|system|code")
+        raise InvalidQuery(f"{name}: use number|system|code")
     return ("quantity", prefix, bounds, system, code)
 
 
@@ -202,7 +203,7 @@ def _plan_reference(b: _Binds, param: SearchParam, value: str) -> Node:
     if target_id is not None:
         return ("ref_local", b(target_type), b(target_id))
     if "/" in url:
-        raise fhir_error(400, "invalid", f"{param.name}: {value!r} is not a reference")
+        raise InvalidQuery(f"{param.name}: {value!r} is not a reference")
     only = param.targets[0] if len(param.targets) == 1 else None
     return ("ref_id", b(url), only)
 
@@ -348,7 +349,8 @@ def where(query: SearchQuery) -> Where:
 
 
 def _build(node: Node) -> sa.ColumnElement[bool]:
-    return _BUILDERS[node[0]](*node[1:])
+    built: sa.ColumnElement[bool] = _BUILDERS[node[0]](*node[1:])
+    return built
 
 
 def _build_or(nodes: tuple[Node, ...]) -> sa.ColumnElement[bool]:
@@ -390,7 +392,8 @@ def _build_codes(codes: str, system: str | None) -> sa.ColumnElement[bool]:
 
 def _build_like(kind: str, column: str, how: str, value: str) -> sa.ColumnElement[bool]:
     like = getattr(INDEX_TABLES[kind].c[column], how)
-    return like(_bind(value), escape=_ESCAPE)
+    matched: sa.ColumnElement[bool] = like(_bind(value), escape=_ESCAPE)
+    return matched
 
 
 def _build_exact(value: str) -> sa.ColumnElement[bool]:
@@ -561,7 +564,7 @@ _BUILDERS: dict[str, Callable[..., Any]] = {
 def conditions(shape: Shape) -> tuple[sa.ColumnElement[bool], ...]:
     """The WHERE conditions of a shape, with a bindparam for each of its values."""
     resource_type, driver, nodes = shape
-    built = [resource.c.deleted.is_(False)]
+    built: list[sa.ColumnElement[bool]] = [resource.c.deleted.is_(False)]
     if driver is not None:
         lookup = _build(driver)
         # `res_type || ''` keeps SQLite from walking the type index instead of looking the
@@ -637,7 +640,7 @@ def decode_cursor(cursor: str, columns: Columns) -> tuple[list[Any], bool]:
         ]
         return decoded, bool(data["b"])
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
-        raise fhir_error(400, "invalid", "Invalid or outdated paging cursor") from None
+        raise InvalidQuery("Invalid or outdated paging cursor") from None
 
 
 def after(columns: Columns, values: list[Any], backwards: bool) -> sa.ColumnElement[bool]:

@@ -25,7 +25,8 @@ from sqlalchemy.engine import Engine
 from service.fhir.dates import utc_now
 from service.fhir.indexing import INDEXER_VERSION, IndexRows, index_rows
 from service.fhir.search_params import SEARCH_PARAMS
-from service.store.repository import Store, Tx
+from service.store.repository import Tx
+from service.store.runner import Store
 from service.store.tables import INDEX_TABLES, index_state, resource
 
 logger = logging.getLogger("careplan.reindex")

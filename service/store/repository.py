@@ -1,169 +1,27 @@
-"""The repository: every read and write of FHIR resources, one database transaction per unit.
+"""The repository: every read and write of FHIR resources inside one unit of work (``Tx``),
+and the values it hands back. ``runner.Store`` opens the transaction a unit runs in."""
 
-Routes call ``Store.run(fn)`` with a function of a ``Tx``; the transaction commits when the
-function returns and rolls back on any error, so a request never half-writes.
-"""
-
-import functools
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-import anyio.to_thread
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
+from sqlalchemy.engine import Connection
 
 from service.fhir.dates import format_instant, utc_now
-from service.fhir.errors import FhirError, fhir_error
 from service.fhir.ids import new_resource_id
 from service.fhir.indexing import IndexRows, index_rows
 from service.fhir.search import SearchQuery, parse_search
-from service.observability import record_db_error
 from service.store import query as q
-from service.store.checkpoint import WalCheckpointer
+from service.store import statements as st
 from service.store.db import is_sqlite
-from service.store.group_commit import GroupCommit, unit_attempt
-from service.store.prepared import Runner
-from service.store.tables import (
-    INDEX_TABLES,
-    conditional_key,
-    idx_reference,
-    resource,
-    resource_history,
-)
+from service.store.engine.prepared import Runner
+from service.store.errors import Gone, NotFound, PreconditionFailed, RetryTransaction
+from service.store.tables import conditional_key, idx_reference, resource, resource_history
 
 T = TypeVar("T")
-
-# --- statements built once -----------------------------------------------------------------
-# Constant statements with bindparams: building one per call costs more Python than running
-# it, and a reused statement object also skips SQLAlchemy's cache-key computation.
-
-_GET = sa.select(*q.STORED_COLUMNS).where(
-    resource.c.res_type == sa.bindparam("type_"), resource.c.res_id == sa.bindparam("id_")
-)
-_GET_FOR_UPDATE = _GET.with_for_update()
-_INSERT = resource.insert().returning(resource.c.seq)
-_HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "method", "deleted", "body")
-# One history row, its parameters named after the columns plus "_" (it also runs as a CTE).
-_HISTORY = resource_history.insert().values({c: sa.bindparam(f"{c}_") for c in _HISTORY_COLUMNS})
-_HISTORY_ROWS = resource_history.insert()  # the same, for many rows named after the columns
-_INSERT_INDEX = {kind: table.insert() for kind, table in INDEX_TABLES.items()}
-# Optimistic: the row is still the version that was read (else someone wrote in between).
-_UPDATE = (
-    resource.update()
-    .where(resource.c.seq == sa.bindparam("seq_"), resource.c.version == sa.bindparam("read_"))
-    .values(
-        version=sa.bindparam("version_"),
-        last_updated=sa.bindparam("last_updated_"),
-        deleted=sa.bindparam("deleted_"),
-        body=sa.bindparam("body_"),
-    )
-)
-
-
-# Rows come back in any order, matched by (type, id).
-_INSERT_MANY = resource.insert().returning(resource.c.seq, resource.c.res_type, resource.c.res_id)
-
-
-def _clear(table: sa.Table) -> sa.Delete:
-    return table.delete().where(table.c.resource_seq == sa.bindparam("seq_"))
-
-
-# What a new version of a resource replaces: its conditional-create key and index rows.
-_CLEAR = tuple(_clear(table) for table in (conditional_key, *INDEX_TABLES.values()))
-# PostgreSQL writes the new version's history row and does the clearing in one statement
-# (data-modifying CTEs): one round trip instead of seven.
-_HISTORY_AND_CLEAR_PG = _CLEAR[0].add_cte(
-    _HISTORY.cte("history"), *(_clear(t).cte(f"clear_{t.name}") for t in INDEX_TABLES.values())
-)
-# A new version whose search index rows are the old ones (a decision's CarePlan update): only
-# the criteria key goes. Rewriting equal rows touched old leaf pages in every index B-tree.
-_HISTORY_AND_UNKEY_PG = _CLEAR[0].add_cte(_HISTORY.cte("history"))
-
-_DATES, _REFS = INDEX_TABLES["date"], INDEX_TABLES["reference"]
-
-
-def _dated_filter() -> tuple[sa.ColumnElement[bool], ...]:
-    """A compartment's dated rows in a window whose resource points at a reference."""
-    return (
-        _DATES.c.res_type == sa.bindparam("type_"),
-        _DATES.c.param == "date",
-        _DATES.c.compartment == sa.bindparam("compartment_"),
-        _DATES.c.high >= sa.bindparam("since_"),
-        _DATES.c.low <= sa.bindparam("until_"),
-        sa.exists().where(
-            _REFS.c.resource_seq == _DATES.c.resource_seq,
-            _REFS.c.param == sa.bindparam("ref_param_"),
-            _REFS.c.target_id == sa.bindparam("target_id_"),
-            _REFS.c.target_type == sa.bindparam("target_type_"),
-        ),
-    )
-
-
-def _dated_values(
-    resource_type: str,
-    compartment: str,
-    window: tuple[datetime, datetime],
-    reference: tuple[str, str],
-) -> dict[str, Any]:
-    param, target = reference
-    target_type, _, target_id = target.partition("/")
-    return {
-        **_window_values(resource_type, compartment, window),
-        "ref_param_": param,
-        "target_type_": target_type,
-        "target_id_": target_id,
-    }
-
-
-def _window_values(
-    resource_type: str, compartment: str, window: tuple[datetime, datetime]
-) -> dict[str, Any]:
-    return {
-        "type_": resource_type,
-        "compartment_": compartment,
-        "since_": window[0],
-        "until_": window[1],
-    }
-
-
-_LATEST_DATED = (
-    sa.select(*q.STORED_COLUMNS)
-    .join(_DATES, _DATES.c.resource_seq == resource.c.seq)
-    .where(*_dated_filter(), resource.c.deleted.is_(False))
-    .order_by(_DATES.c.high.desc())  # the index order: PostgreSQL stops after `limit` rows
-    .limit(sa.bindparam("limit_"))
-)
-# The seq test comes first, so rows written before `seq` (nearly all) skip the EXISTS probe.
-_WRITTEN_AFTER = (
-    sa.select(sa.literal(1))
-    .where(_DATES.c.resource_seq > sa.bindparam("seq_"), *_dated_filter())
-    .limit(1)
-)
-
-
-# Index-only on the covering compartment index, then the live resources in storage order.
-_WINDOW = (
-    sa.select(*q.STORED_COLUMNS)
-    .where(
-        resource.c.deleted.is_(False),
-        resource.c.seq.in_(
-            sa.select(_DATES.c.resource_seq).where(
-                _DATES.c.res_type == sa.bindparam("type_"),
-                _DATES.c.param == sa.bindparam("param_"),
-                _DATES.c.compartment == sa.bindparam("compartment_"),
-                _DATES.c.high >= sa.bindparam("since_"),
-                _DATES.c.low <= sa.bindparam("until_"),
-            )
-        ),
-    )
-    .order_by(resource.c.seq)
-)
 
 
 @dataclass(frozen=True)
@@ -211,16 +69,12 @@ class Read(Generic[T]):
     convert: Callable[[list[tuple[Any, ...]]], T]
 
 
-class RetryTransaction(Exception):
-    """A unique key said another transaction won a race; run the unit again."""
-
-
 def live(found: Stored | None, resource_type: str, resource_id: str) -> Stored:
     """What `get` found, as `read` answers it: 404 if nothing, 410 if deleted."""
     if found is None:
-        raise fhir_error(404, "not-found", f"{resource_type}/{resource_id} is not known")
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
     if found.deleted:
-        raise fhir_error(410, "deleted", f"{resource_type}/{resource_id} has been deleted")
+        raise Gone(f"{resource_type}/{resource_id} has been deleted")
     return found
 
 
@@ -229,148 +83,9 @@ def criteria_key(resource_type: str, items: list[tuple[str, str]]) -> str:
     return hashlib.sha256(f"{resource_type}?{normalized}".encode()).hexdigest()
 
 
-def _operational_kind(exc: OperationalError) -> str:
-    """A fixed metric label for an OperationalError (never its message)."""
-    text = str(exc.orig).lower()
-    if "locked" in text or "busy" in text:
-        return "locked"
-    if "timeout" in text or "timed out" in text or "canceling statement" in text:
-        return "timeout"
-    if exc.connection_invalidated or "connect" in text or "closed" in text:
-        return "connect"
-    return "operational"
-
-
-# At most one background WAL checkpoint per interval (bench/README.md: 0.1 s beat a checkpoint
-# every 4 commits by 14% at one connection, and by 4-5% for plain creates).
-CHECKPOINT_INTERVAL_SECONDS = 0.1
-
-
-class Store:
-    def __init__(
-        self,
-        engine: Engine,
-        retries: int = 5,
-        checkpoint_interval: float = CHECKPOINT_INTERVAL_SECONDS,
-    ) -> None:
-        self.engine = engine
-        self.retries = retries
-        self.sqlite = is_sqlite(engine)
-        # Started by the first group commit: the CLI and start-up work never need one.
-        self.checkpointer: WalCheckpointer | None = None
-        self.checkpoint_interval = checkpoint_interval
-        self.group = GroupCommit(
-            engine,
-            retryable=(IntegrityError, RetryTransaction),
-            retries=retries,
-            conflict=_conflict,
-            failure=_database_failure,
-            committed=self._batch_committed,
-        )
-
-    def _batch_committed(self) -> None:
-        if self.checkpointer is None:
-            self.checkpointer = _start_checkpointer(self.engine, self.checkpoint_interval)
-        if self.checkpointer is not None:
-            self.checkpointer.nudge()
-
-    async def arun(self, unit: Callable[["Tx"], T], *, read_only: bool = False) -> T:
-        """``run`` for async routes, chosen by measurement (bench/README.md).
-
-        PostgreSQL: in a worker thread, so a round trip or lock wait does not stall the other
-        requests of the process (8 connections: p99 1060 -> 635 ms). SQLite: inline, since
-        it has one writer anyway and threads only queue on its lock (p99 455 -> 1560 ms);
-        writes there share their COMMIT with the writes that arrive alongside (group_commit.py).
-        """
-        if self.sqlite:
-            if read_only:
-                return self.run(unit, read_only=True)
-            return await self.group.run(unit_attempt(Tx, unit))
-        return await anyio.to_thread.run_sync(
-            functools.partial(self.run, unit, read_only=read_only)
-        )
-
-    def run(self, unit: Callable[["Tx"], T], *, read_only: bool = False) -> T:
-        """Run ``unit`` in one transaction, again when it lost a race on a unique key or its
-        connection before COMMIT."""
-        for attempt in range(self.retries):
-            committing = False
-            try:
-                with self.engine.connect() as raw:
-                    if self.sqlite:
-                        conn = raw.execution_options(read_only=read_only)
-                        tx = Tx(conn)
-                        with conn.begin():  # SQLite: no write waits (prepared.Runner)
-                            result = unit(tx)
-                            committing = True
-                    else:
-                        # BEGIN goes with the unit's first statement and COMMIT with its last
-                        # writes (prepared.Runner), a round trip each saved. A read-only unit
-                        # has neither: in autocommit each statement sees what was committed
-                        # before it, as under READ COMMITTED in a transaction. After a failure
-                        # the pool's reset-on-return rolls back what is open.
-                        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-                        tx = Tx(conn, begin=not read_only)
-                        result = unit(tx)
-                        committing = True
-                        tx.commit()
-                # Only now is the work durable: side effects such as metrics happen once.
-                for callback in tx.after_commit:
-                    callback()
-                return result
-            except (IntegrityError, RetryTransaction):
-                if attempt == self.retries - 1:
-                    raise _conflict() from None
-                time.sleep(0.005 * (attempt + 1))
-            except DBAPIError as exc:
-                last = attempt == self.retries - 1
-                # A connection lost before COMMIT was sent (a restarted server, a pooled
-                # connection that idled out): the server rolled the work back, so it runs
-                # again on a new one. Lost during COMMIT, the outcome is unknown: 503.
-                if exc.connection_invalidated and not committing and not last:
-                    continue
-                if isinstance(exc, OperationalError) and "locked" in str(exc).lower() and not last:
-                    time.sleep(0.05 * (attempt + 1))
-                    continue
-                raise _database_failure(exc) from None
-            except SATimeoutError as exc:
-                raise _database_failure(exc) from None
-        raise AssertionError("unreachable")
-
-
-def _start_checkpointer(engine: Engine, interval: float) -> WalCheckpointer | None:
-    """A background checkpointer for a SQLite file, stopped when the engine is disposed."""
-    database = engine.url.database
-    if not is_sqlite(engine) or not database or database == ":memory:":
-        return None
-    checkpointer = WalCheckpointer(database, interval)
-    sa.event.listen(engine, "engine_disposed", lambda _engine: checkpointer.stop())
-    return checkpointer
-
-
 def _one_row_updated(rowcount: int) -> None:
     if rowcount != 1:
         raise RetryTransaction()  # someone else wrote in between: decide again from scratch
-
-
-def _conflict() -> FhirError:
-    record_db_error("conflict")
-    return fhir_error(409, "conflict", "Concurrent update, please retry")
-
-
-def _database_failure(exc: Exception) -> Exception:
-    """A database error as the client sees it: 503, never a 500 with internals. Anything
-    else (a unit's own FhirError, a bug) passes through unchanged."""
-    if isinstance(exc, OperationalError):
-        record_db_error(_operational_kind(exc))
-        return fhir_error(
-            503, "transient", "The database is unavailable", headers={"Retry-After": "1"}
-        )
-    if isinstance(exc, (SATimeoutError, DBAPIError)):
-        # Pool exhausted, or a driver error that is neither a conflict nor a lost connection.
-        record_db_error("pool" if isinstance(exc, SATimeoutError) else "driver")
-        return fhir_error(503, "transient", "The database is busy", headers={"Retry-After": "1"})
-    return exc
 
 
 class Tx:
@@ -400,12 +115,12 @@ class Tx:
     # --- reads -----------------------------------------------------------------------------
 
     def get(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
-        stmt = _GET_FOR_UPDATE if lock and not self.sqlite else _GET
+        stmt = st.GET_FOR_UPDATE if lock and not self.sqlite else st.GET
         return _first_stored(self.db.rows(stmt, {"type_": resource_type, "id_": resource_id}))
 
     def get_read(self, resource_type: str, resource_id: str) -> Read["Stored | None"]:
         """`get` (without a lock) as a Read."""
-        return Read(_GET, {"type_": resource_type, "id_": resource_id}, _first_stored)
+        return Read(st.GET, {"type_": resource_type, "id_": resource_id}, _first_stored)
 
     def read(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored:
         return live(self.get(resource_type, resource_id, lock=lock), resource_type, resource_id)
@@ -419,14 +134,10 @@ class Tx:
             )
         ).first()
         if row is None:
-            raise fhir_error(
-                404, "not-found", f"{resource_type}/{resource_id} has no version {version}"
-            )
+            raise NotFound(f"{resource_type}/{resource_id} has no version {version}")
         entry = _history(row)
         if entry.deleted:
-            raise fhir_error(
-                410, "deleted", f"Version {version} of {resource_type}/{resource_id} is a deletion"
-            )
+            raise Gone(f"Version {version} of {resource_type}/{resource_id} is a deletion")
         return entry
 
     def read_many(self, refs: list[tuple[str, str]]) -> list[Stored]:
@@ -460,7 +171,7 @@ class Tx:
             }
             for f in finals
         ]
-        returned = {(t, i): seq for seq, t, i in self.db.inserted(_INSERT_MANY, rows)}
+        returned = {(t, i): seq for seq, t, i in self.db.inserted(st.INSERT_MANY, rows)}
         seqs = [returned[(f["resourceType"], f["id"])] for f in finals]
         history = [{**row, "method": "POST"} for row in rows]  # each row, plus the method
         index: dict[str, list[dict[str, Any]]] = {}
@@ -470,9 +181,9 @@ class Tx:
                     {"resource_seq": seq, "res_type": final["resourceType"], **r} for r in kind_rows
                 )
         with self.db.pipelined():
-            self.db.many(_HISTORY_ROWS, history)
+            self.db.many(st.HISTORY_ROWS, history)
             for kind, kind_rows in index.items():
-                self.db.many(_INSERT_INDEX[kind], kind_rows)
+                self.db.many(st.INSERT_INDEX[kind], kind_rows)
         return [
             Stored(seq, f["resourceType"], f["id"], 1, now, False, f)
             for seq, f in zip(seqs, finals, strict=True)
@@ -497,8 +208,8 @@ class Tx:
         """
         matches = self.search_ids(criteria, limit=2)
         if len(matches) > 1:
-            raise fhir_error(
-                412, "duplicate", "If-None-Exist matches more than one resource; be more specific"
+            raise PreconditionFailed(
+                "If-None-Exist matches more than one resource; be more specific", ambiguous=True
             )
         if matches:
             return self.read(criteria.resource_type, matches[0]), False
@@ -549,15 +260,11 @@ class Tx:
         current = self.get(resource_type, resource_id, lock=True)
         if current is None:
             if if_match is not None:
-                raise fhir_error(
-                    412, "conflict", f"{resource_type}/{resource_id} does not exist (If-Match)"
-                )
+                raise PreconditionFailed(f"{resource_type}/{resource_id} does not exist (If-Match)")
             return self._insert(resource_type, resource_id, 1, body, "PUT"), True
         if if_match is not None and if_match != current.version:
-            raise fhir_error(
-                412,
-                "conflict",
-                f'Version conflict: If-Match W/"{if_match}", current W/"{current.version}"',
+            raise PreconditionFailed(
+                f'Version conflict: If-Match W/"{if_match}", current W/"{current.version}"'
             )
         return self._replace(current, body, "PUT"), current.deleted
 
@@ -569,7 +276,7 @@ class Tx:
     def delete(self, resource_type: str, resource_id: str) -> Stored | None:
         current = self.get(resource_type, resource_id, lock=True)
         if current is None:
-            raise fhir_error(404, "not-found", f"{resource_type}/{resource_id} is not known")
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
         if current.deleted:
             return None
         return self._replace(current, None, "DELETE")
@@ -587,10 +294,10 @@ class Tx:
             "deleted": False,
             "body": final,
         }
-        seq = self.db.rows(_INSERT, row)[0][0]
+        seq = self.db.rows(st.INSERT, row)[0][0]
         history = _history_params(resource_type, resource_id, version, now, method, final)
         with self.db.pipelined():
-            self.db.write(_HISTORY, history)
+            self.db.write(st.HISTORY, history)
             self._write_index(seq, final)
         return Stored(seq, resource_type, resource_id, version, now, False, final)
 
@@ -614,14 +321,14 @@ class Tx:
         with self.db.pipelined():
             # On PostgreSQL the UPDATE waits for the next round trip like the rest, so its
             # check does too: a version changed since `current` was read retries the unit.
-            self.db.write(_UPDATE, update, check=_one_row_updated)
+            self.db.write(st.UPDATE, update, check=_one_row_updated)
             if self.sqlite:
-                self.db.write(_HISTORY, history)
+                self.db.write(st.HISTORY, history)
                 # The previous version's criteria key, and its index rows unless they stay.
-                for stmt in _CLEAR[:1] if same_rows else _CLEAR:
+                for stmt in st.CLEAR[:1] if same_rows else st.CLEAR:
                     self.db.write(stmt, {"seq_": current.seq})
             else:
-                statement = _HISTORY_AND_UNKEY_PG if same_rows else _HISTORY_AND_CLEAR_PG
+                statement = st.HISTORY_AND_UNKEY_PG if same_rows else st.HISTORY_AND_CLEAR_PG
                 self.db.write(statement, {**history, "seq_": current.seq})
             if not same_rows and final is not None:
                 self._write_index(current.seq, final, rows)
@@ -630,7 +337,7 @@ class Tx:
     def rewrite_index(self, seq: int, body: dict[str, Any], rows: IndexRows) -> None:
         """Replace a stored resource's search index rows with `rows` (reindex)."""
         with self.db.pipelined():
-            for stmt in _CLEAR[1:]:  # not the conditional-create key: it is no index row
+            for stmt in st.CLEAR[1:]:  # not the conditional-create key: it is no index row
                 self.db.write(stmt, {"seq_": seq})
             self._write_index(seq, body, rows)
 
@@ -642,7 +349,7 @@ class Tx:
         resource_type = body["resourceType"]
         for kind, kind_rows in (rows if rows is not None else index_rows(body)).items():
             self.db.many(
-                _INSERT_INDEX[kind],
+                st.INSERT_INDEX[kind],
                 [{"resource_seq": seq, "res_type": resource_type, **row} for row in kind_rows],
             )
 
@@ -679,8 +386,8 @@ class Tx:
         """A patient's resources whose date search parameter `param` overlaps
         [since, until], in storage order: one range scan of the compartment date index, so
         its cost follows the number of matches, not the size of the patient's history."""
-        values = {**_window_values(resource_type, compartment, window), "param_": param}
-        return Read(_WINDOW, values, _bodies)
+        values = {**st.window_values(resource_type, compartment, window), "param_": param}
+        return Read(st.WINDOW, values, _bodies)
 
     def latest_dated_read(
         self,
@@ -698,8 +405,8 @@ class Tx:
         patient with one decision in the window as for one with hundreds (a generic search
         sorted by date reads and sorts every match first).
         """
-        values = _dated_values(resource_type, compartment, window, reference)
-        return Read(_LATEST_DATED, {**values, "limit_": limit}, _stored_rows)
+        values = st.dated_values(resource_type, compartment, window, reference)
+        return Read(st.LATEST_DATED, {**values, "limit_": limit}, _stored_rows)
 
     def run_read(self, read: Read[T]) -> T:
         return read.convert(self.db.rows(read.stmt, read.params))
@@ -719,8 +426,8 @@ class Tx:
     ) -> bool:
         """Whether a resource of the same kind as `latest_dated_read` finds was stored after the
         one with `seq`: with `seq` the newest by date, one that arrived out of date order."""
-        values = _dated_values(resource_type, compartment, window, reference)
-        return bool(self.db.rows(_WRITTEN_AFTER, {**values, "seq_": seq}))
+        values = st.dated_values(resource_type, compartment, window, reference)
+        return bool(self.db.rows(st.WRITTEN_AFTER, {**values, "seq_": seq}))
 
     def count(self, query: SearchQuery) -> int:
         return self._count(q.where(query))
@@ -825,7 +532,7 @@ def _history_params(
     method: str,
     body: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The parameters of _HISTORY."""
+    """The parameters of st.HISTORY."""
     return {
         "res_type_": resource_type,
         "res_id_": resource_id,

@@ -3,6 +3,8 @@
 alembic/ owns the schema; this metadata is what `alembic check` compares the database with.
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -62,7 +64,7 @@ resource_history = sa.Table(
 
 def _index_table(
     name: str,
-    *columns: sa.Column,
+    *columns: sa.Column[Any],
     indexes: tuple[sa.Index, ...] = (),
     seq_columns: tuple[str, ...] = (),
 ) -> sa.Table:

@@ -11,7 +11,7 @@ from service import cli
 from service.settings import get_settings
 from service.store import migrations
 from service.store.db import create_db_engine
-from service.store.repository import Store
+from service.store.runner import Store
 from service.store.tables import resource
 from tests.api.helpers import outcome_codes
 

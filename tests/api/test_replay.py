@@ -6,8 +6,8 @@ import pytest
 
 from service.cli import main as cli
 from service.protocol.codes import EXT_DECISION_PARAMETER
-from service.replay import replay
 from service.settings import get_settings
+from service.usecases.replay import replay
 from tests.api.scenario import PLAN, day, decision_codes, eligible_patient, enrol, put, submit
 from tests.protocol import builders as b
 

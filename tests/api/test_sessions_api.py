@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.api import interactions
 from service.protocol.codes import PLAN_DEFINITION_URL
+from service.usecases import crud
 from tests.api.helpers import store_snapshot
 from tests.api.scenario import (
     created,
@@ -229,8 +229,8 @@ def test_panel_first_then_repetitions_is_evaluated_when_the_last_arrives(client,
 
 
 def test_a_repetition_with_a_fresh_id_skips_the_panel_lookup() -> None:
-    from service.session_observations import on_observations_written
     from service.store.repository import Stored
+    from service.usecases.session_observations import decide_completed_sessions
 
     class NoLookups:
         def find(self, *args: object, **kwargs: object) -> list[dict]:
@@ -241,9 +241,9 @@ def test_a_repetition_with_a_fresh_id_skips_the_panel_lookup() -> None:
 
     repetition = b.repetition(1, 3, day(1), "fresh")
     stored = Stored(1, "Observation", "fresh", 1, day(1), False, repetition)
-    on_observations_written(NoLookups(), [stored], fresh_ids=True)  # type: ignore[arg-type]
+    decide_completed_sessions(NoLookups(), [stored], fresh_ids=True)  # type: ignore[arg-type]
     with pytest.raises(AssertionError, match="looked up"):
-        on_observations_written(NoLookups(), [stored], fresh_ids=False)  # type: ignore[arg-type]
+        decide_completed_sessions(NoLookups(), [stored], fresh_ids=False)  # type: ignore[arg-type]
 
 
 def test_pain_score_out_of_range_as_plain_observation(client, app):
@@ -452,12 +452,12 @@ def test_a_stored_panel_needs_its_patient(client, app, plan_id):
 def _store_at_once(app, resources: list[dict]) -> None:
     """PUT the resources from threads released together, each in its own transaction, as the
     routes do (the TestClient runs one request at a time)."""
-    store, hooks = app.state.store, app.state.hooks
+    store = app.state.store
     barrier = threading.Barrier(len(resources))
 
     def store_one(resource: dict) -> None:
         barrier.wait()
-        store.run(lambda tx: interactions.update(tx, hooks, resource, resource["id"], None))
+        store.run(lambda tx: crud.update_in(tx, resource, resource["id"], None))
 
     with ThreadPoolExecutor(max_workers=len(resources)) as pool:
         list(pool.map(store_one, resources))

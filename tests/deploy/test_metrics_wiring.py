@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.fhir.errors import FhirError
+from service.api.errors import as_fhir_error
 from service.observability import METRICS
 from service.store.db import create_db_engine
-from service.store.repository import RetryTransaction, Store, Tx
+from service.store.errors import Conflict, RetryTransaction
+from service.store.repository import Tx
+from service.store.runner import Store
 from tests.api.scenario import day, eligible_patient, enrol, submit
 from tests.deploy.processes import free_port
 from tests.protocol import builders as b
@@ -117,9 +119,9 @@ def test_conflict_after_exhausted_retries_is_counted(tmp_path: Any) -> None:
         raise RetryTransaction()
 
     try:
-        with pytest.raises(FhirError) as raised:
+        with pytest.raises(Conflict) as raised:
             Store(engine, retries=2).run(always_loses)
     finally:
         engine.dispose()
-    assert raised.value.status == 409
+    assert as_fhir_error(raised.value).status == 409
     assert _sample("careplan_database_errors_total", kind="conflict") == before + 1

@@ -1,6 +1,6 @@
 """Build the OpenAPI examples from the protocol test builders: a real session, a hold-back.
 
-    python -m tests.openapi.make_examples     # rewrites service/api/schemas/examples.json
+    python -m tests.openapi.make_examples     # rewrites service/api/openapi/examples.json
 
 tests/openapi/test_schemas.py fails when the committed file and the builders disagree.
 """

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import uvicorn
 
-from service.api.schemas import examples as schema_examples
+from service.api.openapi import examples as schema_examples
 from service.main import create_app
 from service.settings import Settings
 from tests.openapi.support import NODE_DIR, OPENAPI, node_tools, run_bin

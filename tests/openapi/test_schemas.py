@@ -10,9 +10,9 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel
 
-from service.api.schemas import STORED_TYPES, component_schemas
-from service.api.schemas import examples as schema_examples
-from service.api.schemas.base import ExtensionValue
+from service.api.openapi import STORED_TYPES, component_schemas
+from service.api.openapi import examples as schema_examples
+from service.api.openapi.base import ExtensionValue
 from service.fhir.structure import _fields
 from service.fhir.validate import validate_resource
 from tests.openapi import make_examples
@@ -88,7 +88,7 @@ def test_no_null_in_components() -> None:
 def test_examples_are_current() -> None:
     committed = json.loads(make_examples.TARGET.read_text(encoding="utf-8"))
     assert committed == json.loads(json.dumps(make_examples.build())), (
-        "service/api/schemas/examples.json is out of date: python -m tests.openapi.make_examples"
+        "service/api/openapi/examples.json is out of date: python -m tests.openapi.make_examples"
     )
 
 

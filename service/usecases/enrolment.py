@@ -1,0 +1,81 @@
+"""PlanDefinition/$apply and enrolment: the protocol applied to a patient as a CarePlan."""
+
+from datetime import datetime
+from typing import Any
+
+from service.fhir.errors import fhir_error
+from service.protocol.apply import apply_plan
+from service.protocol.codes import PLAN_DEFINITION_URL
+from service.protocol.conformance import check_care_plan
+from service.protocol.parameters import read_params
+from service.store.repository import Tx
+from service.store.runner import Store
+from service.usecases.records import find_canonical, load_record, plan_definition_for
+from service.usecases.sessions import unprocessable
+
+Json = dict[str, Any]
+
+
+def _activity_definitions(tx: Tx, plan_definition: Json) -> dict[str, Json]:
+    """The ActivityDefinitions the plan's actions name, by canonical url (and url|version)."""
+    found: dict[str, Json] = {}
+    stack = list(plan_definition.get("action", []))
+    while stack:
+        action = stack.pop()
+        stack.extend(action.get("action", []))
+        canonical = action.get("definitionCanonical")
+        if not canonical or canonical in found:
+            continue
+        definition = find_canonical(tx, "ActivityDefinition", canonical)
+        if definition is not None:
+            found[canonical] = found[canonical.partition("|")[0]] = definition
+    return found
+
+
+def apply(tx: Tx, plan_definition: Json, subject: str, at: datetime) -> Json:
+    """The CarePlan for `subject` (not stored, as the spec says of $apply)."""
+    subject_type, _, patient_id = subject.partition("/")
+    if subject_type != "Patient" or not patient_id:
+        raise fhir_error(
+            400, "invalid", f"subject must be Patient/<id>, not {subject!r}", "subject"
+        )
+    patient = tx.read("Patient", patient_id).body or {}
+    record = load_record(tx, patient, None, read_params(plan_definition), at, earlier_decisions=[])
+    applied = apply_plan(plan_definition, _activity_definitions(tx, plan_definition), record, at)
+    return applied.care_plan
+
+
+def _plan_definition(tx: Tx, resource_id: str | None, url: str | None) -> Json:
+    if resource_id is not None:
+        return tx.read("PlanDefinition", resource_id).body or {}
+    if not url:
+        raise fhir_error(400, "required", "$apply at the type level needs a url parameter", "url")
+    found = find_canonical(tx, "PlanDefinition", url)
+    if found is None:
+        raise fhir_error(404, "not-found", f"PlanDefinition {url} is not known")
+    return found
+
+
+async def apply_plan_definition(
+    store: Store, plan_definition_id: str | None, url: str | None, subject: str, at: datetime
+) -> Json:
+    """$apply of the PlanDefinition with that id, or (type level) with that canonical url."""
+
+    def unit(tx: Tx) -> Json:
+        return apply(tx, _plan_definition(tx, plan_definition_id, url), subject, at)
+
+    return await store.arun(unit, read_only=True)
+
+
+def validate_care_plan(tx: Tx, care_plan: Json) -> None:
+    """Every stored CarePlan: one that claims the protocol must not contradict it (422)."""
+    claims = [
+        c
+        for c in care_plan.get("instantiatesCanonical", [])
+        if c.partition("|")[0] == PLAN_DEFINITION_URL
+    ]
+    if not claims:
+        return
+    problems = check_care_plan(care_plan, plan_definition_for(tx, care_plan))
+    if problems:
+        raise unprocessable(problems)

@@ -1,0 +1,182 @@
+"""Replay a CarePlan's stored sessions against a chosen PlanDefinition version.
+
+Shows a clinic what a new threshold would have changed: each session is decided again, in
+time order, from the record as it stood at the session's own clock, with the decisions of
+the replay itself (not the stored ones) as the plan's history, and the CarePlan as the replay
+leaves it (starting from its first version): a stop the new version makes stays a stop, since
+nobody can know whether a clinician would have resumed it. Nothing is written.
+"""
+
+import itertools
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from service.fhir.dates import parse_range
+from service.fhir.errors import fhir_error
+from service.protocol.activities import stopped_flexion
+from service.protocol.codes import CAREPLAN_CS, PLAN_DEFINITION_URL, SESSION_CODE
+from service.protocol.decide import decide, session_clock
+from service.protocol.fhirdata import identifier_key
+from service.protocol.history import P_RETRY_END, P_RETRY_START
+from service.protocol.inputs import Session
+from service.protocol.outputs import build_outputs, resource_id
+from service.protocol.parameters import Params, read_params
+from service.protocol.session_checks import DECIDABLE_STATUSES
+from service.store.repository import HistoryEntry, Tx
+from service.store.runner import Store
+from service.usecases.records import find_canonical, load_record, plan_definition_for
+
+Json = dict[str, Any]
+_MAX_VERSIONS = 100_000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a decision said, as far as a clinic compares two versions: the decision, its rules
+    and warnings, the retry window, and the PlanDefinition version that decided it."""
+
+    code: str
+    rules: tuple[str, ...]
+    retry_window: str | None
+    plan: str
+
+    @classmethod
+    def of(cls, guidance_response: Json) -> "Outcome":
+        codes = [c["code"] for rc in guidance_response["reasonCode"] for c in rc["coding"]]
+        values = {
+            p["name"]: next((v for k, v in p.items() if k.startswith("value")), None)
+            for p in guidance_response["contained"][0]["parameter"]
+        }
+        start, end = values.get(P_RETRY_START), values.get(P_RETRY_END)
+        return cls(
+            code=codes[0],
+            rules=tuple(codes[1:]),
+            retry_window=f"{start}..{end}" if start and end else None,
+            plan=str(guidance_response.get("moduleCanonical", "")),
+        )
+
+    def same_as(self, other: "Outcome") -> bool:
+        return (self.code, self.rules, self.retry_window) == (
+            other.code,
+            other.rules,
+            other.retry_window,
+        )
+
+
+@dataclass(frozen=True)
+class ReplayedDecision:
+    session: str
+    clock: str
+    stored: Outcome | None
+    replayed: Outcome
+
+    @property
+    def changed(self) -> bool:
+        """The replayed version decides otherwise: another decision, other rules or warnings
+        (a review request comes with its rule), or another retry window."""
+        return self.stored is not None and not self.stored.same_as(self.replayed)
+
+
+def _plan_version(tx: Tx, care_plan: Json, version: str | None) -> Json:
+    if version is None:
+        return plan_definition_for(tx, care_plan)
+    found = find_canonical(tx, "PlanDefinition", f"{PLAN_DEFINITION_URL}|{version}")
+    if found is None:
+        raise fhir_error(404, "not-found", f"PlanDefinition version {version} is not stored")
+    return found
+
+
+def _versions(tx: Tx, care_plan_id: str) -> list[HistoryEntry]:
+    """Every version of the CarePlan, oldest first."""
+    entries, _, _ = tx.history("CarePlan", care_plan_id, None, _MAX_VERSIONS, None)
+    return sorted((e for e in entries if e.body is not None), key=lambda e: e.version)
+
+
+def _resumes(versions: list[HistoryEntry], params: Params) -> list[HistoryEntry]:
+    """The versions in which a clinician resumed a stopped plan (no decision un-stops one)."""
+    return [
+        version
+        for before, version in itertools.pairwise(versions)
+        if stopped_flexion(before.body or {}, params) is not None
+        and stopped_flexion(version.body or {}, params) is None
+    ]
+
+
+def _stored_at(resource: Json) -> datetime | None:
+    """When the resource was stored (the store's clock, as the history's)."""
+    text = (resource.get("meta") or {}).get("lastUpdated")
+    return parse_range(text)[0] if isinstance(text, str) else None
+
+
+def _between(moment: datetime, after: datetime | None, until: datetime | None) -> bool:
+    return (after is None or moment > after) and (until is None or moment <= until)
+
+
+def _resumed(
+    care_plan: Json, params: Params, resumes: list[HistoryEntry], until: datetime | None
+) -> Json:
+    """The replay's plan after a clinician's resume: if the replay has it stopped, its
+    activities become those the clinician set."""
+    if stopped_flexion(care_plan, params) is None:
+        return care_plan
+    latest = [r for r in resumes if _between(r.last_updated, None, until)][-1]
+    return {**care_plan, "activity": (latest.body or {}).get("activity", [])}
+
+
+def replay(store: Store, care_plan_id: str, version: str | None = None) -> list[ReplayedDecision]:
+    def unit(tx: Tx) -> list[ReplayedDecision]:
+        current = tx.read("CarePlan", care_plan_id).body or {}
+        plan_definition = _plan_version(tx, current, version)
+        params = read_params(plan_definition)
+        patient_id = current["subject"]["reference"].partition("/")[2]
+        patient = tx.read("Patient", patient_id).body or {}
+        # The replay's own CarePlan: as enrolled, then as each replayed decision leaves it,
+        # plus the clinicians' resumes of a stopped plan where they happened. (Today's plan
+        # would carry later changes into the past: its running activities would undo a stop
+        # the replayed version makes, as if a clinician had resumed it.)
+        versions = _versions(tx, care_plan_id)
+        care_plan = versions[0].body or current
+        resumes = _resumes(versions, params)
+        seen_until = None
+        panels = tx.find(
+            "Observation",
+            [
+                ("based-on", f"CarePlan/{care_plan_id}"),
+                ("code", f"{CAREPLAN_CS}|{SESSION_CODE}"),
+                ("_sort", "date"),
+            ],
+        )
+        replayed: list[Json] = []
+        results = []
+        for panel in panels:
+            if panel.get("status") not in DECIDABLE_STATUSES:
+                continue  # never decided (preliminary, entered-in-error, ...)
+            key = identifier_key(panel) or f"Observation/{panel['id']}"
+            stored = tx.get("GuidanceResponse", resource_id(care_plan_id, key, "guidance-response"))
+            refs = [m["reference"].partition("/") for m in panel.get("hasMember", [])]
+            members = [m.body for m in tx.read_many([(t, i) for t, _, i in refs]) if m.body]
+            session = Session.from_observations(panel, members)
+            clock = session_clock(session)
+            # When the session was decided (its panel may have been edited since).
+            stored_at = _stored_at(stored.body if stored and stored.body else panel)
+            if any(_between(r.last_updated, seen_until, stored_at) for r in resumes):
+                care_plan = _resumed(care_plan, params, resumes, stored_at)
+            seen_until = stored_at
+            # The latest replayed decisions carry the plan state; older ones add nothing.
+            record = load_record(tx, patient, care_plan, params, clock, replayed[-3:])
+            decision = decide(plan_definition, record, session, clock)
+            outputs = build_outputs(decision, params, care_plan)
+            replayed.append(outputs.guidance_response)
+            care_plan = outputs.care_plan
+            results.append(
+                ReplayedDecision(
+                    session=key,
+                    clock=clock.isoformat(),
+                    stored=Outcome.of(stored.body) if stored and stored.body else None,
+                    replayed=Outcome.of(outputs.guidance_response),
+                )
+            )
+        return results
+
+    return store.run(unit, read_only=True)

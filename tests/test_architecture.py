@@ -1,0 +1,87 @@
+"""The layout's import rules (DESIGN.md section 1), read from every module's import statements,
+those inside functions included: each folder imports only from the folders below it."""
+
+import ast
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+SERVICE = Path(__file__).resolve().parents[1] / "service"
+
+
+def _imports(path: Path) -> Iterator[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+def _modules(folder: str) -> list[Path]:
+    found = sorted((SERVICE / folder).rglob("*.py"))
+    assert found, f"service/{folder} has no modules"
+    return found
+
+
+def _violations(folder: str, allowed: Callable[[str], bool]) -> list[str]:
+    return [
+        f"{path.relative_to(SERVICE.parent)} imports {name}"
+        for path in _modules(folder)
+        for name in _imports(path)
+        if not allowed(name)
+    ]
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _within(name: str, *packages: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def test_fhir_is_a_leaf() -> None:
+    """fhir/ holds the wire rules: of the service, it imports only itself."""
+
+    def allowed(name: str) -> bool:
+        return _top(name) != "service" or _within(name, "service.fhir")
+
+    assert _violations("fhir", allowed) == []
+
+
+def test_protocol_is_pure() -> None:
+    """protocol/ is the clinical core: the standard library, orjson and itself, nothing else."""
+
+    def allowed(name: str) -> bool:
+        return (
+            _top(name) in sys.stdlib_module_names
+            or _top(name) == "orjson"
+            or _within(name, "service.protocol")
+        )
+
+    assert _violations("protocol", allowed) == []
+
+
+def test_store_never_speaks_http() -> None:
+    web = ("fastapi", "starlette", "service.api", "service.usecases")
+    assert _violations("store", lambda name: not _within(name, *web)) == []
+
+
+def test_usecases_do_not_reach_up_to_the_api() -> None:
+    web = ("fastapi", "starlette", "service.api")
+    assert _violations("usecases", lambda name: not _within(name, *web)) == []
+
+
+@pytest.mark.parametrize("gone", ["service/hooks.py", "service/notify/__init__.py"])
+def test_no_hook_registry_or_empty_placeholder(gone: str) -> None:
+    assert not (SERVICE.parent / gone).exists()
+
+
+def test_the_rules_see_function_level_imports(tmp_path: Path) -> None:
+    """The check itself: an import inside a function counts like one at the top."""
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from service.store.runner import Store\n    return Store\n")
+    assert list(_imports(module)) == ["service.store.runner"]
