@@ -198,6 +198,10 @@ class TokenVerifier:
                 raise IssuerConfigError(f"issuer {config.issuer!r} has no audience")
             self._issuers[config.issuer] = _Issuer(audience, keys)
         if builtin is not None:
+            if builtin.issuer in self._issuers:
+                raise IssuerConfigError(
+                    f"issuer {builtin.issuer!r} is the built-in one: do not configure it"
+                )
             self._issuers[builtin.issuer] = _Issuer(builtin.audience, builtin.keys, builtin.clients)
         self._clock = clock
         self._skew = skew
@@ -219,10 +223,9 @@ class TokenVerifier:
     def _verify(self, token: str) -> AccessContext:
         unverified = parse_unverified(token)
         iss = unverified.claims.get("iss")
-        issuer = self._issuers.get(iss) if isinstance(iss, str) else None
-        if issuer is None:
+        if not isinstance(iss, str) or iss not in self._issuers:
             raise InvalidToken("issuer not trusted")
-        assert isinstance(iss, str)
+        issuer = self._issuers[iss]
         kid = unverified.kid
         if kid is None:
             raise InvalidToken("token has no key id")

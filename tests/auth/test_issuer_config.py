@@ -5,7 +5,13 @@ import json
 import pytest
 from joserfc.jwk import RSAKey
 
-from service.auth.verify import IssuerConfigError, parse_trusted_issuers
+from service.auth.keys import InMemoryKeyStore, ServiceKeys
+from service.auth.verify import (
+    BuiltinIssuer,
+    IssuerConfigError,
+    TokenVerifier,
+    parse_trusted_issuers,
+)
 from tests.auth.conftest import public_jwks
 
 BASE = "https://careplan.example/fhir"
@@ -54,3 +60,15 @@ def test_bad_configuration_says_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(IssuerConfigError, match=message) as caught:
         parse_trusted_issuers(text, BASE)
     assert str(caught.value).startswith("trusted issuers: ")
+
+
+def test_the_builtin_issuer_cannot_also_be_configured(issuer_key: RSAKey) -> None:
+    configured = parse_trusted_issuers(
+        json.dumps([{"issuer": "https://careplan.example/auth", "jwks": public_jwks(issuer_key)}]),
+        BASE,
+    )
+    builtin = BuiltinIssuer(
+        "https://careplan.example/auth", BASE, ServiceKeys(InMemoryKeyStore(), retire_after=360)
+    )
+    with pytest.raises(IssuerConfigError, match="built-in"):
+        TokenVerifier(configured, builtin=builtin)

@@ -1,5 +1,6 @@
 """The built-in SMART Backend Services token endpoint, with real client assertions."""
 
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -286,3 +287,20 @@ def test_oauth_error_json_has_the_rfc6749_members() -> None:
         "error": "invalid_scope",
         "error_description": "none of the requested scopes may be granted",
     }
+
+
+def test_jti_store_lets_one_of_many_concurrent_uses_through() -> None:
+    store = InMemoryJtiStore()
+    start = threading.Barrier(16)
+    results: list[bool] = []
+
+    def use() -> None:
+        start.wait()
+        results.append(store.add_if_absent("app", "same", expires_at=NOW + 60, now=NOW))
+
+    threads = [threading.Thread(target=use) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 15 + [True]
