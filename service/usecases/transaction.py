@@ -6,6 +6,7 @@ and any failing entry rolls the whole Bundle back. A batch runs each entry in it
 work: one failing entry fails alone.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from service.store.runner import Store
 from service.usecases import crud
 
 Json = dict[str, Any]
+logger = logging.getLogger("careplan.transaction")
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
 
@@ -281,7 +283,12 @@ def _entry_unit(runner: EntryRunner, entry: Json, index: int) -> Callable[[Tx], 
 
 
 async def batch(store: Store, bundle: Json, base: str, paging: Paging) -> list[BatchResult]:
-    """Each entry in its own unit of work; a failing entry's error stands in its place."""
+    """Each entry in its own unit of work; a failing entry's error stands in its place.
+
+    Entries before a failure are committed already: even an unexpected error (a bug) fails
+    only its entry, as a 500 in the batch-response, so the client learns what was written
+    and does not retry (duplicate) the rest.
+    """
     runner = EntryRunner(base, paging)
     results: list[BatchResult] = []
     for index, entry in enumerate(bundle.get("entry") or []):
@@ -290,4 +297,7 @@ async def batch(store: Store, bundle: Json, base: str, paging: Paging) -> list[B
             results.append(await store.arun(_entry_unit(runner, entry, index)))
         except (FhirError, StoreError) as exc:
             results.append(exc)
+        except Exception:
+            logger.exception("unhandled error in batch entry %d", index)
+            results.append(FhirError(500, [Issue("exception", "Internal server error")]))
     return results
