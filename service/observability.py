@@ -169,9 +169,11 @@ def metrics_response() -> tuple[bytes, str]:
 
 # ---------------------------------------------------------------------------- logging
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+# Attributes every LogRecord has; anything else on a record came from ``extra=``. uvicorn
+# adds ``color_message``, its message with ANSI colour escapes for a terminal: not for JSON.
 _RECORD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}
 )
 
 
