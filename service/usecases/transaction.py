@@ -18,6 +18,7 @@ from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.etags import parse_if_match
 from service.fhir.ids import new_resource_id
 from service.fhir.search import parse_search
+from service.fhir.search_params import SEARCH_PARAMS
 from service.fhir.validate import validate_resource
 from service.store.errors import RetryTransaction, StoreError
 from service.store.repository import Stored, Tx
@@ -46,6 +47,15 @@ def _request_of(entry: Json, index: int) -> tuple[str, str]:
         )
     if not isinstance(url, str) or not url:
         raise fhir_error(400, "required", "Entry has no url", f"Bundle.entry[{index}].request.url")
+    segments = _split_url(url)[0]
+    if segments and segments[0] not in SEARCH_PARAMS:
+        # As in REST, where /fhir/<type> has no route for such a type.
+        raise fhir_error(
+            404,
+            "not-found",
+            f"{segments[0]!r} is not a resource type this server serves",
+            f"Bundle.entry[{index}].request.url",
+        )
     return method, url
 
 

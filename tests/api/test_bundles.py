@@ -324,3 +324,30 @@ def test_batch_entry_with_an_unexpected_failure_fails_alone(client, app, monkeyp
     assert len(errors) == 1, errors
     assert "RuntimeError: secret internal detail" in errors[0]["exception"]
     assert errors[0]["request_id"] == "batch-boom-1"
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_entries_of_types_the_server_does_not_serve_are_404(client, app, kind):
+    """As in REST (`GET /fhir/Foo` is a 404): an unknown type is not an empty searchset, and a
+    valid R4 type without routes here (Medication) is not stored through a Bundle either."""
+    entries = [
+        _entry("GET", "Foo"),
+        _entry("GET", "Foo/1"),
+        _entry("GET", "Medication?code=x"),
+        _entry("POST", "Medication", {"resourceType": "Medication"}),
+        _entry("PUT", "Medication/m1", {"resourceType": "Medication", "id": "m1"}),
+        _entry("DELETE", "Foo/1"),
+    ]
+    before = store_snapshot(app)
+    if kind == "batch":
+        response = _post(client, _bundle("batch", *entries))
+        assert response.status_code == 200, response.text
+        for entry in response.json()["entry"]:
+            assert entry["response"]["status"] == "404 Not Found", entry
+            assert entry["response"]["outcome"]["issue"][0]["code"] == "not-found"
+    else:
+        for entry in entries:
+            response = _post(client, _bundle("transaction", entry))
+            assert response.status_code == 404, response.text
+            assert outcome_codes(response) == ["not-found"]
+    assert store_snapshot(app) == before
