@@ -13,8 +13,8 @@ from sqlalchemy.engine import Engine
 from service import __version__
 from service.api import capability, docs, health, operations, system
 from service.api.errors import UnexpectedErrorMiddleware, install_error_handlers
-from service.api.slashes import StripTrailingSlash
 from service.api.rest import resource_routers
+from service.api.slashes import StripTrailingSlash
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
 from service.settings import Settings, get_settings
 from service.store import migrations, reindex

@@ -115,7 +115,7 @@ class EntryRunner:
             raise fhir_error(400, "invalid", "Resource id does not match request.url", where)
         if_match = entry["request"].get("ifMatch")
         version = parse_if_match(if_match, f"{where}.request.ifMatch") if if_match else None
-        stored, created = crud.update_in(tx, body, segments[1], version)
+        stored, created = crud.update_in(tx, body, segments[1], version, f"{where}.request.ifMatch")
         return self._written(stored, "201 Created" if created else "200 OK")
 
     def _written(self, stored: Stored, status: str) -> Json:
