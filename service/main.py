@@ -12,8 +12,9 @@ from sqlalchemy.engine import Engine
 
 from service import __version__
 from service.api import capability, docs, health, operations, system
-from service.api.errors import install_error_handlers
+from service.api.errors import UnexpectedErrorMiddleware, install_error_handlers
 from service.api.rest import resource_routers
+from service.api.slashes import StripTrailingSlash
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
 from service.settings import Settings, get_settings
 from service.store import migrations, reindex
@@ -180,10 +181,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # StripTrailingSlash accepts `/fhir/...` with a trailing slash: never a 307 redirect.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     configure_logging(settings.log_level)
     logging.getLogger("uvicorn.error").addFilter(_STARTUP_ERROR_FILTER)
+    # The last added runs first: unexpected errors are answered inside the request id's scope.
+    app.add_middleware(StripTrailingSlash)
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)

@@ -1,5 +1,6 @@
 """System-level routes: batch/transaction Bundles at POST /fhir and system history."""
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -21,6 +22,14 @@ def paging_of(request: Request) -> Paging:
     return Paging(settings.default_page_size, settings.max_page_size)
 
 
+def _status_line(status: int) -> str:
+    """A batch entry's response.status: the code and its reason phrase ("404 Not Found")."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
 def _batch_response(results: list[BatchResult]) -> dict[str, Any]:
     entries = []
     for result in results:
@@ -29,7 +38,12 @@ def _batch_response(results: list[BatchResult]) -> dict[str, Any]:
             continue
         error = as_fhir_error(result)
         entries.append(
-            {"response": {"status": str(error.status), "outcome": operation_outcome(error.issues)}}
+            {
+                "response": {
+                    "status": _status_line(error.status),
+                    "outcome": operation_outcome(error.issues),
+                }
+            }
         )
     # FHIR forbids empty arrays: a Bundle without entries answers without "entry".
     return {"resourceType": "Bundle", "type": "batch-response"} | (

@@ -24,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from service.fhir.errors import Issue
 from service.fhir.indexing import parse_reference
+from service.fhir.narrative import narrative_problems
 
 _PRIMITIVE_KINDS = {bool: "boolean", int: "integer", Decimal: "decimal"}
 
@@ -276,7 +277,7 @@ def _has_value(element: dict[str, Any]) -> bool:
 def _check_invariants(
     class_name: str, value: dict[str, Any], path: str, issues: list[Issue], is_resource: bool
 ) -> None:
-    """The R4 invariants the models do not check (ext-1, obs-6)."""
+    """The R4 invariants the models do not check (ext-1, obs-6, txt-1, txt-2)."""
     if class_name == "Extension" and ("extension" in value) == _has_value(value):
         issues.append(
             Issue(
@@ -285,6 +286,9 @@ def _check_invariants(
                 expression=(path,),
             )
         )
+    if class_name == "Narrative" and isinstance(value.get("div"), str) and value["div"].strip():
+        for problem in narrative_problems(value["div"]):
+            issues.append(Issue("invariant", problem, expression=(f"{path}.div",)))
     absent = class_name == "Observation" and is_resource and "dataAbsentReason" in value
     if absent and _has_value(value):
         issues.append(

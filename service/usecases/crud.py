@@ -19,6 +19,12 @@ from service.usecases import enrolment, session_observations
 
 Json = dict[str, Any]
 
+# Types the service itself changes with its decisions (a plan put on hold, stopped or moved up a
+# level; a retry Task completed): a blind PUT of a copy read earlier would undo such a change
+# unseen. Their updates must name the version they were read at (the CapabilityStatement says
+# so with versioning "versioned-update"); they are created with POST, not with PUT.
+VERSIONED_UPDATE_TYPES = frozenset({"CarePlan", "Task"})
+
 
 def parse_if_none_exist(
     resource_type: str, criteria: str
@@ -62,8 +68,25 @@ def create_in(
     return stored, created
 
 
-def update_in(tx: Tx, body: Json, resource_id: str, if_match: int | None) -> tuple[Stored, bool]:
-    """Update, or create with the client's id; returns (stored, created)."""
+def check_if_match_required(resource_type: str, if_match: int | None, where: str | None) -> None:
+    """428 for an update of a VERSIONED_UPDATE_TYPES type without If-Match."""
+    if if_match is None and resource_type in VERSIONED_UPDATE_TYPES:
+        raise fhir_error(
+            428,
+            "required",
+            f"An update of a {resource_type} needs If-Match with the version it was read at "
+            f'(W/"<versionId>"): the service changes {resource_type}s with its decisions, '
+            "and a blind update would undo them. Create one with POST.",
+            where,
+        )
+
+
+def update_in(
+    tx: Tx, body: Json, resource_id: str, if_match: int | None, where: str | None = None
+) -> tuple[Stored, bool]:
+    """Update, or create with the client's id; returns (stored, created). ``where`` names the
+    If-Match's place in a Bundle entry (REST: the header, no element)."""
+    check_if_match_required(body["resourceType"], if_match, where)
     check_business_rules(tx, body)
     stored, created = tx.update(body, resource_id, if_match)
     session_observations.decide_completed_sessions(tx, [stored])
@@ -95,6 +118,7 @@ async def create(store: Store, body: Json, if_none_exist: str | None) -> tuple[S
 async def update(
     store: Store, body: Json, resource_id: str, if_match: int | None
 ) -> tuple[Stored, bool]:
+    check_if_match_required(body["resourceType"], if_match, None)  # before a unit of work
     return await store.arun(lambda tx: update_in(tx, body, resource_id, if_match))
 
 

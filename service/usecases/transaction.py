@@ -6,6 +6,7 @@ and any failing entry rolls the whole Bundle back. A batch runs each entry in it
 work: one failing entry fails alone.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.etags import parse_if_match
 from service.fhir.ids import new_resource_id
 from service.fhir.search import parse_search
+from service.fhir.search_params import SEARCH_PARAMS
 from service.fhir.validate import validate_resource
 from service.store.errors import RetryTransaction, StoreError
 from service.store.repository import Stored, Tx
@@ -24,6 +26,7 @@ from service.store.runner import Store
 from service.usecases import crud
 
 Json = dict[str, Any]
+logger = logging.getLogger("careplan.transaction")
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
 
@@ -44,6 +47,15 @@ def _request_of(entry: Json, index: int) -> tuple[str, str]:
         )
     if not isinstance(url, str) or not url:
         raise fhir_error(400, "required", "Entry has no url", f"Bundle.entry[{index}].request.url")
+    segments = _split_url(url)[0]
+    if segments and segments[0] not in SEARCH_PARAMS:
+        # As in REST, where /fhir/<type> has no route for such a type.
+        raise fhir_error(
+            404,
+            "not-found",
+            f"{segments[0]!r} is not a resource type this server serves",
+            f"Bundle.entry[{index}].request.url",
+        )
     return method, url
 
 
@@ -103,7 +115,7 @@ class EntryRunner:
             raise fhir_error(400, "invalid", "Resource id does not match request.url", where)
         if_match = entry["request"].get("ifMatch")
         version = parse_if_match(if_match, f"{where}.request.ifMatch") if if_match else None
-        stored, created = crud.update_in(tx, body, segments[1], version)
+        stored, created = crud.update_in(tx, body, segments[1], version, f"{where}.request.ifMatch")
         return self._written(stored, "201 Created" if created else "200 OK")
 
     def _written(self, stored: Stored, status: str) -> Json:
@@ -281,7 +293,12 @@ def _entry_unit(runner: EntryRunner, entry: Json, index: int) -> Callable[[Tx], 
 
 
 async def batch(store: Store, bundle: Json, base: str, paging: Paging) -> list[BatchResult]:
-    """Each entry in its own unit of work; a failing entry's error stands in its place."""
+    """Each entry in its own unit of work; a failing entry's error stands in its place.
+
+    Entries before a failure are committed already: even an unexpected error (a bug) fails
+    only its entry, as a 500 in the batch-response, so the client learns what was written
+    and does not retry (duplicate) the rest.
+    """
     runner = EntryRunner(base, paging)
     results: list[BatchResult] = []
     for index, entry in enumerate(bundle.get("entry") or []):
@@ -290,4 +307,7 @@ async def batch(store: Store, bundle: Json, base: str, paging: Paging) -> list[B
             results.append(await store.arun(_entry_unit(runner, entry, index)))
         except (FhirError, StoreError) as exc:
             results.append(exc)
+        except Exception:
+            logger.exception("unhandled error in batch entry %d", index)
+            results.append(FhirError(500, [Issue("exception", "Internal server error")]))
     return results

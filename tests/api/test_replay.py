@@ -8,6 +8,7 @@ from service.cli import main as cli
 from service.protocol.codes import EXT_DECISION_PARAMETER
 from service.settings import get_settings
 from service.usecases.replay import replay
+from tests.api.helpers import if_match
 from tests.api.scenario import PLAN, day, decision_codes, eligible_patient, enrol, put, submit
 from tests.protocol import builders as b
 
@@ -103,7 +104,10 @@ def test_replay_follows_a_clinicians_resume(client, app):
     plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
     for activity in plan["activity"]:
         activity["detail"]["status"] = "in-progress"
-    assert client.put(f"/fhir/CarePlan/{plan_id}", json=plan).status_code == 200
+    assert (
+        client.put(f"/fhir/CarePlan/{plan_id}", json=plan, headers=if_match(plan)).status_code
+        == 200
+    )
     for n in (2, 3):
         assert submit(client, plan_id, [3, 2, 1, 1, 0], day(n)).status_code == 200
     results = replay(app.state.store, plan_id)
