@@ -417,10 +417,19 @@ def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime) -> Json:
 
 
 async def submit(
-    store: Store, care_plan_id: str, bundle: Json, now: datetime, base: str, where: str
+    store: Store,
+    care_plan_id: str,
+    bundle: Json,
+    now: datetime,
+    base: str,
+    where: str,
+    *,
+    long: bool = False,
 ) -> Json:
-    """$submit-session as one unit of work (see submit_session)."""
-    return await store.arun(lambda tx: submit_session(tx, care_plan_id, bundle, now, base, where))
+    """$submit-session as one unit of work (see submit_session); ``long``: a large body."""
+    return await store.arun(
+        lambda tx: submit_session(tx, care_plan_id, bundle, now, base, where), long=long
+    )
 
 
 async def reevaluate(store: Store, care_plan_id: str, at: datetime, now: datetime) -> Json:
