@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service.main import prepare_database
     from service.observability import configure_logging
+    from service.server import BoundedHttpProtocol
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -39,6 +40,10 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        # Idle connections and slow request heads closed (service/server.py); slow bodies and
+        # requests beyond CAREPLAN_MAX_CONCURRENT_REQUESTS answered by the app (api/limits.py).
+        http=BoundedHttpProtocol,
+        timeout_keep_alive=settings.keep_alive_seconds,
         proxy_headers=True,
         log_level=settings.log_level.lower(),
         # service.observability logs JSON access lines by route template; uvicorn's own

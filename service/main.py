@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from service import __version__
 from service.api import capability, docs, health, operations, system
 from service.api.errors import install_error_handlers
+from service.api.limits import RequestLimits
 from service.api.rest import resource_routers
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
 from service.settings import Settings, get_settings
@@ -184,6 +185,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     configure_logging(settings.log_level)
     logging.getLogger("uvicorn.error").addFilter(_STARTUP_ERROR_FILTER)
+    # Inside the observability middleware, which logs and counts the limits' 408s and 503s.
+    app.add_middleware(
+        RequestLimits,
+        body_timeout=settings.body_timeout_seconds,
+        max_concurrent=settings.max_concurrent_requests,
+    )
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)

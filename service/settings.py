@@ -49,6 +49,24 @@ class Settings(BaseSettings):
         description="PostgreSQL connections a worker may open beyond the pool under load "
         "(closed when idle again).",
     )
+    keep_alive_seconds: int = Field(
+        5,
+        ge=1,
+        description="A connection idle this long (before its first request or between "
+        "requests), or this slow to send a request's line and headers, is closed.",
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request's body may take to arrive once its headers have; "
+        "a late body is answered 408 and its connection closed.",
+    )
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        description="Requests one worker process handles at once; beyond, 503 with Retry-After "
+        "(/healthz and /readyz excepted).",
+    )
     log_level: str = Field("INFO", description="Python log level name.")
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="How long in-flight requests may run after SIGTERM."
