@@ -81,6 +81,9 @@ def _reindex(args: argparse.Namespace) -> int:
     from service.main import prepare_database
     from service.store.reindex import reindex
 
+    if args.batch_size < 1:
+        print("careplan reindex: --batch-size must be at least 1", file=sys.stderr)
+        return 2
     settings = get_settings().model_copy(update={"migrate_on_start": False})
     engine = prepare_database(settings)
     try:

@@ -58,8 +58,25 @@ def connect_database(settings: Settings) -> Engine:
     return engine
 
 
+# What a database server that answered says when waiting will not help: a database or role
+# that does not exist, credentials or a pg_hba.conf rule that refuse the connection.
+_PERMANENT_REFUSALS = (
+    "does not exist",
+    "authentication failed",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "permission denied",
+)
+
+
+def _refused_for_good(exc: sa.exc.DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return any(reason in text for reason in _PERMANENT_REFUSALS)
+
+
 def wait_for_database(engine: Engine, retries: int, backoff: float) -> None:
-    """Connect, retrying ``retries`` times ``backoff`` seconds apart; StartupError at the end."""
+    """Connect, retrying ``retries`` times ``backoff`` seconds apart; StartupError at the end,
+    or at once when the server refused the connection for a reason time does not change."""
     where = engine.url.render_as_string(hide_password=True)
     for attempt in range(retries + 1):
         try:
@@ -67,6 +84,10 @@ def wait_for_database(engine: Engine, retries: int, backoff: float) -> None:
                 connection.execute(sa.text("SELECT 1"))
             return
         except sa.exc.DBAPIError as exc:
+            if _refused_for_good(exc):
+                raise StartupError(
+                    f"database {where} refused the connection: {_one_line(exc.orig)}"
+                ) from None
             if attempt == retries:
                 raise StartupError(
                     f"database {where} unreachable after {retries + 1} attempt"

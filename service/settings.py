@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,10 +67,24 @@ class Settings(BaseSettings):
         description="Requests one worker process handles at once; beyond, 503 with Retry-After "
         "(/healthz and /readyz excepted).",
     )
-    log_level: str = Field("INFO", description="Python log level name.")
+    log_level: str = Field(
+        "INFO", description="Log level: CRITICAL, ERROR, WARNING, INFO or DEBUG."
+    )
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="How long in-flight requests may run after SIGTERM."
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        name = value.strip().upper()
+        if name not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return name
+
+
+# The levels both Python's logging and uvicorn know.
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 @lru_cache
