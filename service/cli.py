@@ -150,10 +150,10 @@ def _replay(args: argparse.Namespace) -> int:
     changed = sum(item.changed for item in results)
     version = results[0].replayed.plan if results else args.plan_version
     print(
-        f"{len(results)} sessions replayed against {version}, {changed} decisions differ",
+        f"{len(results)} decisions replayed against {version}, {changed} differ",
         file=sys.stderr,
     )
-    return 0
+    return 1 if changed else 0  # as diff(1): 1 when they differ, 2 for trouble
 
 
 def _replay_table(results: "list[ReplayedDecision]") -> str:
@@ -202,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         "load-protocol", help="load the shipped protocol definitions (idempotent)"
     ).set_defaults(func=_load_protocol)
     replay = commands.add_parser(
-        "replay", help="replay a CarePlan's stored sessions against a PlanDefinition version"
+        "replay",
+        help="replay a CarePlan's stored sessions and evaluations against a PlanDefinition "
+        "version; exit 1 when decisions differ, 0 when none do, 2 on errors",
     )
     replay.add_argument("--care-plan", required=True, help="CarePlan id")
     replay.add_argument("--plan-version", help="PlanDefinition version (default: the plan's own)")

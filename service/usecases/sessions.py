@@ -281,7 +281,7 @@ def _latest_decision_read(
 def _later_clock(found: list[Stored], at: datetime) -> datetime | None:
     """The clock of the newest session decision after `at` that `_latest_decision_read`
     found, if any: then the decision at `at` is late. Evaluations do not count (they re-check
-    stored data; a session they did not know makes them stale, history._current), nor do
+    stored data; a session they did not know makes them stale, history.current), nor do
     GuidanceResponses this service did not write or that are entered-in-error."""
     clock = at if at.tzinfo else at.replace(tzinfo=UTC)
     later = []
