@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,10 +49,42 @@ class Settings(BaseSettings):
         description="PostgreSQL connections a worker may open beyond the pool under load "
         "(closed when idle again).",
     )
-    log_level: str = Field("INFO", description="Python log level name.")
+    keep_alive_seconds: int = Field(
+        5,
+        ge=1,
+        description="A connection idle this long (before its first request or between "
+        "requests), or this slow to send a request's line and headers, is closed.",
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request's body may take to arrive once its headers have; "
+        "a late body is answered 408 and its connection closed.",
+    )
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        description="Requests one worker process handles at once; beyond, 503 with Retry-After "
+        "(/healthz and /readyz excepted).",
+    )
+    log_level: str = Field(
+        "INFO", description="Log level: CRITICAL, ERROR, WARNING, INFO or DEBUG."
+    )
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="How long in-flight requests may run after SIGTERM."
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        name = value.strip().upper()
+        if name not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return name
+
+
+# The levels both Python's logging and uvicorn know.
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 @lru_cache

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from service.api.http import base_url, check_id, fhir_response, json_body, negotiate
+from service.api.http import base_url, check_id, checked_body, fhir_response, json_body, negotiate
 from service.api.rest import store_of
 from service.fhir.errors import fhir_error
 from service.fhir.validate import validate_resource
@@ -93,7 +93,7 @@ async def apply_type(request: Request) -> Response:
 
 async def submit_session(request: Request, id: str) -> Response:
     check_id(id)
-    body = validate_resource(await json_body(request))
+    body, large = await checked_body(request, validate_resource)
     where = "Bundle"
     if body["resourceType"] == "Parameters":
         parts = [i for i, p in enumerate(body.get("parameter", [])) if p.get("name") == "session"]
@@ -111,7 +111,7 @@ async def submit_session(request: Request, id: str) -> Response:
         raise fhir_error(400, "invalid", "The body must be Parameters or a Bundle", "resourceType")
     now = datetime.now(UTC)
     base = base_url(request)
-    answer = await sessions.submit(store_of(request), id, bundle, now, base, where)
+    answer = await sessions.submit(store_of(request), id, bundle, now, base, where, long=large)
     return fhir_response(request, answer)
 
 

@@ -19,9 +19,9 @@ from service.api.http import (
     base_url,
     check_content_type,
     check_id,
+    checked_body,
     fhir_response,
     if_match_of,
-    json_body,
     negotiate,
     prefer,
     read_body,
@@ -91,10 +91,10 @@ def _vread(resource_type: str) -> Handler:
 
 def _create(resource_type: str) -> Handler:
     async def create(request: Request) -> Response:
-        body = validate_resource(await json_body(request), resource_type)
+        body, large = await checked_body(request, lambda v: validate_resource(v, resource_type))
         body.pop("id", None)  # the server assigns ids on create
         if_none_exist = request.headers.get("if-none-exist")
-        stored, created = await crud.create(store_of(request), body, if_none_exist)
+        stored, created = await crud.create(store_of(request), body, if_none_exist, long=large)
         return write_response(request, stored, 201 if created else 200, location=created)
 
     return create
@@ -104,7 +104,7 @@ def _update(resource_type: str) -> Handler:
     async def update(request: Request, id: str) -> Response:
         check_id(id)
         if_match = if_match_of(request)
-        body = validate_resource(await json_body(request), resource_type)
+        body, large = await checked_body(request, lambda v: validate_resource(v, resource_type))
         if body.get("id") != id:
             raise fhir_error(
                 400,
@@ -112,7 +112,7 @@ def _update(resource_type: str) -> Handler:
                 f"The body's id {body.get('id')!r} does not match the URL id {id!r}",
                 "id",
             )
-        stored, created = await crud.update(store_of(request), body, id, if_match)
+        stored, created = await crud.update(store_of(request), body, id, if_match, long=large)
         return write_response(request, stored, 201 if created else 200, location=True)
 
     return update

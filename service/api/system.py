@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.api.errors import as_fhir_error
-from service.api.http import base_url, fhir_response, json_body, negotiate, settings_of
+from service.api.http import base_url, checked_body, fhir_response, negotiate, settings_of
 from service.api.rest import history_response, route_name, store_of
 from service.fhir.errors import fhir_error, operation_outcome
 from service.fhir.validate import validate_resource
@@ -65,8 +65,21 @@ def _batch_response(results: list[BatchResult]) -> dict[str, Any]:
     },
 )
 async def batch_or_transaction(request: Request) -> Response:
-    body = await json_body(request)
+    bundle, large = await checked_body(request, _checked_bundle)
     store, base, paging = store_of(request), base_url(request), paging_of(request)
+    kind = bundle.get("type")
+    if kind == "transaction":
+        answer = await transaction.transaction(store, bundle, base, paging, long=large)
+        return fhir_response(request, answer)
+    if kind == "batch":
+        results = await transaction.batch(store, bundle, base, paging, long=large)
+        return fhir_response(request, _batch_response(results))
+    raise fhir_error(
+        400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type"
+    )
+
+
+def _checked_bundle(body: Any) -> dict[str, Any]:
     if (
         isinstance(body, dict)
         and body.get("type") == "batch"
@@ -75,20 +88,8 @@ async def batch_or_transaction(request: Request) -> Response:
     ):
         # A batch's entries are checked one by one: one bad entry fails only itself.
         validate_resource({k: v for k, v in body.items() if k != "entry"}, "Bundle")
-        return fhir_response(
-            request, _batch_response(await transaction.batch(store, body, base, paging))
-        )
-    bundle = validate_resource(body, "Bundle")
-    kind = bundle.get("type")
-    if kind == "transaction":
-        return fhir_response(request, await transaction.transaction(store, bundle, base, paging))
-    if kind == "batch":
-        return fhir_response(
-            request, _batch_response(await transaction.batch(store, bundle, base, paging))
-        )
-    raise fhir_error(
-        400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type"
-    )
+        return body
+    return validate_resource(body, "Bundle")
 
 
 @router.get(

@@ -111,15 +111,20 @@ async def vread(store: Store, resource_type: str, resource_id: str, version: int
     )
 
 
-async def create(store: Store, body: Json, if_none_exist: str | None) -> tuple[Stored, bool]:
-    return await store.arun(lambda tx: create_in(tx, dict(body), if_none_exist))
+# ``long``: the body is large, so storing it may take long (Store.arun).
+
+
+async def create(
+    store: Store, body: Json, if_none_exist: str | None, *, long: bool = False
+) -> tuple[Stored, bool]:
+    return await store.arun(lambda tx: create_in(tx, dict(body), if_none_exist), long=long)
 
 
 async def update(
-    store: Store, body: Json, resource_id: str, if_match: int | None
+    store: Store, body: Json, resource_id: str, if_match: int | None, *, long: bool = False
 ) -> tuple[Stored, bool]:
     check_if_match_required(body["resourceType"], if_match, None)  # before a unit of work
-    return await store.arun(lambda tx: update_in(tx, body, resource_id, if_match))
+    return await store.arun(lambda tx: update_in(tx, body, resource_id, if_match), long=long)
 
 
 async def delete(store: Store, resource_type: str, resource_id: str) -> Stored | None:
@@ -139,8 +144,9 @@ def search_in(tx: Tx, query: SearchQuery, base: str, path: str) -> Json:
 
 
 async def search(store: Store, query: SearchQuery, base: str) -> Json:
+    # Any search may take long: a page of up to max_page_size bodies, includes, scans.
     return await store.arun(
-        lambda tx: search_in(tx, query, base, query.resource_type), read_only=True
+        lambda tx: search_in(tx, query, base, query.resource_type), read_only=True, long=True
     )
 
 
@@ -163,4 +169,4 @@ async def history(
         entries, next_seq, total = tx.history(resource_type, resource_id, since, count, cursor)
         return bundles.history(base, path, entries, total, link_params, next_seq)
 
-    return await store.arun(unit, read_only=True)
+    return await store.arun(unit, read_only=True, long=True)  # a page of bodies, as a search

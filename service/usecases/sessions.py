@@ -281,7 +281,7 @@ def _latest_decision_read(
 def _later_clock(found: list[Stored], at: datetime) -> datetime | None:
     """The clock of the newest session decision after `at` that `_latest_decision_read`
     found, if any: then the decision at `at` is late. Evaluations do not count (they re-check
-    stored data; a session they did not know makes them stale, history._current), nor do
+    stored data; a session they did not know makes them stale, history.current), nor do
     GuidanceResponses this service did not write or that are entered-in-error."""
     clock = at if at.tzinfo else at.replace(tzinfo=UTC)
     later = []
@@ -417,10 +417,19 @@ def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime) -> Json:
 
 
 async def submit(
-    store: Store, care_plan_id: str, bundle: Json, now: datetime, base: str, where: str
+    store: Store,
+    care_plan_id: str,
+    bundle: Json,
+    now: datetime,
+    base: str,
+    where: str,
+    *,
+    long: bool = False,
 ) -> Json:
-    """$submit-session as one unit of work (see submit_session)."""
-    return await store.arun(lambda tx: submit_session(tx, care_plan_id, bundle, now, base, where))
+    """$submit-session as one unit of work (see submit_session); ``long``: a large body."""
+    return await store.arun(
+        lambda tx: submit_session(tx, care_plan_id, bundle, now, base, where), long=long
+    )
 
 
 async def reevaluate(store: Store, care_plan_id: str, at: datetime, now: datetime) -> Json:

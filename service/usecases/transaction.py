@@ -28,6 +28,10 @@ from service.usecases import crud
 Json = dict[str, Any]
 logger = logging.getLogger("careplan.transaction")
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+# A transaction with more entries than this, or with a GET (a search may read a page of up to
+# max_page_size bodies), may take long: it runs off the event loop (Store.arun). An entry costs
+# about 1 ms on the 2-core machine of bench/README.md.
+INLINE_ENTRIES = 16
 
 
 @dataclass(frozen=True)
@@ -259,13 +263,22 @@ def _validate_batch_entry(entry: Any, index: int) -> None:
     _validate_entries([entry], index)
 
 
-async def transaction(store: Store, bundle: Json, base: str, paging: Paging) -> Json:
-    """A transaction-response Bundle; any failing entry raises and nothing is written."""
+def _is_get(entry: Any) -> bool:
+    request = entry.get("request") if isinstance(entry, dict) else None
+    return isinstance(request, dict) and request.get("method") == "GET"
+
+
+async def transaction(
+    store: Store, bundle: Json, base: str, paging: Paging, *, long: bool = False
+) -> Json:
+    """A transaction-response Bundle; any failing entry raises and nothing is written.
+    ``long``: the body is large (Store.arun)."""
     entries = bundle.get("entry") or []
-    _validate_entries(entries)
     runner = EntryRunner(base, paging)
+    long = long or len(entries) > INLINE_ENTRIES or any(_is_get(e) for e in entries)
 
     def unit(tx: Tx) -> Json:
+        _validate_entries(entries)  # in the unit: off the event loop with it when long
         urn_to_ref, assigned = _assign_ids(tx, entries)
         rewritten = [_rewrite(e, urn_to_ref) for e in entries]
         _check_resolved(rewritten)
@@ -281,7 +294,7 @@ async def transaction(store: Store, bundle: Json, base: str, paging: Paging) -> 
             answer["entry"] = [results[i] for i in range(len(entries))]
         return answer
 
-    return await store.arun(unit)
+    return await store.arun(unit, long=long)
 
 
 # An entry's answer, or the error that failed it (the API makes it an OperationOutcome).
@@ -289,11 +302,18 @@ BatchResult = Json | FhirError | StoreError
 
 
 def _entry_unit(runner: EntryRunner, entry: Json, index: int) -> Callable[[Tx], Json]:
-    return lambda tx: runner.entry(tx, entry, index, {})
+    def unit(tx: Tx) -> Json:
+        _validate_batch_entry(entry, index)  # in the unit: off the event loop with it when long
+        return runner.entry(tx, entry, index, {})
+
+    return unit
 
 
-async def batch(store: Store, bundle: Json, base: str, paging: Paging) -> list[BatchResult]:
+async def batch(
+    store: Store, bundle: Json, base: str, paging: Paging, *, long: bool = False
+) -> list[BatchResult]:
     """Each entry in its own unit of work; a failing entry's error stands in its place.
+    ``long``: the body is large, so any entry may be (Store.arun); a GET may be a search.
 
     Entries before a failure are committed already: even an unexpected error (a bug) fails
     only its entry, as a 500 in the batch-response, so the client learns what was written
@@ -302,9 +322,10 @@ async def batch(store: Store, bundle: Json, base: str, paging: Paging) -> list[B
     runner = EntryRunner(base, paging)
     results: list[BatchResult] = []
     for index, entry in enumerate(bundle.get("entry") or []):
+        get = _is_get(entry)
         try:
-            _validate_batch_entry(entry, index)
-            results.append(await store.arun(_entry_unit(runner, entry, index)))
+            unit = _entry_unit(runner, entry, index)
+            results.append(await store.arun(unit, read_only=get, long=long or get))
         except (FhirError, StoreError) as exc:
             results.append(exc)
         except Exception:
