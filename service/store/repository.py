@@ -140,6 +140,19 @@ class Tx:
             raise Gone(f"Version {version} of {resource_type}/{resource_id} is a deletion")
         return entry
 
+    def first_stored(self, resource_type: str, resource_id: str) -> datetime | None:
+        """When the resource's first version was stored (naive UTC), from its history."""
+        found = self.conn.execute(
+            sa.select(resource_history.c.last_updated)
+            .where(
+                resource_history.c.res_type == resource_type,
+                resource_history.c.res_id == resource_id,
+            )
+            .order_by(resource_history.c.version)
+            .limit(1)
+        ).scalar()
+        return found if isinstance(found, datetime) else None
+
     def read_many(self, refs: list[tuple[str, str]]) -> list[Stored]:
         if not refs:
             return []
