@@ -605,7 +605,7 @@ _SESSION_ERRORS = (400, 404, 409, 410, 413, 415, 422)
 def _operation_overrides() -> dict[str, dict[str, Any]]:
     apply_doc = (
         "The CarePlan the protocol gives the patient now; it is not stored: POST it to "
-        "/fhir/CarePlan to enrol the patient."
+        "/fhir/CarePlan to enrol the patient.\n\n" + schema_examples.eligibility_markdown()
     )
     docs = {
         "applyPlanDefinition": operation_docs(
