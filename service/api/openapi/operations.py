@@ -18,7 +18,12 @@ from fastapi.openapi.utils import get_openapi
 from service.api.openapi import component_schemas, input_name, searchset_name
 from service.api.openapi import examples as schema_examples
 from service.api.openapi.base import DATETIME_PATTERN, ID_PATTERN, URI_PATTERN
-from service.fhir.search_params import INCLUDES, include_targets, params_for
+from service.fhir.search_params import (
+    INCLUDES,
+    include_targets,
+    params_for,
+    revinclude_sources,
+)
 
 FHIR_JSON = "application/fhir+json"
 REF = "#/components/schemas/"
@@ -232,6 +237,19 @@ def search_parameters(resource_type: str) -> list[dict[str, Any]]:
                 "Add the referenced resources to the page (Type:param, or Type:param:TargetType "
                 "for one target type only)",
                 {"type": "string", "enum": values},
+            )
+        )
+    revincludes = revinclude_sources(resource_type)
+    if revincludes:
+        params.append(
+            _query(
+                "_revinclude",
+                f"Add the resources whose parameter points at a match (Source:param, e.g. "
+                f"{revincludes[0]}); at most 1000 a page",
+                {
+                    "type": "string",
+                    "enum": [*revincludes, *(f"{r}:{resource_type}" for r in revincludes)],
+                },
             )
         )
     return params
