@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 
 from service import __version__
 from service.api.http import base_url, fhir_response, negotiate
-from service.fhir.search_params import INCLUDES, params_for
+from service.fhir.search_params import INCLUDES, params_for, revinclude_sources
 from service.usecases.crud import VERSIONED_UPDATE_TYPES
 
 router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
@@ -99,6 +99,8 @@ def capability_statement(request: Request) -> dict[str, Any]:
             ]
             if not entry["searchInclude"]:
                 del entry["searchInclude"]
+            if revincludes := revinclude_sources(resource_type):
+                entry["searchRevInclude"] = list(revincludes)
         if resource_type in operations:
             entry["operation"] = [
                 {"name": n, "definition": d} for n, d in sorted(operations[resource_type])

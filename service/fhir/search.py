@@ -8,7 +8,13 @@ import re
 from dataclasses import dataclass, field
 
 from service.fhir.errors import fhir_error
-from service.fhir.search_params import INCLUDES, SearchParam, include_targets, params_for
+from service.fhir.search_params import (
+    INCLUDES,
+    SearchParam,
+    include_targets,
+    params_for,
+    revinclude_sources,
+)
 
 RESULT_PARAMS = {
     "_count",
@@ -16,6 +22,7 @@ RESULT_PARAMS = {
     "_summary",
     "_elements",
     "_include",
+    "_revinclude",
     "_total",
     "_format",
     "_cursor",
@@ -51,6 +58,9 @@ class SearchQuery:
     elements: list[str] | None = None
     # (parameter, target type or None): _include=Type:param[:Target]
     includes: list[tuple[SearchParam, str | None]] = field(default_factory=list)
+    # (source type, its parameter): _revinclude=Source:param[:Target] adds the resources of
+    # the source type whose parameter points at a match
+    revincludes: list[tuple[str, SearchParam]] = field(default_factory=list)
     cursor: str | None = None
     total: str = "accurate"
     # The recognized parameters, in request order, for the self/next/previous links.
@@ -127,6 +137,8 @@ def _result_param(
         query.elements = [e.strip() for e in value.split(",") if e.strip()]
     elif name == "_include":
         _include(query, value)
+    elif name == "_revinclude":
+        _revinclude(query, value)
     elif name == "_total":
         if value not in ("none", "estimate", "accurate"):
             raise fhir_error(400, "invalid", "_total must be none, estimate or accurate")
@@ -152,3 +164,25 @@ def _include(query: SearchQuery, value: str) -> None:
             f"(it may point at {allowed_targets})",
         )
     query.includes.append((params_for(query.resource_type)[parts[1]], target))
+
+
+def _revinclude(query: SearchQuery, value: str) -> None:
+    """Supported where `_include` is: `Source:param` when `_include=Source:param` is supported
+    and the parameter may point at the searched type."""
+    parts = value.split(":")
+    allowed = revinclude_sources(query.resource_type)
+    if len(parts) not in (2, 3) or ":".join(parts[:2]) not in allowed:
+        raise fhir_error(
+            400,
+            "not-supported",
+            f"_revinclude {value!r} is not supported on {query.resource_type}"
+            + (f"; supported: {', '.join(allowed)}" if allowed else ""),
+        )
+    if len(parts) == 3 and parts[2] != query.resource_type:
+        raise fhir_error(
+            400,
+            "invalid",
+            f"_revinclude {value!r}: its target type must be {query.resource_type}, "
+            "the type searched",
+        )
+    query.revincludes.append((parts[0], params_for(parts[0])[parts[1]]))

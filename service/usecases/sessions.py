@@ -26,6 +26,7 @@ from service.protocol.history import is_evaluation, parse_decision
 from service.protocol.inputs import Session, SessionShapeError
 from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
 from service.protocol.parameters import Params, read_params
+from service.protocol.plan_start import PlanStart, before_plan_start, plan_start
 from service.protocol.session_checks import check_session
 from service.store.repository import Read, Stored, Tx, live
 from service.store.runner import Store
@@ -139,6 +140,24 @@ def check_plan_open(care_plan: Json, params: Params) -> None:
             "until a clinician resumes it (sets the flexion activity back to in-progress)",
             f"CarePlan.activity[{stopped}].detail.status",
         )
+
+
+def plan_started(tx: Tx, care_plan: Stored) -> PlanStart | None:
+    """The plan's start (protocol/plan_start.py): its period.start, else when it was first
+    stored, read from its history only then (a plan still at version 1 carries it)."""
+    body = care_plan.body or {}
+    if (body.get("period") or {}).get("start"):
+        return plan_start(body, None)
+    first = (
+        care_plan.last_updated
+        if care_plan.version == 1
+        else tx.first_stored(care_plan.type, care_plan.id)
+    )
+    if first is None:
+        return plan_start(body, None)
+    # As its meta.lastUpdated shows it (milliseconds), so a client can time a session by it.
+    shown = first.replace(microsecond=first.microsecond // 1000 * 1000, tzinfo=UTC)
+    return plan_start(body, shown)
 
 
 def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, list[str]]:
@@ -384,7 +403,7 @@ def submit_session(
     )
     plan_definition = known_plan_definition(plan_definitions, canonical)
     # Checked first, so a resubmission that is not a usable session is told why (422).
-    problems = check_session(session, plan_body, now)
+    problems = check_session(session, plan_body, now, plan_started(tx, care_plan))
     if problems:
         raise unprocessable(_in_request(problems, bundle, session, where))
     if key is not None:
@@ -406,6 +425,9 @@ def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime) -> Json:
     if at > now:
         raise fhir_error(422, "business-rule", "at: the decision clock lies in the future", "at")
     care_plan = tx.read("CarePlan", care_plan_id, lock=True)
+    before = before_plan_start([("at", at)], plan_started(tx, care_plan), care_plan.id)
+    if before:
+        raise unprocessable(before)
     answer = stored_answer(tx, care_plan.id, decision_key(None, at))
     if answer is not None:  # evaluated at this clock before: answer as then
         return answer

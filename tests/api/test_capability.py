@@ -47,6 +47,15 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "type": False,
         "instance": True,
     },
+    "SearchParameter": {
+        "url": "http://example.org/SearchParameter/probe",
+        "name": "probe",
+        "status": "draft",
+        "description": "probe",
+        "code": "probe",
+        "base": ["Patient"],
+        "type": "token",
+    },
     "AuditEvent": {
         "type": {"code": "rest"},
         "recorded": "2026-01-01T00:00:00Z",

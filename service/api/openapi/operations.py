@@ -18,7 +18,12 @@ from fastapi.openapi.utils import get_openapi
 from service.api.openapi import component_schemas, input_name, searchset_name
 from service.api.openapi import examples as schema_examples
 from service.api.openapi.base import DATETIME_PATTERN, ID_PATTERN, URI_PATTERN
-from service.fhir.search_params import INCLUDES, include_targets, params_for
+from service.fhir.search_params import (
+    INCLUDES,
+    include_targets,
+    params_for,
+    revinclude_sources,
+)
 from service.usecases.crud import VERSIONED_UPDATE_TYPES
 
 FHIR_JSON = "application/fhir+json"
@@ -234,6 +239,19 @@ def search_parameters(resource_type: str) -> list[dict[str, Any]]:
                 "Add the referenced resources to the page (Type:param, or Type:param:TargetType "
                 "for one target type only)",
                 {"type": "string", "enum": values},
+            )
+        )
+    revincludes = revinclude_sources(resource_type)
+    if revincludes:
+        params.append(
+            _query(
+                "_revinclude",
+                f"Add the resources whose parameter points at a match (Source:param, e.g. "
+                f"{revincludes[0]}); at most 1000 a page",
+                {
+                    "type": "string",
+                    "enum": [*revincludes, *(f"{r}:{resource_type}" for r in revincludes)],
+                },
             )
         )
     return params
@@ -614,7 +632,7 @@ _SESSION_ERRORS = (400, 404, 409, 410, 413, 415, 422)
 def _operation_overrides() -> dict[str, dict[str, Any]]:
     apply_doc = (
         "The CarePlan the protocol gives the patient now; it is not stored: POST it to "
-        "/fhir/CarePlan to enrol the patient."
+        "/fhir/CarePlan to enrol the patient.\n\n" + schema_examples.eligibility_markdown()
     )
     docs = {
         "applyPlanDefinition": operation_docs(
