@@ -86,9 +86,12 @@ _MISSING_BINDINGS: dict[tuple[str, str], frozenset[str]] = {
 _NO_WHITESPACE = frozenset({"Uri", "Url", "Canonical", "Oid", "Uuid", "Id"})
 _WHITESPACE = re.compile(r"\s")
 # Primitives with a time zone: at the first and last day of the calendar, the offset can move
-# them out of the years a datetime (and the search index) holds.
+# them out of the years a datetime (and the search index) holds; and the R4 regex allows a
+# leap second (ss = 60), which no datetime holds. The service reads these times (indexes,
+# decisions), so it refuses both.
 _ZONED = frozenset({"DateTime", "Instant"})
 _EDGE_YEARS = ("0001", "9999")
+_LEAP_SECOND = slice(17, 19)  # YYYY-MM-DDThh:mm:ss
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,7 @@ def _primitive_problem(spec: FieldSpec, item: Any) -> str | None:
         # pydantic frames a validator's own ValueError as "Value error, <its message>".
         message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
         return f"Not a valid {name}: {message}"
-    if spec.primitive in _ZONED and item[:4] in _EDGE_YEARS:
+    if spec.primitive in _ZONED and (item[:4] in _EDGE_YEARS or item[_LEAP_SECOND] == "60"):
         try:
             parse_range(item)
         except ValueError as exc:

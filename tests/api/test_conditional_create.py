@@ -10,6 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 
 from service.api.errors import as_fhir_error
@@ -149,3 +150,45 @@ def test_empty_if_none_exist_in_a_bundle_entry_is_refused(client, app):
                 assert response.status_code == 200, response.text
                 assert response.json()["entry"][0]["response"]["status"] == "400"
     assert store_snapshot(app) == before
+
+
+def test_parallel_http_creates_and_transactions_make_one_patient(live_server):
+    """The same race over HTTP against uvicorn: REST creates and transaction Bundles, each
+    with its own spelling of the criteria, sent together."""
+    criteria = [c.replace("T1", "T5") for c in EQUIVALENT]
+    headers = {"content-type": "application/fhir+json"}
+
+    def rest(text: str) -> Any:
+        def send() -> tuple[int, str, str]:
+            response = httpx.post(
+                f"{live_server}/Patient",
+                json=_patient("T5"),
+                headers={**headers, "If-None-Exist": text},
+                timeout=60,
+            )
+            assert response.status_code in (200, 201), response.text
+            return response.status_code, response.json()["id"], "rest"
+
+        return send
+
+    def bundle(text: str) -> Any:
+        def send() -> tuple[int, str, str]:
+            entry = {
+                "resource": _patient("T5"),
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": text},
+            }
+            body = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+            response = httpx.post(live_server, json=body, headers=headers, timeout=60)
+            assert response.status_code == 200, response.text
+            answer = response.json()["entry"][0]
+            status = int(answer["response"]["status"].split()[0])
+            return status, answer["resource"]["id"], "bundle"
+
+        return send
+
+    results = _race([rest(c) for c in criteria] + [bundle(c) for c in criteria])
+    assert not [r for r in results if isinstance(r, FhirError)], results
+    assert len({rid for _, rid, _ in results}) == 1, results
+    assert sorted(status for status, _, _ in results) == [200] * (2 * len(criteria) - 1) + [201]
+    found = httpx.get(f"{live_server}/Patient", params={"identifier": f"{SYSTEM}|T5"}).json()
+    assert found["total"] == 1
