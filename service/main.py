@@ -19,7 +19,7 @@ from service.api.slashes import StripTrailingSlash
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
 from service.settings import Settings, get_settings
 from service.store import migrations, reindex
-from service.store.db import create_db_engine
+from service.store.db import create_db_engine, limit_statement_time
 from service.store.runner import Store
 from service.usecases.knowledge import load_definitions, shipped_definitions
 
@@ -188,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Raises StartupError (one line) when the database is wrong, down or behind.
         engine = prepare_database(settings)
         try:
+            limit_statement_time(engine, settings.db_statement_timeout_ms)
             app.state.store = Store(engine)
             if settings.load_protocol:
                 load_definitions(app.state.store, shipped_definitions())

@@ -27,6 +27,18 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(64, ge=8, description="Deepest accepted JSON nesting.")
     default_page_size: int = Field(20, ge=1, description="Search page size without _count.")
     max_page_size: int = Field(500, ge=1, description="Upper bound on _count.")
+    max_search_clauses: int = Field(
+        16,
+        ge=1,
+        description="Most criteria one search may have (search parameters, `_sort` keys and "
+        "`_include`s together); more answer 400.",
+    )
+    max_search_values: int = Field(
+        100,
+        ge=1,
+        description="Most values (comma-separated, OR-ed) one search may have in its "
+        "parameters together; more answer 400.",
+    )
     load_protocol: bool = Field(
         True, description="Load the shipped protocol definitions at start-up."
     )
@@ -66,6 +78,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Requests one worker process handles at once; beyond, 503 with Retry-After "
         "(/healthz and /readyz excepted).",
+    )
+    db_statement_timeout_ms: int = Field(
+        10_000,
+        ge=0,
+        description="PostgreSQL: longest a statement of a request may run before the database "
+        "cancels it (the request then answers 503); 0 = no limit.",
     )
     log_level: str = Field(
         "INFO", description="Log level: CRITICAL, ERROR, WARNING, INFO or DEBUG."

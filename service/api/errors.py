@@ -51,6 +51,7 @@ _STORE_ERRORS: dict[type[store_errors.StoreError], tuple[int, str]] = {
     store_errors.PreconditionFailed: (412, "conflict"),
     store_errors.Conflict: (409, "conflict"),
     store_errors.Unavailable: (503, "transient"),
+    store_errors.TimedOut: (503, "too-costly"),
     store_errors.InvalidQuery: (400, "invalid"),
 }
 

@@ -13,6 +13,7 @@ from service.fhir.bundles import http_date
 from service.fhir.errors import fhir_error, information_outcome
 from service.fhir.etags import parse_if_match
 from service.fhir.json import parse_json
+from service.fhir.search import check_characters
 from service.settings import Settings
 from service.store.repository import Stored
 
@@ -59,11 +60,14 @@ def response_media_type(request: Request) -> str:
 
 
 async def negotiate(request: Request) -> None:
-    """Router dependency: an unsupported Accept/_format answers 406 before anything runs
-    (a PUT with _format=xml must not write and then refuse to answer). Async although it
-    does no I/O: FastAPI runs a plain `def` dependency in its thread pool, a thread round
-    trip on every request."""
+    """Router dependency: what no FHIR route takes is refused before anything runs. An
+    unsupported Accept/_format answers 406 (a PUT with _format=xml must not write and then
+    refuse to answer); a control character in a query parameter 400 (no route's parameter
+    may carry one to a database). Async although it does no I/O: FastAPI runs a plain `def`
+    dependency in its thread pool, a thread round trip on every request."""
     response_media_type(request)
+    for key, value in request.query_params.multi_items():
+        check_characters(key, value)
 
 
 def check_content_type(request: Request, allowed: tuple[str, ...] = (FHIR_JSON, JSON)) -> None:
@@ -79,7 +83,8 @@ def check_content_type(request: Request, allowed: tuple[str, ...] = (FHIR_JSON, 
 async def read_body(request: Request) -> bytes:
     limit = settings_of(request).max_body_bytes
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    # By length first: int() of thousands of digits raises (and a body that long cannot be).
+    if declared and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise fhir_error(413, "too-costly", f"The body is larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():

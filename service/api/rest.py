@@ -33,7 +33,7 @@ from service.api.openapi.operations import interaction_docs
 from service.fhir import bundles
 from service.fhir.dates import parse_range
 from service.fhir.errors import fhir_error
-from service.fhir.search import SUMMARY_VALUES, parse_search
+from service.fhir.search import SUMMARY_VALUES, SearchLimits, parse_count, parse_search
 from service.fhir.search_params import SEARCH_PARAMS
 from service.fhir.subset import subset
 from service.fhir.validate import validate_resource
@@ -94,7 +94,8 @@ def _create(resource_type: str) -> Handler:
         body, large = await checked_body(request, lambda v: validate_resource(v, resource_type))
         body.pop("id", None)  # the server assigns ids on create
         if_none_exist = request.headers.get("if-none-exist")
-        stored, created = await crud.create(store_of(request), body, if_none_exist, long=large)
+        store, limits = store_of(request), search_limits(request)
+        stored, created = await crud.create(store, body, if_none_exist, limits, long=large)
         return write_response(request, stored, 201 if created else 200, location=created)
 
     return create
@@ -128,6 +129,11 @@ def _delete(resource_type: str) -> Handler:
     return delete
 
 
+def search_limits(request: Request) -> SearchLimits:
+    settings = settings_of(request)
+    return SearchLimits(settings.max_search_clauses, settings.max_search_values)
+
+
 def _search_items(
     request: Request, form: list[tuple[str, str]] | None = None
 ) -> list[tuple[str, str]]:
@@ -147,6 +153,7 @@ async def _run_search(
         max_count=settings.max_page_size,
         strict=prefer(request, "handling") == "strict",
         base_url=base,
+        limits=search_limits(request),
     )
 
     return fhir_response(request, await crud.search(store_of(request), query, base))
@@ -188,9 +195,7 @@ def history_params(request: Request) -> tuple[Any, int, int | None, list[tuple[s
     count_text = request.query_params.get("_count")
     count = settings.default_page_size
     if count_text is not None:
-        if not (count_text.isascii() and count_text.isdigit()):
-            raise fhir_error(400, "invalid", "_count must be a non-negative integer")
-        count = min(int(count_text), settings.max_page_size)
+        count = parse_count(count_text, settings.max_page_size)
         link_params.append(("_count", count_text))
     cursor = request.query_params.get("_cursor")
     if cursor is not None and not DIGITS_RE.match(cursor):

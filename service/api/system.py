@@ -8,7 +8,7 @@ from fastapi.responses import Response
 
 from service.api.errors import as_fhir_error
 from service.api.http import base_url, checked_body, fhir_response, negotiate, settings_of
-from service.api.rest import history_response, route_name, store_of
+from service.api.rest import history_response, route_name, search_limits, store_of
 from service.fhir.errors import fhir_error, operation_outcome
 from service.fhir.validate import validate_resource
 from service.usecases import transaction
@@ -19,7 +19,7 @@ router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
 
 def paging_of(request: Request) -> Paging:
     settings = settings_of(request)
-    return Paging(settings.default_page_size, settings.max_page_size)
+    return Paging(settings.default_page_size, settings.max_page_size, search_limits(request))
 
 
 def _status_line(status: int) -> str:

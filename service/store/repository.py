@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -86,9 +87,19 @@ def live(found: Stored | None, resource_type: str, resource_id: str) -> Stored:
     return found
 
 
-def criteria_key(resource_type: str, items: list[tuple[str, str]]) -> str:
-    normalized = "&".join(f"{k}={v}" for k, v in sorted(items))
-    return hashlib.sha256(f"{resource_type}?{normalized}".encode()).hexdigest()
+def criteria_key(query: SearchQuery) -> str:
+    """The conditional-create key of a search: what it matches, not how it is written.
+
+    Result parameters (_count, _sort, _summary, ...) are not clauses; the clauses are
+    AND-ed and each one's values OR-ed, so both are de-duplicated and ordered. Two criteria
+    that find the same resources then share one key, and parallel creates with them collide
+    on it instead of each creating its own resource.
+    """
+    clauses = sorted(
+        {(c.param.name, c.modifier or "", tuple(sorted(set(c.values)))) for c in query.clauses}
+    )
+    text = orjson.dumps([query.resource_type, clauses])
+    return hashlib.sha256(text).hexdigest()
 
 
 def _one_row_updated(rowcount: int) -> None:
@@ -219,13 +230,12 @@ class Tx:
         self,
         body: dict[str, Any],
         criteria: SearchQuery,
-        criteria_items: list[tuple[str, str]],
         resource_id: str | None = None,
     ) -> tuple[Stored, bool]:
         """If-None-Exist: the match when there is exactly one, else a new resource.
 
-        A unique key on the normalized criteria makes identical parallel creates race-free:
-        the loser's insert fails and its retry finds the winner's resource.
+        A unique key on the normalized criteria (`criteria_key`) makes equivalent parallel
+        creates race-free: the loser's insert fails and its retry finds the winner's resource.
         """
         matches = self.search_ids(criteria, limit=2)
         if len(matches) > 1:
@@ -235,7 +245,7 @@ class Tx:
         if matches:
             return self.read(criteria.resource_type, matches[0]), False
         created = self.create(body, resource_id)
-        key = criteria_key(criteria.resource_type, criteria_items)
+        key = criteria_key(criteria)
         existing = self.conn.execute(
             sa.select(conditional_key.c.resource_seq).where(
                 conditional_key.c.res_type == criteria.resource_type,

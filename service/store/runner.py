@@ -17,10 +17,14 @@ from service.observability import record_db_error
 from service.store.db import is_sqlite
 from service.store.engine.checkpoint import WalCheckpointer
 from service.store.engine.group_commit import GroupCommit, unit_attempt
-from service.store.errors import Conflict, RetryTransaction, Unavailable
+from service.store.errors import Conflict, RetryTransaction, TimedOut, Unavailable
 from service.store.repository import Tx
 
 T = TypeVar("T")
+
+
+# PostgreSQL's SQLSTATE for a statement it cancelled (statement_timeout, or a cancel request).
+_QUERY_CANCELED = "57014"
 
 
 def _operational_kind(exc: OperationalError) -> str:
@@ -166,6 +170,11 @@ def _database_failure(exc: Exception) -> Exception:
     else (a unit's own error, a bug) passes through unchanged."""
     if isinstance(exc, OperationalError):
         record_db_error(_operational_kind(exc))
+        if getattr(exc.orig, "sqlstate", None) == _QUERY_CANCELED:
+            return TimedOut(
+                "The request took too long in the database and was cancelled; "
+                "narrow the search, or retry later"
+            )
         return Unavailable("The database is unavailable")
     if isinstance(exc, (SATimeoutError, DBAPIError)):
         # Pool exhausted, or a driver error that is neither a conflict nor a lost connection.

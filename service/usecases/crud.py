@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 from service.fhir import bundles
 from service.fhir.errors import fhir_error
-from service.fhir.search import SearchQuery, parse_search
+from service.fhir.search import SearchLimits, SearchQuery, parse_search
 from service.store.repository import HistoryEntry, Stored, Tx
 from service.store.runner import Store
 from service.usecases import enrolment, session_observations
@@ -27,17 +27,22 @@ VERSIONED_UPDATE_TYPES = frozenset({"CarePlan", "Task"})
 
 
 def parse_if_none_exist(
-    resource_type: str, criteria: str
-) -> tuple[SearchQuery, list[tuple[str, str]]]:
+    resource_type: str, criteria: str, limits: SearchLimits | None = None
+) -> SearchQuery:
+    """The search an If-None-Exist header (or a Bundle entry's ifNoneExist) names; 400 when
+    it names none (an empty one too: it must not turn into an unconditional create)."""
+    criteria = criteria.strip()
     text = criteria.split("?", 1)[1] if "?" in criteria else criteria
     items = parse_qsl(text, keep_blank_values=True)
     if not items:
         raise fhir_error(400, "invalid", "If-None-Exist has no search criteria")
     # Strict: a criterion the server ignored would silently widen the match.
-    query = parse_search(resource_type, items, default_count=2, max_count=2, strict=True)
+    query = parse_search(
+        resource_type, items, default_count=2, max_count=2, strict=True, limits=limits
+    )
     if not query.clauses:
         raise fhir_error(400, "invalid", "If-None-Exist has no search criteria")
-    return query, items
+    return query
 
 
 def check_business_rules(tx: Tx, body: Json) -> None:
@@ -52,13 +57,17 @@ def check_business_rules(tx: Tx, body: Json) -> None:
 
 
 def create_in(
-    tx: Tx, body: Json, if_none_exist: str | None = None, resource_id: str | None = None
+    tx: Tx,
+    body: Json,
+    if_none_exist: str | None = None,
+    resource_id: str | None = None,
+    limits: SearchLimits | None = None,
 ) -> tuple[Stored, bool]:
     """Create (conditionally with If-None-Exist criteria); returns (stored, created)."""
     check_business_rules(tx, body)
-    if if_none_exist:
-        query, items = parse_if_none_exist(body["resourceType"], if_none_exist)
-        stored, created = tx.create_conditional(body, query, items, resource_id)
+    if if_none_exist is not None:
+        query = parse_if_none_exist(body["resourceType"], if_none_exist, limits)
+        stored, created = tx.create_conditional(body, query, resource_id)
     else:
         stored, created = tx.create(body, resource_id), True
     if created:
@@ -115,9 +124,16 @@ async def vread(store: Store, resource_type: str, resource_id: str, version: int
 
 
 async def create(
-    store: Store, body: Json, if_none_exist: str | None, *, long: bool = False
+    store: Store,
+    body: Json,
+    if_none_exist: str | None,
+    limits: SearchLimits | None = None,
+    *,
+    long: bool = False,
 ) -> tuple[Stored, bool]:
-    return await store.arun(lambda tx: create_in(tx, dict(body), if_none_exist), long=long)
+    return await store.arun(
+        lambda tx: create_in(tx, dict(body), if_none_exist, limits=limits), long=long
+    )
 
 
 async def update(

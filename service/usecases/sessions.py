@@ -354,20 +354,29 @@ def decide_and_store(
     # Decided before (the same evaluation at the same clock)? And has the plan a decision
     # later than this clock? Both asked with the record's reads.
     answered = resource_id(care_plan.id, decision_key(session, at), "guidance-response")
-    record, (existing, latest) = load_record_and(
-        tx,
-        patient,
-        plan_body,
-        params,
-        at,
-        tx.get_read("GuidanceResponse", answered),
-        _latest_decision_read(tx, care_plan.id, str(patient.get("id")), at),
-    )
-    decision = decide(plan_definition, record, session, at)
-    newer = _later_clock(latest, at)
-    outputs = build_outputs(
-        decision, params, plan_body, session_refs or None, newer, care_plan.version
-    )
+    try:
+        record, (existing, latest) = load_record_and(
+            tx,
+            patient,
+            plan_body,
+            params,
+            at,
+            tx.get_read("GuidanceResponse", answered),
+            _latest_decision_read(tx, care_plan.id, str(patient.get("id")), at),
+        )
+        decision = decide(plan_definition, record, session, at)
+        newer = _later_clock(latest, at)
+        outputs = build_outputs(
+            decision, params, plan_body, session_refs or None, newer, care_plan.version
+        )
+    except OverflowError:
+        # The record's look-back or a retry window runs past year 1 or 9999.
+        raise fhir_error(
+            422,
+            "business-rule",
+            f"The decision clock {at.isoformat()} lies too close to the edge of the calendar "
+            "(years 0001-9999) for the protocol's look-back and retry windows",
+        ) from None
     if existing is not None:  # answer as before
         answer = stored_answer(tx, care_plan.id, decision.session_key)
         if answer is not None:

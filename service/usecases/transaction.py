@@ -17,7 +17,7 @@ from service.fhir.dates import format_instant
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.etags import parse_if_match
 from service.fhir.ids import new_resource_id
-from service.fhir.search import parse_search
+from service.fhir.search import SearchLimits, parse_search
 from service.fhir.search_params import SEARCH_PARAMS
 from service.fhir.validate import validate_resource
 from service.store.errors import RetryTransaction, StoreError
@@ -36,8 +36,11 @@ INLINE_ENTRIES = 16
 
 @dataclass(frozen=True)
 class Paging:
+    """The request's search settings, for the entries' searches and If-None-Exist criteria."""
+
     default_page_size: int
     max_page_size: int
+    limits: SearchLimits | None = None
 
 
 def _request_of(entry: Json, index: int) -> tuple[str, str]:
@@ -108,7 +111,9 @@ class EntryRunner:
         if method == "POST":
             if_none_exist = entry["request"].get("ifNoneExist")
             body = {k: v for k, v in body.items() if k != "id"}
-            stored, created = crud.create_in(tx, body, if_none_exist, assigned.get(index))
+            stored, created = crud.create_in(
+                tx, body, if_none_exist, assigned.get(index), self.paging.limits
+            )
             if index in assigned and stored.id != assigned[index]:
                 # Another writer created the match after our id mapping: redo the transaction.
                 raise RetryTransaction()
@@ -145,6 +150,7 @@ class EntryRunner:
                 default_count=self.paging.default_page_size,
                 max_count=self.paging.max_page_size,
                 base_url=self.base,
+                limits=self.paging.limits,
             )
             page = tx.search(query)
             return {
@@ -154,7 +160,9 @@ class EntryRunner:
         raise fhir_error(400, "not-supported", "GET supports Type/id and Type?query", where)
 
 
-def _assign_ids(tx: Tx, entries: list[Json]) -> tuple[dict[str, str], dict[int, str]]:
+def _assign_ids(
+    tx: Tx, entries: list[Json], limits: SearchLimits | None
+) -> tuple[dict[str, str], dict[int, str]]:
     """Give every POST entry an id up front (its match, for conditional creates)."""
     urn_to_ref: dict[str, str] = {}
     assigned: dict[int, str] = {}
@@ -166,8 +174,8 @@ def _assign_ids(tx: Tx, entries: list[Json]) -> tuple[dict[str, str], dict[int, 
         resource_type = body["resourceType"]
         new_id = new_resource_id()
         criteria = request.get("ifNoneExist")
-        if criteria:
-            query, _ = crud.parse_if_none_exist(resource_type, criteria)
+        if criteria is not None:
+            query = crud.parse_if_none_exist(resource_type, criteria, limits)
             matches = tx.search_ids(query, limit=2)
             if len(matches) == 1:
                 new_id = matches[0]
@@ -279,7 +287,7 @@ async def transaction(
 
     def unit(tx: Tx) -> Json:
         _validate_entries(entries)  # in the unit: off the event loop with it when long
-        urn_to_ref, assigned = _assign_ids(tx, entries)
+        urn_to_ref, assigned = _assign_ids(tx, entries, paging.limits)
         rewritten = [_rewrite(e, urn_to_ref) for e in entries]
         _check_resolved(rewritten)
         _check_distinct(rewritten, assigned)
