@@ -234,7 +234,10 @@ def _transaction_input() -> dict[str, dict[str, Any]]:
             "if": {
                 "properties": {"request": {"properties": {"method": {"enum": ["POST", "PUT"]}}}}
             },
-            "then": {"required": ["resource"]},
+            "then": {
+                "properties": {"resource": {"$ref": f"{REF}StoredResourceInput"}},
+                "required": ["resource"],
+            },
             "additionalProperties": False,
         },
         "SessionBundleInput": {

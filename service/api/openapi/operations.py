@@ -265,13 +265,8 @@ def _if_none_exist(resource_type: str) -> dict[str, Any]:
         "Conditional create: search criteria (e.g. identifier=system|value). One match: "
         "answer 200 with it, none: create, several: 412. Any search parameter of the type "
         "may be used; the schema spells out the token and string ones.",
-        # An empty header is the same as none.
-        {
-            "anyOf": [
-                {"type": "string", "pattern": rf"^{criterion}(&{criterion})*$"},
-                {"type": "string", "maxLength": 0},
-            ]
-        },
+        # An empty header is a 400: it must not turn into an unconditional create.
+        {"type": "string", "pattern": rf"^{criterion}(&{criterion})*$"},
     )
 
 
