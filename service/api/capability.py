@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 from service import __version__
 from service.api.http import base_url, fhir_response, negotiate
 from service.fhir.search_params import INCLUDES, params_for
+from service.usecases import subscriptions
 
 router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
 
@@ -93,6 +94,8 @@ def capability_statement(request: Request) -> dict[str, Any]:
             entry["operation"] = [
                 {"name": n, "definition": d} for n, d in sorted(operations[resource_type])
             ]
+        if resource_type == "Subscription":
+            entry = _subscription_entry(entry)
         resources.append(entry)
 
     rest: dict[str, Any] = {
@@ -107,6 +110,7 @@ def capability_statement(request: Request) -> dict[str, Any]:
         rest["operation"] = [{"name": n, "definition": d} for n, d in sorted(system_ops)]
     return {
         "resourceType": "CapabilityStatement",
+        "instantiates": [subscriptions.BACKPORT_SERVER],
         "status": "active",
         "date": "2026-11-24",
         "publisher": "Flexion CarePlan",
@@ -119,6 +123,27 @@ def capability_statement(request: Request) -> dict[str, Any]:
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "rest": [rest],
+    }
+
+
+def _subscription_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """Topic discovery in R4 (Subscriptions Backport IG): the topics' canonical URLs in the
+    IG's extension on the Subscription resource, and the backport profile."""
+    listed = [
+        {"url": subscriptions.TOPIC_EXTENSION, "valueCanonical": topic.url}
+        for topic in subscriptions.topics_listed()
+    ]
+    topics = "; ".join(
+        f"{t.name} (focus {t.resource}; filters {', '.join(t.filters)}): {t.description}"
+        for t in subscriptions.topics_listed()
+    )
+    return {
+        "extension": listed,
+        **entry,
+        "supportedProfile": [subscriptions.PROFILE],
+        "documentation": "Topic-based (R4 Subscriptions Backport IG), channel rest-hook, "
+        "payload application/fhir+json with content empty, id-only or full-resource; "
+        "notifications are signed (HMAC-SHA256, header X-Careplan-Signature). Topics: " + topics,
     }
 
 
