@@ -92,6 +92,16 @@ async def status_instance(request: Request, id: str) -> Response:
 
 async def status_type(request: Request) -> Response:
     ids = request.query_params.getlist("id") or None
+    if request.method == "POST":
+        body = validate_resource(await json_body(request))
+        if body["resourceType"] != "Parameters":
+            raise fhir_error(400, "invalid", "The body must be a Parameters resource")
+        named = [
+            str(p["valueId"])
+            for p in body.get("parameter", [])
+            if p.get("name") == "id" and "valueId" in p
+        ]
+        ids = named or ids
     for value in ids or []:
         check_id(value)
     bundle = await subscriptions.status(_store(request), ids, base_url(request))
@@ -147,22 +157,23 @@ def _add(path: str, endpoint: Any, method: str, name: str, operation_id: str, su
     )
 
 
-_add(
-    "/fhir/Subscription/$status",
-    status_type,
-    "GET",
-    _name("status", subscriptions.STATUS_OPERATION),
-    "subscriptionStatusAll",
-    "The status of subscriptions (all, or those named by id)",
-)
-_add(
-    "/fhir/Subscription/{id}/$status",
-    status_instance,
-    "GET",
-    _name("status", subscriptions.STATUS_OPERATION),
-    "subscriptionStatus",
-    "The status of a subscription: status, events since it started, error",
-)
+for _method, _suffix in (("GET", ""), ("POST", "Post")):
+    _add(
+        "/fhir/Subscription/$status",
+        status_type,
+        _method,
+        _name("status", subscriptions.STATUS_OPERATION),
+        f"subscriptionStatusAll{_suffix}",
+        "The status of subscriptions (all, or those named by id)",
+    )
+    _add(
+        "/fhir/Subscription/{id}/$status",
+        status_instance,
+        _method,
+        _name("status", subscriptions.STATUS_OPERATION),
+        f"subscriptionStatus{_suffix}",
+        "The status of a subscription: status, events since it started, error",
+    )
 _add(
     "/fhir/Subscription/{id}/$events",
     events,

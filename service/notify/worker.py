@@ -350,11 +350,16 @@ class DeliveryWorker:
         heartbeat = job.row.heartbeat_seconds
         next_beat = now + timedelta(seconds=heartbeat) if heartbeat else None
         if job.spec is None or outcome is None:
-            # Nothing sent: the owner changed it (start afresh) or it cannot be read.
+            # Nothing sent: the owner changed it (start afresh), or it is gone or unreadable
+            # (then it stops: it would be picked again and again).
+            if job.body is None:
+                state.set_status(tx, sub_id, job.row.version, "off")
+            elif job.spec is None:
+                seen = self._set_status(tx, job, "error", "the Subscription cannot be read") or seen
             values: dict[str, Any] = {"seen_version": seen}
-            if job.changed:
+            if job.changed or job.spec is None:
                 values |= {"attempts": 0, "failing_since": None, "next_attempt": None}
-                values |= {"last_error": None, "heartbeat_due": next_beat}
+                values |= {"last_error": None, "heartbeat_due": next_beat if job.spec else None}
             state.update_delivery(tx, sub_id, **values)
             return
         if outcome.ok:
