@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("occurred", sa.DateTime(), nullable=False),
         sa.Column("dispatched", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_event")),
+        sqlite_autoincrement=True,
     )
     op.create_index(
         "ix_outbox_event_pending",
@@ -58,6 +59,7 @@ def upgrade() -> None:
         sa.Column("base_url", sa.String(length=1024), nullable=False),
         sa.Column("heartbeat_seconds", sa.Integer(), nullable=True),
         sa.Column("events_since_start", sa.BigInteger(), nullable=False),
+        sa.Column("start_after", sa.BigInteger(), nullable=False),
         sa.Column("created", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("sub_id", name=op.f("pk_subscription_state")),
     )

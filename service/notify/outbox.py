@@ -114,6 +114,7 @@ class _Target:
     topic: str
     criteria: topics.Criteria
     counted: int  # events_since_start before this batch
+    start_after: int  # events up to this id happened before it existed
 
 
 def _targets(tx: Tx) -> list[_Target]:
@@ -123,10 +124,11 @@ def _targets(tx: Tx) -> list[_Target]:
             subscription_state.c.topic,
             subscription_state.c.filters,
             subscription_state.c.events_since_start,
+            subscription_state.c.start_after,
         ).where(subscription_state.c.status.in_(LIVE))
     ).all()
     found = []
-    for sub_id, name, filters, counted in rows:
+    for sub_id, name, filters, counted, start_after in rows:
         topic = topics.TOPICS.get(name)
         if topic is None:
             continue
@@ -136,7 +138,7 @@ def _targets(tx: Tx) -> list[_Target]:
             criteria = topics.parse_criteria(topic, filters or [])
         except topics.CriteriaError:
             continue  # checked when stored: only a row written by hand gets here
-        found.append(_Target(sub_id, name, criteria, int(counted)))
+        found.append(_Target(sub_id, name, criteria, int(counted), int(start_after)))
     return found
 
 
@@ -173,7 +175,11 @@ def dispatch(tx: Tx, limit: int = DISPATCH_BATCH) -> int:
     dropped: list[int] = []
     for row in rows:
         event = _event(row)
-        matched = [t for t in targets if t.topic == event.topic and t.criteria.matches(event)]
+        matched = [
+            t
+            for t in targets
+            if t.topic == event.topic and row.id > t.start_after and t.criteria.matches(event)
+        ]
         for target in matched:
             numbers[target.sub_id] += 1
             numbered.append(

@@ -99,9 +99,14 @@ def save(tx: Tx, row: SubscriptionRow, secret: str | None, now: datetime) -> Non
     if updated.rowcount:
         return
     values.setdefault("secret", secrets.token_urlsafe(32))
+    last = conn.execute(sa.select(sa.func.max(outbox_event.c.id))).scalar()
     conn.execute(
         subscription_state.insert().values(
-            sub_id=row.sub_id, events_since_start=0, created=now, **values
+            sub_id=row.sub_id,
+            events_since_start=0,
+            start_after=int(last or 0),
+            created=now,
+            **values,
         )
     )
     conn.execute(delivery_state.insert().values(sub_id=row.sub_id, seen_version=0, attempts=0))

@@ -210,6 +210,9 @@ outbox_event = sa.Table(
         sqlite_where=sa.text("NOT dispatched"),
         postgresql_where=sa.text("NOT dispatched"),
     ),
+    # Ids are never reused (SQLite would reuse those of deleted rows): a subscription counts
+    # the events after the last id there was when it was created (subscription_state).
+    sqlite_autoincrement=True,
 )
 
 # One row per Subscription: what the dispatcher and the workers need without parsing the
@@ -227,6 +230,8 @@ subscription_state = sa.Table(
     sa.Column("base_url", sa.String(1024), nullable=False),
     sa.Column("heartbeat_seconds", sa.Integer, nullable=True),
     sa.Column("events_since_start", sa.BigInteger, nullable=False),
+    # The last outbox event id when it was created: earlier events are not its events.
+    sa.Column("start_after", sa.BigInteger, nullable=False),
     sa.Column("created", sa.DateTime, nullable=False),
 )
 
