@@ -217,7 +217,9 @@ def test_an_endpoint_failing_longer_than_the_give_up_time_is_error_then_resumes(
     assert client.put(f"/fhir/Subscription/{sub_id}", json=again).status_code == 200
     receiver.wait(lambda: len(receiver.event_numbers()) == 4)
     assert receiver.event_numbers() == [1, 2, 3, 4]
-    assert receiver.notifications("handshake")[-1].parameter("events-since-subscription-start") == "4"
+    assert (
+        receiver.notifications("handshake")[-1].parameter("events-since-subscription-start") == "4"
+    )
 
 
 def test_heartbeats_while_nothing_happens(client, receiver):
@@ -241,7 +243,9 @@ def test_events_returns_exactly_what_was_sent(client, receiver):
         return [tuple(sorted((q["name"], str(q)) for q in part)) for part in parts]
 
     sent = [e for n in receiver.notifications() for e in events(n.bundle)]
-    sent_resources = [e["resource"] for n in receiver.notifications() for e in n.bundle["entry"][1:]]
+    sent_resources = [
+        e["resource"] for n in receiver.notifications() for e in n.bundle["entry"][1:]
+    ]
     replay = client.get(f"/fhir/Subscription/{sub_id}/$events").json()
     assert replay["type"] == "history"
     assert events(replay) == sent
