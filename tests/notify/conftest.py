@@ -9,9 +9,9 @@ import pytest
 from service.main import create_app
 from service.settings import Settings
 from tests.conftest import FhirClient
-from tests.support.r4_validator import R4Validator
 from tests.notify.helpers import SECRET
 from tests.notify.receiver import Receiver
+from tests.support.r4_validator import R4Validator
 
 FAST = {
     "delivery_backoff_seconds": 0.05,

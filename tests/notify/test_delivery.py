@@ -11,7 +11,7 @@ from service.notify.notifications import SIGNATURE_HEADER
 from service.store.tables import delivery_state
 from tests.notify.conftest import stop
 from tests.notify.helpers import subscription
-from tests.notify.receiver import Receiver, Received
+from tests.notify.receiver import Received, Receiver
 from tests.notify.test_subscription_api import subscribe, wait_status
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Doe"}]}
