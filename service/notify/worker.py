@@ -42,7 +42,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from service.fhir.dates import utc_now
+from service.fhir.dates import parse_range, utc_now
 from service.notify import endpoints, notifications, outbox, state, subscription, timers
 from service.notify.notifications import Focus
 from service.notify.state import Numbered
@@ -104,6 +104,7 @@ class Job:
     events: list[Numbered] = field(default_factory=list)
     foci: dict[tuple[str, str, int | None], Focus] = field(default_factory=dict)
     secret: str = ""
+    ended: bool = False  # its `end` has passed: it turns off, nothing more is sent
 
     @property
     def changed(self) -> bool:
@@ -293,6 +294,9 @@ class DeliveryWorker:
         job = Job(due, row, stored.version, stored.body, spec, None)
         if spec is None:
             return job
+        if _ended(stored.body, now):
+            job.ended = True
+            return job
         if row.status == "requested":
             job.kind = "handshake"
         else:
@@ -354,6 +358,8 @@ class DeliveryWorker:
             # (then it stops: it would be picked again and again).
             if job.body is None:
                 state.set_status(tx, sub_id, job.row.version, "off")
+            elif job.ended:
+                seen = self._set_status(tx, job, "off", None) or seen
             elif job.spec is None:
                 seen = self._set_status(tx, job, "error", "the Subscription cannot be read") or seen
             values: dict[str, Any] = {"seen_version": seen}
@@ -414,6 +420,14 @@ class DeliveryWorker:
             "subscription status changed", extra={"subscription": job.row.sub_id, "status": status}
         )
         return stored.version
+
+
+def _ended(body: Json, now: datetime) -> bool:
+    end = body.get("end")
+    try:
+        return isinstance(end, str) and parse_range(end)[0] <= now
+    except ValueError:
+        return False
 
 
 def _gone_row(due: state.Due) -> state.SubscriptionRow:

@@ -120,7 +120,7 @@ def _store(
     if spec.secret is None and row is None:
         raise fhir_error(
             422,
-            "required",
+            "business-rule",
             "A Subscription needs a signing secret (32-255 characters) in the extension "
             f"{spec_of.SECRET_EXTENSION} on its channel: every notification is signed with it "
             "(HMAC-SHA256, header X-Careplan-Signature)",

@@ -73,7 +73,9 @@ def in_order_once(receiver: Receiver) -> list[int]:
     return order
 
 
-def test_changes_arrive_in_order_signed_with_the_subscribers_headers(client, receiver):
+def test_changes_arrive_in_order_signed_with_the_subscribers_headers(
+    client, receiver, r4_validator
+):
     plan_id = care_plan(client)
     sub_id = active_subscription(
         client,
@@ -98,6 +100,9 @@ def test_changes_arrive_in_order_signed_with_the_subscribers_headers(client, rec
     since = next(p for p in status["parameter"] if p["name"] == "events-since-subscription-start")
     assert since["valueString"] == "5"
     assert versions == [2, 3, 4, 5, 6]
+    if r4_validator is not None:  # handshake and id-only notifications are valid R4
+        for notification in receiver.received:
+            assert r4_validator.validate(notification.bundle) == []
 
 
 def test_full_resource_carries_the_version_the_event_is_about(client, receiver, r4_validator):
@@ -116,7 +121,7 @@ def test_full_resource_carries_the_version_the_event_is_about(client, receiver, 
             assert r4_validator.validate(notification.bundle) == []
 
 
-def test_empty_content_names_no_resource(client, receiver):
+def test_empty_content_names_no_resource(client, receiver, r4_validator):
     plan_id = care_plan(client)
     active_subscription(client, receiver, content="empty")
     change(client, plan_id, 1)
@@ -125,6 +130,7 @@ def test_empty_content_names_no_resource(client, receiver):
     assert len(notification.bundle["entry"]) == 1
     assert notification.foci == [] and notification.parameter("topic") is None
     assert notification.event_numbers == [1]
+    assert r4_validator is None or r4_validator.validate(notification.bundle) == []
 
 
 def test_filters_keep_other_patients_events_away(client, receiver):
@@ -220,6 +226,17 @@ def test_an_endpoint_failing_longer_than_the_give_up_time_is_error_then_resumes(
     assert (
         receiver.notifications("handshake")[-1].parameter("events-since-subscription-start") == "4"
     )
+
+
+def test_a_subscription_past_its_end_turns_off_and_sends_nothing(client, receiver):
+    plan_id = care_plan(client)
+    sub_id = active_subscription(client, receiver)
+    current = client.get(f"/fhir/Subscription/{sub_id}").json()
+    ended = {k: v for k, v in current.items() if k != "meta"} | {"end": "2020-01-01T00:00:00Z"}
+    assert client.put(f"/fhir/Subscription/{sub_id}", json=ended).status_code == 200
+    change(client, plan_id, 1)
+    wait_status(client, sub_id, "off", receiver)
+    assert receiver.notifications() == []
 
 
 def test_heartbeats_while_nothing_happens(client, receiver):
