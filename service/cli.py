@@ -1,4 +1,4 @@
-"""The ``careplan`` command: serve, migrate, reindex, openapi, load-protocol, replay."""
+"""The ``careplan`` command: serve, worker, migrate, reindex, openapi, load-protocol, replay."""
 
 import argparse
 import dataclasses
@@ -51,6 +51,26 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
     )
+    return 0
+
+
+def _worker(_args: argparse.Namespace) -> int:
+    import signal
+
+    from service.main import prepare_database
+    from service.notify.worker import DeliveryWorker
+    from service.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    engine = prepare_database(settings)
+    worker = DeliveryWorker(engine, settings)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.request_stop())
+    try:
+        worker.run_forever()
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -186,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.set_defaults(func=_serve)
+    commands.add_parser(
+        "worker", help="deliver subscription notifications (without serving HTTP)"
+    ).set_defaults(func=_worker)
     commands.add_parser(
         "migrate", help="apply database migrations (and reindex if the indexer changed)"
     ).set_defaults(func=_migrate)

@@ -11,11 +11,12 @@ from fastapi import FastAPI, Response
 from sqlalchemy.engine import Engine
 
 from service import __version__
-from service.api import capability, docs, health, operations, system
+from service.api import capability, docs, health, operations, subscriptions, system
 from service.api.errors import UnexpectedErrorMiddleware, install_error_handlers
 from service.api.limits import RequestLimits
 from service.api.rest import resource_routers
 from service.api.slashes import StripTrailingSlash
+from service.notify.worker import DeliveryWorker
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
 from service.settings import Settings, get_settings
 from service.store import migrations, reindex
@@ -187,14 +188,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Raises StartupError (one line) when the database is wrong, down or behind.
         engine = prepare_database(settings)
+        worker: DeliveryWorker | None = None
         try:
             limit_statement_time(engine, settings.db_statement_timeout_ms)
             app.state.store = Store(engine)
             if settings.load_protocol:
                 load_definitions(app.state.store, shipped_definitions())
             _freeze_startup_objects()
+            if settings.delivery_worker:
+                worker = DeliveryWorker(engine, settings)
+                worker.start()
             yield
         finally:
+            if worker is not None:
+                worker.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -226,6 +233,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     # Operations first: /fhir/PlanDefinition/$apply must not be read as an id.
     app.include_router(operations.router)
+    app.include_router(subscriptions.router)
     for router in resource_routers():
         app.include_router(router)
     docs.install(app)

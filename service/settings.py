@@ -91,6 +91,42 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="How long in-flight requests may run after SIGTERM."
     )
+    subscription_endpoints: str = Field(
+        "",
+        description="URL prefixes (comma-separated) a Subscription's rest-hook endpoint must "
+        "start with, e.g. https://scheduling.example.org/fhir-hooks/; empty = no endpoint is "
+        "allowed.",
+    )
+    delivery_worker: bool = Field(
+        True,
+        description="Run the notification delivery worker inside `careplan serve` (false when "
+        "`careplan worker` runs on its own).",
+    )
+    delivery_threads: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Subscriptions a worker process delivers to at once (PostgreSQL; SQLite "
+        "uses one).",
+    )
+    delivery_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often an idle worker looks for new events, due timers and "
+        "heartbeats (a process that committed an event wakes its own worker at once).",
+    )
+    delivery_backoff_seconds: float = Field(
+        1.0, gt=0, description="First retry delay of a failed notification (then doubling)."
+    )
+    delivery_backoff_max_seconds: float = Field(
+        3600.0, gt=0, description="Longest delay between two delivery attempts."
+    )
+    delivery_give_up_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="How long a subscription's endpoint may keep failing before the "
+        "subscription turns `error`.",
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -15,6 +15,7 @@ from starlette._utils import get_route_path
 from starlette.routing import Match
 from starlette.types import Scope
 
+from service.api import subscriptions as subscription_routes
 from service.api.http import (
     base_url,
     check_content_type,
@@ -251,6 +252,14 @@ _INTERACTIONS: list[tuple[str, str, str, Callable[[str], Handler], int]] = [
 ]
 
 
+# Writes a type's own routes handle: a Subscription's channel is checked and its signing secret
+# kept out of the stored resource (api/subscriptions.py).
+_OWN_HANDLERS: dict[tuple[str, str], Callable[[str], Handler]] = {
+    ("create", "Subscription"): subscription_routes.create_handler,
+    ("update", "Subscription"): subscription_routes.update_handler,
+}
+
+
 class TypeRouter(APIRouter):
     """The interactions of one resource type, all under /fhir/<type>.
 
@@ -282,6 +291,7 @@ def type_router(resource_type: str) -> TypeRouter:
     router = TypeRouter(resource_type, dependencies=[Depends(negotiate)])
     for interaction, method, suffix, factory, status in _INTERACTIONS:
         docs = interaction_docs(interaction, resource_type)
+        factory = _OWN_HANDLERS.get((interaction, resource_type), factory)
         router.add_api_route(
             f"/fhir/{resource_type}{suffix}",
             factory(resource_type),

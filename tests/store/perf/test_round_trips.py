@@ -32,7 +32,9 @@ def counter(postgres_schema_url: str) -> RoundTripCounter:
 @pytest.fixture
 def client(postgres_schema_url: str, counter: RoundTripCounter) -> Iterator[TestClient]:
     truncate_postgres(postgres_schema_url)
-    settings = Settings(database_url=counter.url(postgres_schema_url), db_connect_retries=0)
+    settings = Settings(
+        database_url=counter.url(postgres_schema_url), db_connect_retries=0, delivery_worker=False
+    )
     with TestClient(create_app(settings)) as test_client:
         test_client.headers["content-type"] = "application/fhir+json"
         yield test_client
