@@ -10,8 +10,8 @@ from fastapi.routing import APIRoute
 from service import __version__
 from service.api.http import base_url, fhir_response, negotiate
 from service.fhir.search_params import INCLUDES, params_for, revinclude_sources
-from service.usecases.crud import VERSIONED_UPDATE_TYPES
 from service.usecases import subscriptions
+from service.usecases.crud import VERSIONED_UPDATE_TYPES
 
 router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
 
