@@ -11,7 +11,7 @@ from fastapi import FastAPI, Response
 from sqlalchemy.engine import Engine
 
 from service import __version__
-from service.api import capability, docs, health, operations, system
+from service.api import capability, cds_hooks, docs, health, operations, system
 from service.api.errors import install_error_handlers
 from service.api.rest import resource_routers
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
@@ -19,6 +19,7 @@ from service.settings import Settings, get_settings
 from service.store import migrations, reindex
 from service.store.db import create_db_engine
 from service.store.runner import Store
+from service.usecases.cds.access import CdsConfigError
 from service.usecases.knowledge import load_definitions, shipped_definitions
 
 logger = logging.getLogger("careplan")
@@ -166,10 +167,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = prepare_database(settings)
         try:
             app.state.store = Store(engine)
+            try:
+                app.state.cds = cds_hooks.start(settings, app.state.store)
+            except CdsConfigError as exc:
+                raise StartupError(f"CDS Hooks settings: {exc}") from None
             if settings.load_protocol:
                 load_definitions(app.state.store, shipped_definitions())
             _freeze_startup_objects()
-            yield
+            try:
+                yield
+            finally:
+                await app.state.cds.close()
         finally:
             engine.dispose()
 
@@ -193,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operations.router)
     for router in resource_routers():
         app.include_router(router)
+    app.include_router(cds_hooks.router)
     docs.install(app)
 
     @app.get("/metrics", include_in_schema=False)

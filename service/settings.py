@@ -1,6 +1,7 @@
 """Service settings, read from the environment (prefix ``CAREPLAN_``) or a ``.env`` file."""
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,33 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Python log level name.")
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="How long in-flight requests may run after SIGTERM."
+    )
+    cds_clients: str = Field(
+        "",
+        description="CDS Hooks clients (EHRs) whose signed JWTs are accepted: a JSON list of "
+        "`{issuer, jwks_uri | jwks}`.",
+    )
+    cds_require_jwt: Literal["auto", "true", "false"] = Field(
+        "auto",
+        description="Whether CDS Hooks calls need the EHR's JWT: `auto` = yes unless "
+        "`CAREPLAN_HOST` is a loopback address; `false` is refused on any other address.",
+    )
+    cds_fhir_servers: str = Field(
+        "",
+        description="Comma-separated `fhirServer` base URLs the CDS Hooks services may read "
+        "from (https, or http to loopback); any other `fhirServer` is never called.",
+    )
+    cds_fhir_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="How long a CDS Hooks call may wait for the EHR's FHIR server, all its "
+        "reads together.",
+    )
+    cds_trusted_identifier_systems: str = Field(
+        "",
+        description="Comma-separated identifier systems whose values name the same patient "
+        "here and in the EHR (matching a CDS Hooks patient to a stored Patient).",
     )
 
 
