@@ -29,13 +29,13 @@ class TokenGate:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.requests: list[tuple[str, str | None]] = []  # (path, authorization)
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, authorization)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/fhir/"):
             headers = dict(scope["headers"])
             authorization = headers.get(b"authorization", b"").decode() or None
-            self.requests.append((scope["path"], authorization))
+            self.requests.append((scope["method"], scope["path"], authorization))
             if authorization != f"Bearer {EHR_TOKEN}":
                 body = b'{"resourceType":"OperationOutcome","issue":[{"severity":"error",'
                 body += b'"code":"login","diagnostics":"no EHR token"}]}'
@@ -57,7 +57,8 @@ class Ehr:
         return dict(answer.json())
 
     def fhir_requests(self) -> list[tuple[str, str | None]]:
-        return [r for r in self.gate.requests if not r[0].startswith("/fhir/metadata")]
+        """What was read from the EHR (the tests' own writes to it left out): (path, token)."""
+        return [(path, token) for method, path, token in self.gate.requests if method == "GET"]
 
 
 def _free_port() -> int:
