@@ -1,5 +1,5 @@
 """The JWT ids already presented, in the database: a JWT works once whichever replica it
-reaches (auth.jti_store.JtiStore, shared by every process on one database).
+reaches (the storage of auth.jti_store.JtiStore, shared by every process on one database).
 
 A row lives until its JWT has expired (the JWT is then refused for its ``exp`` anyway);
 expired rows are deleted by the next check, through the index on ``expires_at``.
@@ -12,7 +12,6 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from service.store.repository import Tx
-from service.store.runner import Store
 from service.store.tables import used_jti
 
 _VALUES: dict[str, Any] = {
@@ -34,18 +33,3 @@ def first_use(tx: Tx, issuer: str, jti: str, expires_at: float, now: float) -> b
     insert = _INSERT["sqlite" if tx.sqlite else "postgresql"]
     _, inserted = tx.db.execute(insert, {"issuer_": issuer, "jti_": jti, "expires_at_": expires_at})
     return inserted == 1
-
-
-class DatabaseJtiStore:
-    """``JtiStore`` on the service's database; each check is its own short transaction.
-    Synchronous: call it from a worker thread, never on the event loop (on SQLite a write
-    there would wait for the group commit the loop itself has to finish)."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def add_if_absent(self, client_id: str, jti: str, expires_at: float, now: float) -> bool:
-        def unit(tx: Tx) -> bool:
-            return first_use(tx, client_id, jti, expires_at, now)
-
-        return self._store.run(unit)

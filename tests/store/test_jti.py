@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.store.db import create_db_engine
-from service.store.jti import DatabaseJtiStore
+from service.store.jti import first_use
 from service.store.runner import Store
 from service.store.tables import used_jti
 
@@ -21,6 +21,17 @@ def store(database_url: str) -> Iterator[Store]:
     engine = create_db_engine(database_url)
     yield Store(engine)
     engine.dispose()
+
+
+class DatabaseJtiStore:
+    """The table as a JtiStore: each check its own transaction (the app runs it through the
+    event loop's store, usecases/cds/access.py)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add_if_absent(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+        return self.store.run(lambda tx: first_use(tx, issuer, jti, expires_at, now))
 
 
 def _rows(store: Store) -> int:

@@ -10,6 +10,7 @@ on the network would show any caller any patient's plan. When tokens become requ
 import logging
 from dataclasses import dataclass
 
+import anyio.from_thread
 import anyio.to_thread
 
 from service.auth.cds_clients import (
@@ -18,7 +19,8 @@ from service.auth.cds_clients import (
     CdsJwtVerifier,
     parse_cds_clients,
 )
-from service.store.jti import DatabaseJtiStore
+from service.store.jti import first_use
+from service.store.repository import Tx
 from service.store.runner import Store
 from service.usecases.cds.ehr import EhrConfigError, EhrReader, is_loopback, parse_fhir_servers
 
@@ -44,6 +46,21 @@ class CdsAccess:
 
     async def close(self) -> None:
         await self.ehr.aclose()
+
+
+class _StoreJtiStore:
+    """``JtiStore`` for the verifier in its worker thread: the write goes back to the event
+    loop's store, so on SQLite it shares a group commit (one fsync) with the writes arriving
+    alongside, and never waits on a lock the loop holds."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def add_if_absent(self, client_id: str, jti: str, expires_at: float, now: float) -> bool:
+        def unit(tx: Tx) -> bool:
+            return first_use(tx, client_id, jti, expires_at, now)
+
+        return anyio.from_thread.run(self._store.arun, unit)
 
 
 def jwt_required(require: str, host: str) -> bool:
@@ -83,6 +100,6 @@ def open_cds(
         logger.warning(
             "no CDS clients configured (CAREPLAN_CDS_CLIENTS): every CDS call is refused"
         )
-    verifier = CdsJwtVerifier(configured, DatabaseJtiStore(store)) if required else None
+    verifier = CdsJwtVerifier(configured, _StoreJtiStore(store)) if required else None
     systems = frozenset(s.strip() for s in trusted_systems.split(",") if s.strip())
     return CdsAccess(verifier, EhrReader(allowed, timeout), systems)

@@ -206,9 +206,13 @@ async def _read_patient(ctx: CdsContext, call: HookCall) -> Json:
 
 async def _ehr_observations(ctx: CdsContext, call: HookCall, own: bool) -> list[Json]:
     """The EHR's pain scores and screening Observations: prefetched, else read."""
-    given = {key: found for key, found in call.observations.items() if found is not None}
+    given = [key for key, found in call.observations.items() if found is not None]
     missing = [key for key in call.observations if key not in given]
-    observations = [o for found in given.values() for o in found]
+    observations = [
+        o
+        for key in given
+        for o in prefetched_observations(call.prefetch, key, call.patient_id, validate=True) or []
+    ]
     if not missing or call.fhir_server is None or own:
         return observations
     answers = await ctx.ehr.read_all(
@@ -218,7 +222,7 @@ async def _ehr_observations(ctx: CdsContext, call: HookCall, own: bool) -> list[
         if isinstance(answer, EhrUnavailable):
             raise _precondition(f"The EHR's {key} could not be read: {answer.reason}")
         try:
-            found = prefetched_observations({key: answer}, key, call.patient_id)
+            found = prefetched_observations({key: answer}, key, call.patient_id, validate=True)
         except FhirError:
             raise _precondition(
                 f"The EHR's {key} answer is not that patient's Observations"

@@ -121,7 +121,7 @@ def load_plan(tx: Tx, patient_id: str) -> PlanView | None:
     definitions, decisions, reviews, tasks = tx.together(
         canonical_read(tx, "PlanDefinition", str(_protocol_canonical(care_plan))),
         tx.latest_dated_read(
-            "GuidanceResponse", patient_ref, (MIN_DT, MAX_DT), ("result", plan_ref), 5
+            "GuidanceResponse", patient_ref, (MIN_DT, MAX_DT), ("result", plan_ref), 3
         ),
         tx.find_read("ServiceRequest", [("based-on", plan_ref), ("status", "active")], limit=50),
         tx.find_read(

@@ -5,9 +5,12 @@ Checked: `hook` is the service's hook, `hookInstance` a UUID, `context` an objec
 `patientId` (a FHIR id), `fhirServer` an http(s) URL and `fhirAuthorization` (a Bearer
 `access_token`) only with it, `draftOrders` (order-sign) and `appointments`
 (appointment-book) R4 Bundles, and the prefetch: `patient` the context's Patient,
-`painScores` and `screening` Bundles of that patient's Observations. Every FHIR resource
-given is valid R4. A prefetch key that is absent, or an OperationOutcome (the EHR could not
-get it), counts as not given; `null` means the EHR has no such data.
+`painScores` and `screening` Bundles of that patient's Observations. The Patient and the
+context's Bundles are valid R4; the Observations are checked as R4 when they are used (for
+a patient this service does not know: ``prefetched_observations(..., validate=True)``), not
+on every call, where they are most often not needed. A prefetch key that is absent, or an
+OperationOutcome (the EHR could not get it), counts as not given; `null` means the EHR has no
+such data.
 """
 
 import re
@@ -41,8 +44,9 @@ class HookCall:
     access_token: str | None
     context: Json
     patient: Json | None  # the prefetched Patient; None when not given
-    # Prefetched Observations by key; a key absent here was not given (None: not given).
+    # Prefetched Observations by key (None: not given), shape checked, not yet as R4.
     observations: dict[str, list[Json] | None]
+    prefetch: Json
 
     @property
     def patient_ref(self) -> str:
@@ -91,10 +95,11 @@ def parse_hook_call(service: CdsService, body: Any) -> HookCall:
         context=context,
         patient=_prefetched_patient(prefetch, patient_id),
         observations={
-            key: prefetched_observations(prefetch, key, patient_id)
+            key: prefetched_observations(prefetch, key, patient_id, validate=False)
             for key in _SEARCH_KEYS
             if key in service.prefetch
         },
+        prefetch=prefetch,
     )
 
 
@@ -138,15 +143,20 @@ def _fhir_access(body: Json) -> tuple[str | None, str | None]:
     return server, token
 
 
-def _checked(resource: Any, where: str, expected_type: str | None = None) -> Json:
-    """The resource when it is valid R4 (of ``expected_type``); else 400 with paths inside
-    the hook request."""
+def _typed(resource: Any, where: str, expected_type: str) -> Json:
     if not isinstance(resource, dict) or "resourceType" not in resource:
         raise bad_request(f"{where} must be a FHIR resource", where)
-    if expected_type is not None and resource.get("resourceType") != expected_type:
+    if resource.get("resourceType") != expected_type:
         raise bad_request(
             f"{where} must be a {expected_type}, not {resource.get('resourceType')!r}", where
         )
+    return resource
+
+
+def _checked(resource: Any, where: str, expected_type: str) -> Json:
+    """The resource when it is valid R4 of ``expected_type``; else 400 with paths inside the
+    hook request."""
+    _typed(resource, where, expected_type)
     try:
         return validate_resource(resource)
     except FhirError as error:
@@ -180,7 +190,11 @@ def _prefetched_patient(prefetch: Json, patient_id: str) -> Json | None:
     return patient
 
 
-def prefetched_observations(prefetch: Json, key: str, patient_id: str) -> list[Json] | None:
+def prefetched_observations(
+    prefetch: Json, key: str, patient_id: str, *, validate: bool
+) -> list[Json] | None:
+    """The Observations of a prefetched search (None: not given); each this patient's (400
+    otherwise), and with ``validate`` the Bundle valid R4."""
     where = f"prefetch.{key}"
     if key not in prefetch:
         return None
@@ -189,14 +203,17 @@ def prefetched_observations(prefetch: Json, key: str, patient_id: str) -> list[J
         return []  # the EHR has no such data
     if _is_outcome(value):
         return None
-    bundle = _checked(value, where, "Bundle")
+    bundle = _checked(value, where, "Bundle") if validate else _typed(value, where, "Bundle")
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list):
+        raise bad_request(f"{where}.entry must be an array", f"{where}.entry")
     found = []
-    for i, entry in enumerate(bundle.get("entry", [])):
-        resource = entry.get("resource")
+    for i, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
         if resource is None or _is_outcome(resource):
             continue
         at = f"{where}.entry[{i}].resource"
-        if resource.get("resourceType") != "Observation":
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
             raise bad_request(f"{at} must be an Observation", at)
         if not refers_to_patient(resource.get("subject"), patient_id):
             raise bad_request(f"{at} is about another patient", f"{at}.subject")

@@ -209,6 +209,17 @@ def test_a_bad_call_is_refused_and_stores_nothing(
     assert store_snapshot(app) == before
 
 
+def test_prefetched_observations_are_checked_as_r4_when_used(client, app) -> None:
+    """An unknown patient's eligibility reads them: an invalid one is a 400 naming it."""
+    prefetch = _prefetch()
+    prefetch["screening"]["entry"][0]["resource"]["effectiveDateTime"] = "last week"
+    before = store_snapshot(app)
+    body = _with(BASE, prefetch, "prefetch")
+    issues = outcome(client.post(f"/cds-services/{PATIENT_VIEW}", json=body), 400)
+    assert issues[0]["expression"] == ["prefetch.screening.entry[0].resource.effectiveDateTime"]
+    assert store_snapshot(app) == before
+
+
 def test_an_unknown_service_is_404(client, app) -> None:
     before = store_snapshot(app)
     issues = outcome(client.post("/cds-services/flexion-nothing", json=BASE), 404)
