@@ -195,13 +195,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
+    # Before the FHIR routes: a hook call is matched without walking the ~200 of them.
+    app.include_router(cds_hooks.router)
     app.include_router(capability.router)
     app.include_router(system.router)
     # Operations first: /fhir/PlanDefinition/$apply must not be read as an id.
     app.include_router(operations.router)
     for router in resource_routers():
         app.include_router(router)
-    app.include_router(cds_hooks.router)
     docs.install(app)
 
     @app.get("/metrics", include_in_schema=False)

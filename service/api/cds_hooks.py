@@ -15,12 +15,14 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from service.api.errors import as_fhir_error
 from service.api.http import base_url, json_body, settings_of
 from service.api.rest import store_of
 from service.auth.cds_clients import CdsCaller
 from service.auth.verify import InvalidToken
 from service.fhir.errors import FhirError, Issue, fhir_error, information_outcome
 from service.settings import Settings
+from service.store.errors import StoreError
 from service.store.runner import Store
 from service.usecases.cds import feedback, hooks
 from service.usecases.cds.access import CdsAccess, open_cds
@@ -78,8 +80,8 @@ async def _serve(request: Request, kind: str, service_id: str | None, work: Work
         response = await work(caller)
         status = response.status_code
         return response
-    except FhirError as error:
-        status = error.status
+    except (FhirError, StoreError) as error:
+        status = as_fhir_error(error).status
         raise
     finally:
         # The single place where every CDS Hooks call and every refusal ends: the audit

@@ -139,7 +139,8 @@ def plan_card(view: PlanView, uuid_: str) -> Json:
     decision, state = view.decision, view.state
     level = state.level if state is not None else _first_level(view.params)
     if view.stopped or view.paused:
-        code = h.STOP_AND_REFER
+        # A clinician's pause holds the plan back; only a stop waits for a review.
+        code = h.STOP_AND_REFER if view.stopped else h.HOLD_BACK
         text = (
             "Flexion in Lying stopped: clinician review needed before any more flexion"
             if view.stopped
@@ -320,9 +321,11 @@ def visit_card(view: PlanView, appointment: Json, moved: Json | None, uuid_: str
     what = f"Appointment/{appointment.get('id')}" if appointment.get("id") else "The visit"
     when = str(appointment.get("start", ""))[:10] or "an unset date"
     if view.stopped or view.paused or state is None or state.retry_start is None:
-        code = h.STOP_AND_REFER
+        code = h.STOP_AND_REFER if view.stopped else h.HOLD_BACK
         text = (
             "Flexion in Lying is stopped pending clinician review: no flexion visit until resumed"
+            if view.stopped
+            else "Flexion in Lying is paused by a clinician: no flexion visit until resumed"
         )
         reasons = [
             "The plan is stopped: a clinician review is pending"

@@ -97,6 +97,17 @@ def test_a_stopped_plan_warns_of_the_pending_review_and_suggests_cancelling(
     assert action["resource"]["status"] == "cancelled"
 
 
+def test_a_plan_paused_by_a_clinician_warns(client, r4_validator) -> None:
+    care_plan_id = continuing(client, "ab-pause", "a-6")
+    care_plan = client.get(f"/fhir/CarePlan/{care_plan_id}").json()
+    paused = {**care_plan, "status": "on-hold"}
+    assert client.put(f"/fhir/CarePlan/{care_plan_id}", json=paused).status_code == 200
+    soon = appointment("ab-pause", at(date.today() + timedelta(days=2)))
+    [card] = book(client, r4_validator, "ab-pause", soon)
+    assert card["indicator"] == "warning" and "paused by a clinician" in card["summary"]
+    assert card["suggestions"][0]["actions"][0]["resource"]["status"] == "cancelled"
+
+
 def test_a_plan_that_allows_the_visit_gives_nothing(client, r4_validator) -> None:
     continuing(client, "ab-go", "a-5")
     assert (
