@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,11 @@ def _serve(args: argparse.Namespace) -> int:
     from service.observability import configure_logging
     from service.server import BoundedHttpProtocol
 
+    if args.host:
+        # The app reads its bind address from the settings (an open CDS Hooks service is
+        # refused off loopback): --host must be what every worker's settings say.
+        os.environ["CAREPLAN_HOST"] = args.host
+        get_settings.cache_clear()
     settings = get_settings()
     configure_logging(settings.log_level)
     # Fail fast, before uvicorn starts: a wrong URL, a database that stays down through the
@@ -36,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "service.main:create_app",
         factory=True,
-        host=args.host or settings.host,
+        host=settings.host,
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,

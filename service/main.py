@@ -11,7 +11,7 @@ from fastapi import FastAPI, Response
 from sqlalchemy.engine import Engine
 
 from service import __version__
-from service.api import capability, docs, health, operations, subscriptions, system
+from service.api import capability, cds_hooks, docs, health, operations, subscriptions, system
 from service.api.errors import UnexpectedErrorMiddleware, install_error_handlers
 from service.api.limits import RequestLimits
 from service.api.rest import resource_routers
@@ -22,6 +22,7 @@ from service.settings import Settings, get_settings
 from service.store import migrations, reindex
 from service.store.db import create_db_engine, limit_statement_time
 from service.store.runner import Store
+from service.usecases.cds.access import CdsConfigError
 from service.usecases.knowledge import load_definitions, shipped_definitions
 
 logger = logging.getLogger("careplan")
@@ -192,13 +193,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             limit_statement_time(engine, settings.db_statement_timeout_ms)
             app.state.store = Store(engine)
+            try:
+                app.state.cds = cds_hooks.start(settings, app.state.store)
+            except CdsConfigError as exc:
+                raise StartupError(f"CDS Hooks settings: {exc}") from None
             if settings.load_protocol:
                 load_definitions(app.state.store, shipped_definitions())
             _freeze_startup_objects()
             if settings.delivery_worker:
                 worker = DeliveryWorker(engine, settings)
                 worker.start()
-            yield
+            try:
+                yield
+            finally:
+                await app.state.cds.close()
         finally:
             if worker is not None:
                 worker.stop()
@@ -229,6 +237,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
+    # Before the FHIR routes: a hook call is matched without walking the ~200 of them.
+    app.include_router(cds_hooks.router)
     app.include_router(capability.router)
     app.include_router(system.router)
     # Operations first: /fhir/PlanDefinition/$apply must not be read as an id.

@@ -1,6 +1,7 @@
 """Service settings, read from the environment (prefix ``CAREPLAN_``) or a ``.env`` file."""
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -126,6 +127,34 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a subscription's endpoint may keep failing before the "
         "subscription turns `error`.",
+    )
+
+    cds_clients: str = Field(
+        "",
+        description="CDS Hooks clients (EHRs) whose signed JWTs are accepted: a JSON list of "
+        "`{issuer, jwks_uri | jwks}`.",
+    )
+    cds_require_jwt: Literal["auto", "true", "false"] = Field(
+        "auto",
+        description="Whether CDS Hooks calls need the EHR's JWT: `auto` = yes unless "
+        "`CAREPLAN_HOST` is a loopback address; `false` is refused on any other address.",
+    )
+    cds_fhir_servers: str = Field(
+        "",
+        description="Comma-separated `fhirServer` base URLs the CDS Hooks services may read "
+        "from (https, or http to loopback); any other `fhirServer` is never called.",
+    )
+    cds_fhir_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="How long a CDS Hooks call may wait for the EHR's FHIR server, all its "
+        "reads together.",
+    )
+    cds_trusted_identifier_systems: str = Field(
+        "",
+        description="Comma-separated identifier systems whose values name the same patient "
+        "here and in the EHR (matching a CDS Hooks patient to a stored Patient).",
     )
 
     @field_validator("log_level")

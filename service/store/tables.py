@@ -293,3 +293,14 @@ worker_lease = sa.Table(
     sa.Column("holder", sa.String(64), nullable=True),
     sa.Column("expires", sa.DateTime, nullable=True),
 )
+
+# The `jti` of each signed JWT a caller presented, until that JWT expires: a JWT works once
+# across every replica (CDS Hooks calls; store/jti.py).
+used_jti = sa.Table(
+    "used_jti",
+    metadata,
+    sa.Column("issuer", sa.String(512), primary_key=True),
+    sa.Column("jti", sa.String(256), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_used_jti_expires_at", "expires_at"),
+)
