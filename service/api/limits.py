@@ -10,8 +10,8 @@ a restart would only make it busier. Connections that stay idle, or are slow to 
 headers, are closed by the HTTP server (service/server.py).
 
 The body deadline costs next to nothing per request: a request waiting for its body registers
-itself, and a sweep about once a second (armed only while requests come in) cancels the waits
-that are past their deadline. A timer or ``asyncio.timeout`` per read cost ~40 us a request.
+itself, and a sweep twice a second (armed only while requests come in) cancels the waits that
+are past their deadline. ``asyncio.timeout`` around each read cost ~40 us a request.
 """
 
 import asyncio
@@ -76,15 +76,8 @@ class RequestLimits:
                     raise
                 self._expired.discard(task)
                 task.uncancel()
-                raise FhirError(
-                    408,
-                    [
-                        Issue(
-                            "timeout", f"The request body took longer than {self.body_timeout:g} s"
-                        )
-                    ],
-                    {"Connection": "close"},
-                ) from None
+                late = f"The request body took longer than {self.body_timeout:g} s"
+                raise FhirError(408, [Issue("timeout", late)], {"Connection": "close"}) from None
             finally:
                 self._waiting.pop(task, None)
             complete = message["type"] != "http.request" or not message.get("more_body", False)

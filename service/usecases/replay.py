@@ -178,13 +178,12 @@ def _evaluations(tx: Tx, care_plan_id: str, sessions: list[_Event]) -> list[_Eve
     decisions = [d for d, _ in parsed if is_evaluation(d)]
     decisions += [d for e in sessions if e.stored and (d := parse_decision(e.stored, None))]
     ordered = sorted(decisions, key=lambda d: (d.at, d.code, d.session_key or ""))
-    return [
-        _Event(
-            d.at, str(d.session_key), None, by_key[d.session_key], _stored_at(by_key[d.session_key])
-        )
-        for d in current(ordered)
-        if is_evaluation(d)
-    ]
+    events = []
+    for d in current(ordered):
+        if is_evaluation(d):
+            stored = by_key[d.session_key]
+            events.append(_Event(d.at, str(d.session_key), None, stored, _stored_at(stored)))
+    return events
 
 
 def replay(store: Store, care_plan_id: str, version: str | None = None) -> list[ReplayedDecision]:

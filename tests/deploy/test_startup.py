@@ -11,12 +11,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from service.main import StartupError, create_app
+from service.main import StartupError, create_app, wait_for_database
 from service.settings import Settings
 from service.store import migrations
 from tests.conftest import IN_CI, POSTGRES_URL, _postgres_problem
@@ -145,6 +148,35 @@ def test_a_database_that_refuses_for_good_fails_at_once(
     line = _error_line(result, command)
     assert "refused the connection" in line and expected in line
     assert result.stdout == "", "no retry was logged"
+
+
+@pytest.mark.parametrize(
+    ("answer", "retried"),
+    [
+        ('FATAL:  password authentication failed for user "careplan"', False),
+        ('FATAL:  no pg_hba.conf entry for host "10.0.0.7", user "careplan", SSL off', False),
+        ("fe_sendauth: no password supplied", False),
+        ("FATAL:  the database system is starting up", True),
+        ("Connection refused\n\tIs the server running on that host?", True),
+    ],
+)
+def test_only_a_refusal_that_time_does_not_change_skips_the_retries(
+    answer: str, retried: bool
+) -> None:
+    """The server's answer as psycopg reports it, from a connection factory standing in for
+    the server: credentials are not retried, a server starting up or down is."""
+    attempts: list[int] = []
+
+    def connect() -> Any:
+        attempts.append(1)
+        raise psycopg.OperationalError(f"connection failed: {answer}")
+
+    engine = sa.create_engine("postgresql+psycopg://careplan@db/careplan", creator=connect)
+    with pytest.raises(StartupError) as failed:
+        wait_for_database(engine, retries=2, backoff=0)
+    assert len(attempts) == (3 if retried else 1)
+    assert ("refused the connection" in str(failed.value)) is not retried
+    assert " ".join(answer.split()) in str(failed.value)
 
 
 def test_bare_uvicorn_exits_non_zero_with_one_line(tmp_path: Path) -> None:

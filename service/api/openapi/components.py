@@ -230,6 +230,11 @@ def _transaction_input() -> dict[str, dict[str, Any]]:
                 "request": {"$ref": f"{REF}TransactionEntryRequestInput"},
             },
             "required": ["request"],
+            # POST and PUT carry the resource they write (the server answers 400 without it).
+            "if": {
+                "properties": {"request": {"properties": {"method": {"enum": ["POST", "PUT"]}}}}
+            },
+            "then": {"required": ["resource"]},
             "additionalProperties": False,
         },
         "SessionBundleInput": {
