@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("focus_type", sa.String(length=64), nullable=False),
         sa.Column("focus_id", sa.String(length=64), nullable=False),
         sa.Column("focus_version", sa.Integer(), nullable=True),
+        sa.Column("focus_deleted", sa.Boolean(), nullable=False),
         sa.Column("patient_id", sa.String(length=64), nullable=True),
         sa.Column("care_plan_id", sa.String(length=64), nullable=True),
         sa.Column("decision", sa.String(length=64), nullable=True),

@@ -105,7 +105,7 @@ def status_parameters(
 def _focus_entry(item: Numbered, focus: Focus | None, content: str, base: str) -> Json:
     event = item.event
     url = f"{base}/{event.focus_type}/{event.focus_id}"
-    if focus is not None and focus.deleted:
+    if event.deleted or (focus is not None and focus.deleted):
         request, status = {"method": "DELETE", "url": f"{event.focus_type}/{event.focus_id}"}, "204"
     elif event.topic in TIMED:  # nothing was written: the window's time came
         request, status = {"method": "GET", "url": f"{event.focus_type}/{event.focus_id}"}, "200"

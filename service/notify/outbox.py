@@ -50,6 +50,7 @@ def event_row(event: Event, occurred: datetime) -> dict[str, Any]:
         "focus_type": event.focus_type,
         "focus_id": event.focus_id,
         "focus_version": event.focus_version,
+        "focus_deleted": event.deleted,
         "patient_id": event.patient_id,
         "care_plan_id": event.care_plan_id,
         "decision": event.decision,
@@ -151,6 +152,7 @@ def _event(row: Any) -> Event:
         row.patient_id,
         row.care_plan_id,
         row.decision,
+        row.focus_deleted,
     )
 
 

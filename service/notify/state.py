@@ -3,7 +3,7 @@ filters, status, the signing secret, the event counter), its delivery row (retri
 heartbeat) and its numbered events; and the leases that make singleton jobs single."""
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -69,14 +69,6 @@ def get(tx: Tx, sub_id: str) -> SubscriptionRow | None:
     return _row(found) if found is not None else None
 
 
-def secret_of(tx: Tx, sub_id: str) -> str:
-    """The signing secret: for the worker's signature only, never for an API answer."""
-    found = tx.conn.execute(
-        sa.select(subscription_state.c.secret).where(subscription_state.c.sub_id == sub_id)
-    ).scalar_one()
-    return str(found)
-
-
 def save(tx: Tx, row: SubscriptionRow, secret: str | None, now: datetime) -> None:
     """Create or update a subscription's state (a new secret only when given). The event
     counter is the dispatcher's: an update leaves it alone."""
@@ -112,68 +104,129 @@ def save(tx: Tx, row: SubscriptionRow, secret: str | None, now: datetime) -> Non
     conn.execute(delivery_state.insert().values(sub_id=row.sub_id, seen_version=0, attempts=0))
 
 
-def set_status(tx: Tx, sub_id: str, version: int, status: str) -> None:
-    tx.conn.execute(
-        subscription_state.update()
-        .where(subscription_state.c.sub_id == sub_id)
-        .values(version=version, status=status)
+_S, _D, _E, _O = subscription_state, delivery_state, subscription_event, outbox_event
+_EVENT_COLUMNS = (
+    _E.c.event_number,
+    _E.c.delivered,
+    _O.c.topic,
+    _O.c.focus_type,
+    _O.c.focus_id,
+    _O.c.focus_version,
+    _O.c.patient_id,
+    _O.c.care_plan_id,
+    _O.c.decision,
+    _O.c.focus_deleted,
+    _O.c.occurred,
+)
+# Statements built once (the worker runs them on every pass): prepared on the driver's cursor
+# by the store's runner (store/engine/prepared.py).
+_EVENTS = (
+    sa.select(*_EVENT_COLUMNS)
+    .join(_O, _O.c.id == _E.c.event_id)
+    .where(
+        _E.c.sub_id == sa.bindparam("sub_"),
+        _E.c.event_number >= sa.bindparam("since_"),
+        _E.c.event_number <= sa.bindparam("until_"),
     )
+    .order_by(_E.c.event_number)
+    .limit(sa.bindparam("limit_"))
+)
+_PENDING = (
+    sa.select(*_EVENT_COLUMNS)
+    .join(_O, _O.c.id == _E.c.event_id)
+    .where(_E.c.sub_id == sa.bindparam("sub_"), _E.c.delivered.is_(None))
+    .order_by(_E.c.event_number)
+    .limit(sa.bindparam("limit_"))
+)
+# Delivered in order: the undelivered ones up to the last sent are those just sent.
+_MARK_DELIVERED = (
+    _E.update()
+    .where(
+        _E.c.sub_id == sa.bindparam("sub_"),
+        _E.c.event_number <= sa.bindparam("through_"),
+        _E.c.delivered.is_(None),
+    )
+    .values(delivered=sa.bindparam("at_"))
+)
+_SET_STATUS = (
+    _S.update()
+    .where(_S.c.sub_id == sa.bindparam("sub_"))
+    .values(version=sa.bindparam("version_"), status=sa.bindparam("status_"))
+)
+_UPDATE_DELIVERY = (
+    _D.update()
+    .where(_D.c.sub_id == sa.bindparam("sub_"))
+    .values(
+        seen_version=sa.bindparam("seen_version_"),
+        attempts=sa.bindparam("attempts_"),
+        failing_since=sa.bindparam("failing_since_"),
+        next_attempt=sa.bindparam("next_attempt_"),
+        heartbeat_due=sa.bindparam("heartbeat_due_"),
+        last_error=sa.bindparam("last_error_"),
+    )
+)
+_NOW: sa.BindParameter[datetime] = sa.bindparam("now_", type_=sa.DateTime)
+_DUE = (
+    sa.select(
+        _S.c.sub_id,
+        _S.c.version,
+        _S.c.status,
+        _S.c.topic,
+        _S.c.base_url,
+        _S.c.heartbeat_seconds,
+        _S.c.events_since_start,
+        _S.c.secret,
+        _D.c.seen_version,
+        _D.c.attempts,
+        _D.c.failing_since,
+        _D.c.heartbeat_due,
+    )
+    .join(_D, _D.c.sub_id == _S.c.sub_id)
+    .where(
+        sa.or_(_S.c.status == "requested", _S.c.status == "active"),
+        sa.or_(
+            _D.c.seen_version != _S.c.version,
+            sa.and_(
+                sa.or_(_D.c.next_attempt.is_(None), _D.c.next_attempt <= _NOW),
+                sa.or_(
+                    _S.c.status == "requested",
+                    _D.c.heartbeat_due <= _NOW,
+                    sa.exists().where(_E.c.sub_id == _S.c.sub_id, _E.c.delivered.is_(None)),
+                ),
+            ),
+        ),
+    )
+    .order_by(_S.c.sub_id)
+    .limit(1)
+)
+_DUE_LOCKED = _DUE.with_for_update(of=_D, skip_locked=True)
 
 
 def events(
     tx: Tx, sub_id: str, since: int = 1, until: int | None = None, limit: int = 1000
 ) -> list[Numbered]:
     """A subscription's events from number `since` to `until`, in order."""
-    e, o = subscription_event, outbox_event
-    where = [e.c.sub_id == sub_id, e.c.event_number >= since]
-    if until is not None:
-        where.append(e.c.event_number <= until)
-    rows = tx.conn.execute(
-        sa.select(e.c.event_number, e.c.delivered, o)
-        .join(o, o.c.id == e.c.event_id)
-        .where(*where)
-        .order_by(e.c.event_number)
-        .limit(limit)
-    ).all()
-    return [_numbered(r) for r in rows]
+    params = {"sub_": sub_id, "since_": since, "until_": until or 2**62, "limit_": limit}
+    return [_numbered(r) for r in tx.db.rows(_EVENTS, params)]
 
 
 def pending(tx: Tx, sub_id: str, limit: int) -> list[Numbered]:
     """The first `limit` events not delivered yet, in order."""
-    e, o = subscription_event, outbox_event
-    rows = tx.conn.execute(
-        sa.select(e.c.event_number, e.c.delivered, o)
-        .join(o, o.c.id == e.c.event_id)
-        .where(e.c.sub_id == sub_id, e.c.delivered.is_(None))
-        .order_by(e.c.event_number)
-        .limit(limit)
-    ).all()
-    return [_numbered(r) for r in rows]
+    return [_numbered(r) for r in tx.db.rows(_PENDING, {"sub_": sub_id, "limit_": limit})]
 
 
 def _numbered(row: Any) -> Numbered:
-    event = Event(
-        row.topic,
-        row.focus_type,
-        row.focus_id,
-        row.focus_version,
-        row.patient_id,
-        row.care_plan_id,
-        row.decision,
-    )
-    return Numbered(int(row.event_number), event, row.occurred, row.delivered)
+    number, delivered, *event, occurred = row
+    return Numbered(int(number), Event(*event), occurred, delivered)
 
 
-def mark_delivered(tx: Tx, sub_id: str, numbers: list[int], at: datetime) -> None:
-    if numbers:
-        tx.conn.execute(
-            subscription_event.update()
-            .where(
-                subscription_event.c.sub_id == sub_id,
-                subscription_event.c.event_number.in_(numbers),
-            )
-            .values(delivered=at)
-        )
+def mark_delivered(tx: Tx, sub_id: str, through: int, at: datetime) -> None:
+    """The events up to number `through` are delivered (those just sent)."""
+    tx.db.write(_MARK_DELIVERED, {"sub_": sub_id, "through_": through, "at_": at})
+
+
+def set_status(tx: Tx, sub_id: str, version: int, status: str) -> None:
+    tx.db.write(_SET_STATUS, {"sub_": sub_id, "version_": version, "status_": status})
 
 
 # --- delivery rows -----------------------------------------------------------------------------
@@ -181,11 +234,16 @@ def mark_delivered(tx: Tx, sub_id: str, numbers: list[int], at: datetime) -> Non
 
 @dataclass(frozen=True)
 class Due:
-    """A subscription a worker has work for, with its delivery row as read."""
+    """A subscription a worker has work for: its state and its delivery row, as read."""
 
     sub_id: str
     version: int
     status: str
+    topic: str
+    base_url: str
+    heartbeat_seconds: int | None
+    events_since_start: int
+    secret: str = field(repr=False)
     seen_version: int
     attempts: int
     failing_since: datetime | None
@@ -197,38 +255,25 @@ def due(tx: Tx, now: datetime, *, lock: bool) -> Due | None:
     not waiting out a retry delay (or changed by its owner since: then at once). With `lock`
     (PostgreSQL) its delivery row stays locked until the transaction ends; rows other workers
     hold are skipped."""
-    s, d = subscription_state, delivery_state
-    waiting = sa.exists().where(
-        subscription_event.c.sub_id == s.c.sub_id, subscription_event.c.delivered.is_(None)
-    )
-    work = sa.or_(s.c.status == "requested", d.c.heartbeat_due <= now, waiting)
-    ready = sa.or_(d.c.next_attempt.is_(None), d.c.next_attempt <= now)
-    stmt = (
-        sa.select(
-            s.c.sub_id,
-            s.c.version,
-            s.c.status,
-            d.c.seen_version,
-            d.c.attempts,
-            d.c.failing_since,
-            d.c.heartbeat_due,
-        )
-        .join(d, d.c.sub_id == s.c.sub_id)
-        .where(
-            s.c.status.in_(("requested", "active")),
-            sa.or_(d.c.seen_version != s.c.version, sa.and_(ready, work)),
-        )
-        .order_by(d.c.next_attempt, s.c.sub_id)
-        .limit(1)
-    )
-    if lock:
-        stmt = stmt.with_for_update(of=d, skip_locked=True)
-    found = tx.conn.execute(stmt).first()
-    return Due(*found) if found is not None else None
+    found = tx.db.rows(_DUE_LOCKED if lock else _DUE, {"now_": now})
+    return Due(*found[0]) if found else None
 
 
-def update_delivery(tx: Tx, sub_id: str, **values: Any) -> None:
-    tx.conn.execute(delivery_state.update().where(delivery_state.c.sub_id == sub_id).values(values))
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery row as a worker leaves it."""
+
+    seen_version: int
+    attempts: int = 0
+    failing_since: datetime | None = None
+    next_attempt: datetime | None = None
+    heartbeat_due: datetime | None = None
+    last_error: str | None = None
+
+
+def update_delivery(tx: Tx, sub_id: str, delivery: Delivery) -> None:
+    values = {f"{k}_": v for k, v in delivery.__dict__.items()}
+    tx.db.write(_UPDATE_DELIVERY, {"sub_": sub_id, **values})
 
 
 # --- leases ------------------------------------------------------------------------------------

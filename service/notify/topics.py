@@ -110,6 +110,7 @@ class Event:
     patient_id: str | None = None
     care_plan_id: str | None = None
     decision: str | None = None
+    deleted: bool = False  # the event is the focus's deletion
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,8 @@ def events_for(
     if topic is None:
         return []
     patient, plan, decision = _context(resource_type, body)
-    return [Event(topic, resource_type, resource_id, version, patient, plan, decision)]
+    deleted = current is None
+    return [Event(topic, resource_type, resource_id, version, patient, plan, decision, deleted)]
 
 
 # --- time-driven events ------------------------------------------------------------------------

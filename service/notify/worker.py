@@ -32,6 +32,7 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ from service.store.tables import event_timer, outbox_event
 logger = logging.getLogger("careplan.delivery")
 LEASE = "sqlite-delivery"
 LEASE_TTL = timedelta(seconds=10)
+BATCH = 20  # notifications of one subscription per unit (one commit for them all)
+BATCH_SECONDS = 2.0
 Json = dict[str, Any]
 
 
@@ -95,21 +98,27 @@ class Outcome:
 
 @dataclass
 class Job:
-    due: state.Due
-    row: state.SubscriptionRow
-    resource_version: int
-    body: Json | None
-    spec: subscription.Spec | None
+    due: state.Due  # the subscription's state and delivery row
+    body: Json | None  # the Subscription resource (None: gone)
+    spec: subscription.Spec | None  # what it asks for (None: unreadable)
     kind: str | None  # handshake | heartbeat | event-notification; None: nothing to send
-    events: list[Numbered] = field(default_factory=list)
+    events: list[Numbered] = field(default_factory=list)  # to send, in order
     foci: dict[tuple[str, str, int | None], Focus] = field(default_factory=dict)
-    secret: str = ""
     ended: bool = False  # its `end` has passed: it turns off, nothing more is sent
 
     @property
     def changed(self) -> bool:
         """Its owner changed the subscription since the worker last looked: start afresh."""
-        return self.due.seen_version != self.row.version
+        return self.due.seen_version != self.due.version
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a delivery did: how many of the job's events were delivered, and the outcome of
+    its last request (a failure stops the batch: later events wait behind it)."""
+
+    events: int
+    outcome: Outcome
 
 
 class Sender:
@@ -156,8 +165,9 @@ def _focus(tx: Tx, item: Numbered) -> Focus:
 def foci_of(
     tx: Tx, events: list[Numbered], content: str
 ) -> dict[tuple[str, str, int | None], Focus]:
-    """The focus resources of `events` at their versions (empty for empty content)."""
-    if content == "empty":
+    """The focus resources of `events` at their versions, for full-resource content (the
+    others name them only)."""
+    if content != "full-resource":
         return {}
     found: dict[tuple[str, str, int | None], Focus] = {}
     for item in events:
@@ -184,6 +194,9 @@ class DeliveryWorker:
         self.clock = clock or (lambda: utc_now().replace(tzinfo=None))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # The Subscription and what it asks for, by id, with the version they are of.
+        self._specs: dict[str, tuple[int, Json, subscription.Spec | None]] = {}
+        self._lease_until: datetime | None = None  # SQLite: how long this process holds it
 
     # --- running -------------------------------------------------------------------------------
 
@@ -203,6 +216,10 @@ class DeliveryWorker:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        if self.store.sqlite and self._lease_until is not None:
+            # Handed over at once: only a worker that died leaves it to run out.
+            self.store.run(lambda tx: state.release_lease(tx, LEASE, self.holder))
+            self._lease_until = None
 
     def request_stop(self) -> None:
         """From a signal handler: the threads finish their pass and end."""
@@ -253,8 +270,17 @@ class DeliveryWorker:
             did |= self.deliver_one(sender, self.clock())
         return did
 
-    def _hold(self, now: datetime, ttl: timedelta) -> bool:
-        return bool(self.store.run(lambda tx: state.hold_lease(tx, LEASE, self.holder, now, ttl)))
+    def _hold(self, now: datetime, needed: timedelta) -> bool:
+        """SQLite: hold the delivery lease for at least `needed` from `now`. It is taken for
+        LEASE_TTL more than that, so most passes find it held and write nothing."""
+        if self._lease_until is not None and now + needed <= self._lease_until:
+            return True
+        ttl = needed + LEASE_TTL
+        if self.store.run(lambda tx: state.hold_lease(tx, LEASE, self.holder, now, ttl)):
+            self._lease_until = now + ttl
+            return True
+        self._lease_until = None
+        return False
 
     # --- one delivery --------------------------------------------------------------------------
 
@@ -263,20 +289,21 @@ class DeliveryWorker:
             job = self.store.run(lambda tx: self.job(tx, now, lock=False), read_only=True)
             if job is None:
                 return False
-            outcome = None
+            sent = None
             if job.kind is not None and job.spec is not None:
-                if not self._hold(now, LEASE_TTL + timedelta(seconds=job.spec.timeout)):
+                longest = BATCH_SECONDS + job.spec.timeout + 5  # the sends, and recording them
+                if not self._hold(now, timedelta(seconds=longest)):
                     return False
-                outcome = self.send(sender, job, now)
-            self.store.run(lambda tx: self.record(tx, job, outcome, self.clock()))
+                sent = self.send(sender, job, now)
+            self.store.run(lambda tx: self.record(tx, job, sent, self.clock()))
             return True
 
         def unit(tx: Tx) -> bool:
             job = self.job(tx, now, lock=True)
             if job is None:
                 return False
-            outcome = self.send(sender, job, now) if job.kind is not None else None
-            self.record(tx, job, outcome, self.clock())
+            sent = self.send(sender, job, now) if job.kind is not None else None
+            self.record(tx, job, sent, self.clock())
             return True
 
         return bool(self.store.run(unit))
@@ -286,139 +313,164 @@ class DeliveryWorker:
         due = state.due(tx, now, lock=lock)
         if due is None:
             return None
-        row = state.get(tx, due.sub_id)
-        stored = tx.get("Subscription", due.sub_id)
-        if row is None or stored is None or stored.deleted or stored.body is None:
-            return Job(due, row or _gone_row(due), 0, None, None, None)
-        spec, _ = subscription.read(stored.body)
-        job = Job(due, row, stored.version, stored.body, spec, None)
-        if spec is None:
+        body, spec = self._resource(tx, due)
+        job = Job(due, body, spec, None)
+        if body is None or spec is None:
             return job
-        if _ended(stored.body, now):
+        if _ended(body, now):
             job.ended = True
-            return job
-        if row.status == "requested":
+        elif due.status == "requested":
             job.kind = "handshake"
         else:
-            job.events = state.pending(tx, due.sub_id, spec.max_count)
+            job.events = state.pending(tx, due.sub_id, spec.max_count * BATCH)
             if job.events:
                 job.kind = "event-notification"
                 job.foci = foci_of(tx, job.events, spec.content)
             elif due.heartbeat_due is not None and due.heartbeat_due <= now and not job.changed:
                 job.kind = "heartbeat"
-        if job.kind is not None:
-            job.secret = state.secret_of(tx, due.sub_id)
         return job
 
-    def send(self, sender: Sender, job: Job, now: datetime) -> Outcome:
+    def _resource(self, tx: Tx, due: state.Due) -> tuple[Json | None, subscription.Spec | None]:
+        """The Subscription and what it asks for; kept per version, since the state row
+        follows the resource's version."""
+        cached = self._specs.get(due.sub_id)
+        if cached is not None and cached[0] == due.version:
+            return cached[1], cached[2]
+        stored = tx.get("Subscription", due.sub_id)
+        if stored is None or stored.deleted or stored.body is None:
+            return None, None
+        spec, _ = subscription.read(stored.body)
+        if stored.version == due.version:
+            self._specs[due.sub_id] = (stored.version, stored.body, spec)
+        return stored.body, spec
+
+    def send(self, sender: Sender, job: Job, now: datetime) -> Sent:
+        """The job's notifications, one after the other while they succeed, within BATCH
+        notifications and BATCH_SECONDS (later events wait for the next unit)."""
         spec = job.spec
         assert spec is not None and job.kind is not None
         if not endpoints.allowed(spec.endpoint, self.policy.prefixes):
-            return Outcome(False, "endpoint not allowed by CAREPLAN_SUBSCRIPTION_ENDPOINTS", True)
-        since = job.events[-1].number if job.events else job.row.events_since_start
+            return Sent(
+                0, Outcome(False, "endpoint not allowed by CAREPLAN_SUBSCRIPTION_ENDPOINTS", True)
+            )
+        if job.kind != "event-notification":
+            return Sent(0, self._post(sender, job, [], now))
+        size = spec.max_count
+        chunks = [job.events[i : i + size] for i in range(0, len(job.events), size)]
+        started = time.monotonic()
+        delivered = 0
+        for chunk in chunks:
+            outcome = self._post(sender, job, chunk, now)
+            if not outcome.ok:
+                return Sent(delivered, outcome)
+            delivered += len(chunk)
+            if time.monotonic() - started > BATCH_SECONDS:
+                break
+        return Sent(delivered, Outcome(True))
+
+    def _post(self, sender: Sender, job: Job, events: list[Numbered], now: datetime) -> Outcome:
+        spec, due = job.spec, job.due
+        assert spec is not None and job.kind is not None
+        since = events[-1].number if events else due.events_since_start
         status = "requested" if job.kind == "handshake" else "active"
         body = notifications.encode(
             notifications.bundle(
-                job.row.sub_id,
-                job.row.topic,
+                due.sub_id,
+                due.topic,
                 status,
                 job.kind,
                 since,
-                job.events,
+                events,
                 spec.content,
-                job.row.base_url,
+                due.base_url,
                 now,
                 job.foci,
             )
         )
         headers = dict(spec.headers)
         headers["Content-Type"] = "application/fhir+json"
-        headers[notifications.SIGNATURE_HEADER] = notifications.sign(body, job.secret)
+        headers[notifications.SIGNATURE_HEADER] = notifications.sign(body, due.secret)
         outcome = sender.post(spec.endpoint, body, headers, spec.timeout)
         if not outcome.ok:
             logger.warning(
                 "notification not delivered",
                 extra={
-                    "subscription": job.row.sub_id,
+                    "subscription": due.sub_id,
                     "notification": job.kind,
                     "reason": outcome.error,
-                    "attempt": (0 if job.changed else job.due.attempts) + 1,
+                    "attempt": (0 if job.changed else due.attempts) + 1,
                 },
             )
         return outcome
 
-    def record(self, tx: Tx, job: Job, outcome: Outcome | None, now: datetime) -> None:
-        """What a send (or its absence) leaves: delivered events, a status, the next retry."""
-        sub_id = job.row.sub_id
-        seen = job.row.version
-        heartbeat = job.row.heartbeat_seconds
+    def record(self, tx: Tx, job: Job, sent: Sent | None, now: datetime) -> None:
+        """What a delivery (or its absence) leaves: delivered events, a status, the next
+        retry, the next heartbeat."""
+        due = job.due
+        sub_id, seen = due.sub_id, due.version
+        heartbeat = due.heartbeat_seconds
         next_beat = now + timedelta(seconds=heartbeat) if heartbeat else None
-        if job.spec is None or outcome is None:
-            # Nothing sent: the owner changed it (start afresh), or it is gone or unreadable
-            # (then it stops: it would be picked again and again).
+        if job.spec is None or sent is None:
+            # Nothing sent: the owner changed it (start afresh), or it ended, is gone or is
+            # unreadable (then it stops: it would be picked again and again).
             if job.body is None:
-                state.set_status(tx, sub_id, job.row.version, "off")
+                state.set_status(tx, sub_id, due.version, "off")
             elif job.ended:
                 seen = self._set_status(tx, job, "off", None) or seen
             elif job.spec is None:
                 seen = self._set_status(tx, job, "error", "the Subscription cannot be read") or seen
-            values: dict[str, Any] = {"seen_version": seen}
             if job.changed or job.spec is None:
-                values |= {"attempts": 0, "failing_since": None, "next_attempt": None}
-                values |= {"last_error": None, "heartbeat_due": next_beat if job.spec else None}
-            state.update_delivery(tx, sub_id, **values)
+                beat = next_beat if job.spec is not None else None
+                state.update_delivery(tx, sub_id, state.Delivery(seen, heartbeat_due=beat))
+            else:
+                kept = state.Delivery(
+                    seen,
+                    due.attempts,
+                    due.failing_since,
+                    None,
+                    due.heartbeat_due,
+                )
+                state.update_delivery(tx, sub_id, kept)
             return
+        if sent.events:
+            state.mark_delivered(tx, sub_id, job.events[sent.events - 1].number, now)
+        outcome = sent.outcome
         if outcome.ok:
             if job.kind == "handshake":
                 seen = self._set_status(tx, job, "active", None) or seen
-            if job.kind == "event-notification":
-                state.mark_delivered(tx, sub_id, [e.number for e in job.events], now)
-            state.update_delivery(
-                tx,
-                sub_id,
-                seen_version=seen,
-                attempts=0,
-                failing_since=None,
-                next_attempt=None,
-                last_error=None,
-                heartbeat_due=next_beat,
-            )
+            state.update_delivery(tx, sub_id, state.Delivery(seen, heartbeat_due=next_beat))
             return
-        attempts = (0 if job.changed else job.due.attempts) + 1
-        failing_since = (None if job.changed else job.due.failing_since) or now
+        # A failure after deliveries starts a new run of failures.
+        fresh = job.changed or sent.events > 0
+        attempts = (0 if fresh else due.attempts) + 1
+        failing_since = (None if fresh else due.failing_since) or now
         error = (outcome.error or "failed")[:255]
         gave_up = (now - failing_since).total_seconds() >= self.policy.give_up
+        next_attempt = None
         if job.kind == "handshake" or outcome.final or gave_up:
             why = f"{job.kind} failed: {error}" if job.kind == "handshake" else error
             if gave_up and not outcome.final and job.kind != "handshake":
                 why = f"endpoint failing since {failing_since.isoformat()}Z: {error}"
             seen = self._set_status(tx, job, "error", why) or seen
-            next_attempt = None
         else:
             next_attempt = now + timedelta(seconds=self.policy.delay(attempts))
-        state.update_delivery(
-            tx,
-            sub_id,
-            seen_version=seen,
-            attempts=attempts,
-            failing_since=failing_since,
-            next_attempt=next_attempt,
-            last_error=error,
+        failing = state.Delivery(
+            seen, attempts, failing_since, next_attempt, due.heartbeat_due, error
         )
+        state.update_delivery(tx, sub_id, failing)
 
     def _set_status(self, tx: Tx, job: Job, status: str, error: str | None) -> int | None:
         """The Subscription (a new version) and its state row in `status`; the new version,
         or None when its owner changed it meanwhile (their change stands)."""
-        current = tx.get("Subscription", job.row.sub_id, lock=True)
-        if current is None or current.deleted or current.version != job.resource_version:
+        sub_id = job.due.sub_id
+        current = tx.get("Subscription", sub_id, lock=True)
+        if current is None or current.deleted or current.version != job.due.version:
             return None
         if current.body is None:
             return None
         stored = tx.replace(current, subscription.with_status(current.body, status, error))
-        state.set_status(tx, job.row.sub_id, stored.version, status)
-        logger.info(
-            "subscription status changed", extra={"subscription": job.row.sub_id, "status": status}
-        )
+        state.set_status(tx, sub_id, stored.version, status)
+        logger.info("subscription status changed", extra={"subscription": sub_id, "status": status})
         return stored.version
 
 
@@ -428,10 +480,6 @@ def _ended(body: Json, now: datetime) -> bool:
         return isinstance(end, str) and parse_range(end)[0] <= now
     except ValueError:
         return False
-
-
-def _gone_row(due: state.Due) -> state.SubscriptionRow:
-    return state.SubscriptionRow(due.sub_id, due.version, "", (), "off", "", None)
 
 
 def _work(tx: Tx, now: datetime, housekeeping: bool) -> tuple[bool, bool, bool]:

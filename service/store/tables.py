@@ -199,6 +199,7 @@ outbox_event = sa.Table(
     # The version the event is about: a full-resource notification (and $events) carries
     # that version, whatever happened to the resource since.
     sa.Column("focus_version", sa.Integer, nullable=True),
+    sa.Column("focus_deleted", sa.Boolean, nullable=False),  # the event is the deletion
     sa.Column("patient_id", sa.String(64), nullable=True),
     sa.Column("care_plan_id", sa.String(64), nullable=True),
     sa.Column("decision", sa.String(64), nullable=True),

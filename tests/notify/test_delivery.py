@@ -300,3 +300,15 @@ def test_an_endpoint_no_longer_allowed_gets_nothing(start_service, receiver):
     failed = wait_status(client, sub_id, "error", receiver)
     assert "not allowed" in failed["error"]
     assert receiver.notifications() == []
+
+
+def test_a_deleted_subscription_gets_nothing_more(client, receiver):
+    plan_id = care_plan(client)
+    gone = active_subscription(client, receiver)
+    kept = active_subscription(client, receiver, filters=("patient=Patient/p1",))
+    assert client.delete(f"/fhir/Subscription/{gone}").status_code == 204
+    change(client, plan_id, 2)
+    receiver.wait(lambda: len(receiver.event_numbers()) == 2)
+    subscriptions = {n.parameter("subscription")["reference"] for n in receiver.notifications()}
+    assert subscriptions == {f"http://testserver/fhir/Subscription/{kept}"}
+    assert client.get(f"/fhir/Subscription/{gone}/$status").status_code == 410
