@@ -7,13 +7,17 @@ from fastapi.responses import Response
 
 from service.api.errors import as_fhir_error
 from service.api.http import base_url, fhir_response, json_body, negotiate, settings_of
+from service.api.openapi.security import security_for
 from service.api.rest import history_response, route_name, store_of
+from service.api.security import caller_of, guard
 from service.fhir.errors import fhir_error, operation_outcome
 from service.fhir.validate import validate_resource
 from service.usecases import transaction
 from service.usecases.transaction import BatchResult, Paging
 
-router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
+# What these need depends on the Bundle's entries and on the types in the history: their use
+# cases check it. The guard only authenticates.
+router = APIRouter(tags=["system"], dependencies=[Depends(guard()), Depends(negotiate)])
 
 
 def paging_of(request: Request) -> Paging:
@@ -47,12 +51,15 @@ def _batch_response(results: list[BatchResult]) -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "content": {"application/fhir+json": {"schema": {"type": "object"}}},
-        }
+        },
+        # Each entry needs its interaction's scope on its type.
+        "security": security_for(),
     },
 )
 async def batch_or_transaction(request: Request) -> Response:
     body = await json_body(request)
     store, base, paging = store_of(request), base_url(request), paging_of(request)
+    caller = caller_of(request)
     if (
         isinstance(body, dict)
         and body.get("type") == "batch"
@@ -62,15 +69,17 @@ async def batch_or_transaction(request: Request) -> Response:
         # A batch's entries are checked one by one: one bad entry fails only itself.
         validate_resource({k: v for k, v in body.items() if k != "entry"}, "Bundle")
         return fhir_response(
-            request, _batch_response(await transaction.batch(store, body, base, paging))
+            request, _batch_response(await transaction.batch(store, body, base, paging, caller))
         )
     bundle = validate_resource(body, "Bundle")
     kind = bundle.get("type")
     if kind == "transaction":
-        return fhir_response(request, await transaction.transaction(store, bundle, base, paging))
+        return fhir_response(
+            request, await transaction.transaction(store, bundle, base, paging, caller)
+        )
     if kind == "batch":
         return fhir_response(
-            request, _batch_response(await transaction.batch(store, bundle, base, paging))
+            request, _batch_response(await transaction.batch(store, bundle, base, paging, caller))
         )
     raise fhir_error(
         400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type"
@@ -83,6 +92,8 @@ async def batch_or_transaction(request: Request) -> Response:
     operation_id="historySystem",
     summary="History of every resource",
     response_class=Response,
+    # Shows the types the token may search (and, within them, what it may read).
+    openapi_extra={"security": security_for()},
 )
 async def system_history(request: Request) -> Response:
     return await history_response(request, None, None, "_history")
