@@ -8,6 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api.http import base_url, read_body
+from service.api.openapi.operations import error_responses
+from service.api.openapi.security import json_response
 from service.api.security import authorization_of
 from service.auth.token_server import OAuthError, invalid_request
 
@@ -72,19 +74,14 @@ async def _form(request: Request) -> dict[str, str]:
             },
         },
         "responses": {
-            "200": {
-                "description": "access_token, token_type, expires_in, scope",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-            "400": {
-                "description": "RFC 6749 error: invalid_request, invalid_grant, invalid_scope, "
-                "unsupported_grant_type",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-            "401": {
-                "description": "RFC 6749 error: invalid_client",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
+            "200": json_response("The access token", "TokenResponse"),
+            "400": json_response(
+                "RFC 6749 error: invalid_request, invalid_scope, unsupported_grant_type",
+                "OAuthError",
+            ),
+            "401": json_response("RFC 6749 error: invalid_client", "OAuthError"),
+            # No content negotiation here: a 406 never comes from this route.
+            **{str(k): v for k, v in error_responses((413,)).items() if k != 406},
         },
     },
 )
@@ -103,14 +100,7 @@ async def token(request: Request) -> Response:
     operation_id="jwks",
     summary="The public keys that verify the built-in server's access tokens",
     response_class=Response,
-    openapi_extra={
-        "responses": {
-            "200": {
-                "description": "A JSON Web Key Set",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        }
-    },
+    openapi_extra={"responses": {"200": json_response("A JSON Web Key Set", "JsonWebKeySet")}},
 )
 async def jwks(request: Request) -> Response:
     return _json(await authorization_of(request).public_jwks())
@@ -123,12 +113,7 @@ async def jwks(request: Request) -> Response:
     summary="SMART discovery: token endpoint, JWKS, supported grants, scopes and capabilities",
     response_class=Response,
     openapi_extra={
-        "responses": {
-            "200": {
-                "description": "The SMART configuration document",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        }
+        "responses": {"200": json_response("The SMART configuration", "SmartConfiguration")}
     },
 )
 async def smart_configuration(request: Request) -> Response:

@@ -31,6 +31,7 @@ from service.auth.verify import (
     parse_trusted_issuers,
 )
 from service.usecases.credentials import (
+    CLIENT_CACHE_SECONDS,
     DatabaseClientStore,
     DatabaseJtiStore,
     DatabaseKeyStore,
@@ -41,6 +42,7 @@ from service.usecases.credentials import (
 
 Mode = Literal["auto", "required", "off"]
 MAX_BASES = 8
+MAX_VERIFIED_TOKENS = 4096
 
 
 class AuthConfigError(ValueError):
@@ -153,6 +155,9 @@ class Authorization:
         self._fetch = non_blocking(fetch or http_jwks_fetcher())
         self._clock = clock
         self._per_base: OrderedDict[str, tuple[TokenVerifier, TokenServer]] = OrderedDict()
+        # (base URL, Authorization value) -> (the caller, until when it is taken as verified)
+        self._verified: dict[tuple[str, str], tuple[AccessContext, float]] = {}
+        self.clients.removed.append(self._forget_client)
 
     def _for_base(self, base: str) -> tuple[TokenVerifier, TokenServer]:
         found = self._per_base.get(base)
@@ -179,8 +184,32 @@ class Authorization:
 
     async def authenticate(self, authorization: str | None, base: str) -> AccessContext:
         """The caller of a request, from its Authorization header; raises InvalidToken."""
+        now = self._clock()
+        key = (base, authorization or "")
+        cached = self._verified.get(key)
+        if cached is not None and now < cached[1]:
+            return cached[0]
         verifier, _ = self._for_base(base)
-        return await run_blocking_if_needed(lambda: verifier.verify_authorization(authorization))
+        caller = await run_blocking_if_needed(lambda: verifier.verify_authorization(authorization))
+        self._remember(key, caller, now)
+        return caller
+
+    def _remember(self, key: tuple[str, str], caller: AccessContext, now: float) -> None:
+        """A client sends the same token with every request for minutes: checking its
+        signature once (RS256, ~0.1 ms, plus parsing its scopes) rather than every time
+        is most of what a read costs extra with tokens. A verified token is taken as it
+        is until it expires (with the same skew as the check) or for the few seconds a
+        client lookup is cached anyway, whichever comes first; a client removed through
+        this process is forgotten at once."""
+        if len(self._verified) >= MAX_VERIFIED_TOKENS:
+            self._verified.clear()
+        until = min(caller.expires_at + CLOCK_SKEW_SECONDS, now + CLIENT_CACHE_SECONDS)
+        self._verified[key] = (caller, until)
+
+    def _forget_client(self, client_id: str) -> None:
+        self._verified = {
+            key: entry for key, entry in self._verified.items() if entry[0].client_id != client_id
+        }
 
     async def issue_token(self, form: Mapping[str, str], base: str) -> dict[str, Any]:
         """The token endpoint's answer; raises OAuthError (RFC 6749)."""

@@ -80,6 +80,8 @@ class DatabaseClientStore:
         self._clock = clock
         self._cache: dict[str, tuple[Client | None, float]] = {}
         self._lock = threading.Lock()
+        # Called with the client id after a removal (the verified-token cache forgets).
+        self.removed: list[Callable[[str], None]] = []
 
     def get(self, client_id: str) -> Client | None:
         cached = self._cache.get(client_id)
@@ -114,6 +116,8 @@ class DatabaseClientStore:
     def remove(self, client_id: str) -> bool:
         removed = rows.remove_client(self._engine, client_id)
         self._forget(client_id)
+        for listener in self.removed:
+            listener(client_id)
         return removed
 
     def _forget(self, client_id: str) -> None:

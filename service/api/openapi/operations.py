@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from service.api.openapi import component_schemas, input_name, searchset_name
 from service.api.openapi import examples as schema_examples
 from service.api.openapi.base import DATETIME_PATTERN, ID_PATTERN, URI_PATTERN
-from service.api.openapi.security import security_schemes
+from service.api.openapi.security import authorization_schemas, security_schemes
 from service.fhir.search_params import INCLUDES, include_targets, params_for
 
 FHIR_JSON = "application/fhir+json"
@@ -456,6 +456,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     schemas.update(component_schemas())
+    schemas.update(authorization_schemas())
     schemas.update({param_schema_name(t): s for t, s in _PARAM_SCHEMAS.items()})
     components["schemas"] = dict(sorted(schemas.items()))
     components["responses"] = error_components()

@@ -47,3 +47,89 @@ def security_schemes() -> dict[str, Any]:
             "pasted as it is.",
         },
     }
+
+
+OAUTH_ERRORS = (
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "invalid_scope",
+    "unauthorized_client",
+    "unsupported_grant_type",
+)
+
+
+def authorization_schemas() -> dict[str, Any]:
+    """Component schemas of the built-in authorization server's answers (plain JSON)."""
+    text = {"type": "string"}
+    return {
+        "TokenResponse": {
+            "type": "object",
+            "required": ["access_token", "token_type", "expires_in", "scope"],
+            "properties": {
+                "access_token": {**text, "description": "A JWT, sent as Bearer token"},
+                "token_type": {"type": "string", "enum": ["bearer"]},
+                "expires_in": {"type": "integer", "minimum": 1},
+                "scope": {**text, "description": "The granted scopes, space-separated"},
+            },
+        },
+        "OAuthError": {
+            "type": "object",
+            "description": "RFC 6749 section 5.2",
+            "required": ["error"],
+            "properties": {
+                "error": {"type": "string", "enum": list(OAUTH_ERRORS)},
+                "error_description": text,
+            },
+        },
+        "JsonWebKeySet": {
+            "type": "object",
+            "required": ["keys"],
+            "properties": {
+                "keys": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["kty", "kid"],
+                        "properties": {
+                            name: text for name in ("kty", "kid", "use", "alg", "n", "e")
+                        },
+                    },
+                }
+            },
+        },
+        "SmartConfiguration": {
+            "type": "object",
+            "required": [
+                "token_endpoint",
+                "jwks_uri",
+                "grant_types_supported",
+                "token_endpoint_auth_methods_supported",
+                "token_endpoint_auth_signing_alg_values_supported",
+                "scopes_supported",
+                "capabilities",
+            ],
+            "properties": {
+                "issuer": {"type": "string", "format": "uri"},
+                "token_endpoint": {"type": "string", "format": "uri"},
+                "jwks_uri": {"type": "string", "format": "uri"},
+                **{
+                    name: {"type": "array", "items": text}
+                    for name in (
+                        "grant_types_supported",
+                        "token_endpoint_auth_methods_supported",
+                        "token_endpoint_auth_signing_alg_values_supported",
+                        "scopes_supported",
+                        "capabilities",
+                    )
+                },
+            },
+        },
+    }
+
+
+def json_response(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
