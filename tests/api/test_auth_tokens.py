@@ -392,3 +392,31 @@ def test_an_external_issuers_token_with_an_scp_list_works(ehr_client: FhirClient
     assert _create_without(ehr_client, headers).status_code == 201
     refused = ehr_client.get("/fhir/Observation", headers=headers)
     assert refused.status_code == 403
+
+
+def test_an_issuer_whose_keys_cannot_be_fetched_is_503_and_changes_nothing(
+    settings: Any,
+) -> None:
+    """A trusted issuer's JWKS is down (here: a loopback port nobody listens on): its tokens
+    cannot be checked. That is the issuer's trouble, not the caller's: 503, try again later."""
+    from tests.deploy.processes import free_port
+
+    issuers = json.dumps(
+        [
+            {
+                "issuer": EXTERNAL_ISSUER,
+                "jwks_uri": f"http://127.0.0.1:{free_port()}/jwks.json",
+                "audience": AUDIENCE,
+            }
+        ]
+    )
+    app = create_app(settings.model_copy(update={"auth_issuers": issuers}))
+    with FhirClient(app) as test_client:
+        before = store_snapshot(app)
+        response = _create_without(
+            test_client, {"Authorization": f"Bearer {external_token('system/*.cruds', AUDIENCE)}"}
+        )
+        assert response.status_code == 503
+        assert response.headers["Retry-After"]
+        assert outcome_codes(response) == ["transient"]
+        assert store_snapshot(app) == before

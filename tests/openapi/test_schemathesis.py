@@ -27,7 +27,7 @@ server's rejection of inconsistent requests is still exercised):
   equal (400 otherwise), a cross-field rule JSON Schema cannot state.
 - batch/transaction: the hook rewrites each generated entry's ``request.url`` to agree
   with its resource (POST -> ``Type``, PUT -> ``Type/<resource.id>``; an entry without a
-  resource -> ``Patient/t<n>``).
+  resource -> ``Patient/t<n>``, read with GET if it was a POST or PUT).
 The same kind of cross-field rule; without the hooks every positive update and transaction
 would be (correctly) rejected.
 - integral floats (``1.0``) are sent as JSON integers (``1``). JSON Schema's ``integer``
@@ -178,8 +178,11 @@ def _consistent_entries(body: Any) -> None:
         if not isinstance(request, dict):
             continue
         if not isinstance(resource, dict):
-            # GET and DELETE name what they read or delete: Type/id (Type?query for GET).
+            # GET and DELETE name what they read or delete: Type/id (Type?query for GET). A
+            # POST or PUT without its resource is the same cross-field rule broken: read.
             request["url"] = f"Patient/t{index}"
+            if request.get("method") in ("POST", "PUT"):
+                request["method"] = "GET"
             continue
         kind = resource.get("resourceType")
         if request.get("method") == "POST":
