@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from service.auth.permissions import InsufficientScope, Interaction, interaction_need
 from service.fhir import bundles
 from service.fhir.errors import fhir_error
-from service.fhir.search import SearchQuery, parse_search
+from service.fhir.search import SearchLimits, SearchQuery, parse_search
 from service.store.errors import Gone, NotFound
 from service.store.repository import HistoryEntry, Stored, Tx
 from service.store.runner import Store
@@ -26,19 +26,30 @@ from service.usecases.access import Caller
 
 Json = dict[str, Any]
 
+# Types the service itself changes with its decisions (a plan put on hold, stopped or moved up a
+# level; a retry Task completed): a blind PUT of a copy read earlier would undo such a change
+# unseen. Their updates must name the version they were read at (the CapabilityStatement says
+# so with versioning "versioned-update"); they are created with POST, not with PUT.
+VERSIONED_UPDATE_TYPES = frozenset({"CarePlan", "Task"})
+
 
 def parse_if_none_exist(
-    resource_type: str, criteria: str
-) -> tuple[SearchQuery, list[tuple[str, str]]]:
+    resource_type: str, criteria: str, limits: SearchLimits | None = None
+) -> SearchQuery:
+    """The search an If-None-Exist header (or a Bundle entry's ifNoneExist) names; 400 when
+    it names none (an empty one too: it must not turn into an unconditional create)."""
+    criteria = criteria.strip()
     text = criteria.split("?", 1)[1] if "?" in criteria else criteria
     items = parse_qsl(text, keep_blank_values=True)
     if not items:
         raise fhir_error(400, "invalid", "If-None-Exist has no search criteria")
     # Strict: a criterion the server ignored would silently widen the match.
-    query = parse_search(resource_type, items, default_count=2, max_count=2, strict=True)
+    query = parse_search(
+        resource_type, items, default_count=2, max_count=2, strict=True, limits=limits
+    )
     if not query.clauses:
         raise fhir_error(400, "invalid", "If-None-Exist has no search criteria")
-    return query, items
+    return query
 
 
 def check_business_rules(tx: Tx, body: Json) -> None:
@@ -57,6 +68,7 @@ def create_in(
     body: Json,
     if_none_exist: str | None = None,
     resource_id: str | None = None,
+    limits: SearchLimits | None = None,
     *,
     caller: Caller,
 ) -> tuple[Stored, bool]:
@@ -66,9 +78,9 @@ def create_in(
     if not access.admits(found, body):
         access.check_writable(caller, need, body)
     check_business_rules(tx, body)
-    if if_none_exist:
-        query, items = parse_if_none_exist(body["resourceType"], if_none_exist)
-        stored, created = tx.create_conditional(body, query, items, resource_id)
+    if if_none_exist is not None:
+        query = parse_if_none_exist(body["resourceType"], if_none_exist, limits)
+        stored, created = tx.create_conditional(body, query, resource_id)
         if not created and not access.admits(found, stored.body):
             raise InsufficientScope(
                 (need,), "If-None-Exist matches a resource outside what the token allows"
@@ -82,12 +94,33 @@ def create_in(
     return stored, created
 
 
+def check_if_match_required(resource_type: str, if_match: int | None, where: str | None) -> None:
+    """428 for an update of a VERSIONED_UPDATE_TYPES type without If-Match."""
+    if if_match is None and resource_type in VERSIONED_UPDATE_TYPES:
+        raise fhir_error(
+            428,
+            "required",
+            f"An update of a {resource_type} needs If-Match with the version it was read at "
+            f'(W/"<versionId>"): the service changes {resource_type}s with its decisions, '
+            "and a blind update would undo them. Create one with POST.",
+            where,
+        )
+
+
 def update_in(
-    tx: Tx, body: Json, resource_id: str, if_match: int | None, *, caller: Caller
+    tx: Tx,
+    body: Json,
+    resource_id: str,
+    if_match: int | None,
+    where: str | None = None,
+    *,
+    caller: Caller,
 ) -> tuple[Stored, bool]:
-    """Update, or create with the client's id; returns (stored, created). A limited caller
-    must be allowed both the stored version and the new one: otherwise an update could take
-    a resource out of another caller's reach, or into its own."""
+    """Update, or create with the client's id; returns (stored, created). ``where`` names the
+    If-Match's place in a Bundle entry (REST: the header, no element). A limited caller must
+    be allowed both the stored version and the new one: otherwise an update could take a
+    resource out of another caller's reach, or into its own."""
+    check_if_match_required(body["resourceType"], if_match, where)
     need = interaction_need(Interaction.UPDATE, body["resourceType"])
     found = access.permits(caller, need)
     if found is not None:
@@ -162,16 +195,37 @@ async def vread(
     return await store.arun(unit, read_only=True)
 
 
+# ``long``: the body is large, so storing it may take long (Store.arun).
+
+
 async def create(
-    store: Store, body: Json, if_none_exist: str | None, caller: Caller
+    store: Store,
+    body: Json,
+    if_none_exist: str | None,
+    caller: Caller,
+    limits: SearchLimits | None = None,
+    *,
+    long: bool = False,
 ) -> tuple[Stored, bool]:
-    return await store.arun(lambda tx: create_in(tx, dict(body), if_none_exist, caller=caller))
+    return await store.arun(
+        lambda tx: create_in(tx, dict(body), if_none_exist, limits=limits, caller=caller),
+        long=long,
+    )
 
 
 async def update(
-    store: Store, body: Json, resource_id: str, if_match: int | None, caller: Caller
+    store: Store,
+    body: Json,
+    resource_id: str,
+    if_match: int | None,
+    caller: Caller,
+    *,
+    long: bool = False,
 ) -> tuple[Stored, bool]:
-    return await store.arun(lambda tx: update_in(tx, body, resource_id, if_match, caller=caller))
+    check_if_match_required(body["resourceType"], if_match, None)  # before a unit of work
+    return await store.arun(
+        lambda tx: update_in(tx, body, resource_id, if_match, caller=caller), long=long
+    )
 
 
 async def delete(
@@ -200,8 +254,11 @@ def search_in(tx: Tx, query: SearchQuery, base: str, path: str, caller: Caller) 
 
 
 async def search(store: Store, query: SearchQuery, base: str, caller: Caller) -> Json:
+    # Any search may take long: a page of up to max_page_size bodies, includes, scans.
     return await store.arun(
-        lambda tx: search_in(tx, query, base, query.resource_type, caller), read_only=True
+        lambda tx: search_in(tx, query, base, query.resource_type, caller),
+        read_only=True,
+        long=True,
     )
 
 
@@ -250,7 +307,7 @@ async def history(
                 break
         return bundles.history(base, path, kept, None, link_params, next_seq)
 
-    return await store.arun(unit, read_only=True)
+    return await store.arun(unit, read_only=True, long=True)  # a page of bodies, as a search
 
 
 def _check_instance_history(tx: Tx, resource_type: str, resource_id: str, caller: Caller) -> None:
