@@ -198,7 +198,7 @@ def test_a_batch_read_of_another_patient_is_404(
     }
     answer = ehr_client.post("/fhir", json=batch, headers=_ann()).json()
     statuses = [e["response"]["status"] for e in answer["entry"]]
-    assert statuses == ["200 OK", "404", "200 OK"]
+    assert statuses == ["200 OK", "404 Not Found", "200 OK"]
     assert answer["entry"][2]["resource"]["total"] == 0
 
 

@@ -174,7 +174,7 @@ def test_each_batch_entry_is_checked_on_its_own(client: FhirClient, stored: dict
     answer = client.post("/fhir", json=bundle, headers=_as(client, "system/Patient.r"))
     assert answer.status_code == 200
     statuses = [entry["response"]["status"] for entry in answer.json()["entry"]]
-    assert statuses == ["200 OK", "403", "403"]
+    assert statuses == ["200 OK", "403 Forbidden", "403 Forbidden"]
     refused = answer.json()["entry"][1]["response"]["outcome"]
     assert refused["issue"][0]["code"] == "forbidden"
 
