@@ -148,7 +148,7 @@ def test_empty_if_none_exist_in_a_bundle_entry_is_refused(client, app):
                 assert response.status_code == 400, response.text
             else:
                 assert response.status_code == 200, response.text
-                assert response.json()["entry"][0]["response"]["status"] == "400"
+                assert response.json()["entry"][0]["response"]["status"] == "400 Bad Request"
     assert store_snapshot(app) == before
 
 

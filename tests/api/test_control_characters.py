@@ -85,7 +85,7 @@ def test_control_characters_in_search_values_are_refused(client, app, char):
     )
     assert answer.status_code == 200, answer.text
     for item in answer.json()["entry"]:
-        assert item["response"]["status"] == "400"
+        assert item["response"]["status"] == "400 Bad Request"
         assert "control character" in item["response"]["outcome"]["issue"][0]["diagnostics"]
     assert store_snapshot(app) == before
 

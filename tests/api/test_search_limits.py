@@ -65,7 +65,7 @@ def test_criteria_beyond_the_limit_are_refused(limited):
     entry = {"request": {"method": "GET", "url": f"Patient?{five}"}}
     batch = client.post("/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": [entry]})
     answer = batch.json()["entry"][0]["response"]
-    assert answer["status"] == "400"
+    assert answer["status"] == "400 Bad Request"
     assert "at most 4 criteria" in answer["outcome"]["issue"][0]["diagnostics"]
     before = store_snapshot(app)
     _too_costly(
