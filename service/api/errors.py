@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from service.api.audit import record_error
 from service.fhir.errors import FhirError, Issue, operation_outcome
 from service.store import errors as store_errors
 
@@ -66,10 +67,18 @@ def as_fhir_error(exc: FhirError | store_errors.StoreError) -> FhirError:
     return FhirError(status, [Issue(code, str(exc))], headers)
 
 
-async def _fhir_error(_request: Request, exc: Exception) -> Response:
+async def audited_outcome(
+    request: Request, status: int, issues: list[Issue], headers: dict[str, str] | None = None
+) -> Response:
+    """An error answer, and its AuditEvent (api/audit.py)."""
+    await record_error(request, status, "; ".join(issue.diagnostics for issue in issues))
+    return outcome_response(status, issues, headers)
+
+
+async def _fhir_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, (FhirError, store_errors.StoreError))
     error = as_fhir_error(exc)
-    return outcome_response(error.status, error.issues, error.headers)
+    return await audited_outcome(request, error.status, error.issues, error.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -81,10 +90,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         text = str(exc.detail)
     code = _HTTP_CODES.get(exc.status_code, "exception")
-    return outcome_response(exc.status_code, [Issue(code, text)], dict(exc.headers or {}))
+    issues = [Issue(code, text)]
+    return await audited_outcome(request, exc.status_code, issues, dict(exc.headers or {}))
 
 
-async def _validation_error(_request: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     issues = [
         Issue(
@@ -92,7 +102,7 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
         )
         for e in exc.errors()
     ]
-    return outcome_response(400, issues or [Issue("invalid", "Invalid request")])
+    return await audited_outcome(request, 400, issues or [Issue("invalid", "Invalid request")])
 
 
 async def _client_disconnect(_request: Request, _exc: Exception) -> Response:
@@ -104,10 +114,10 @@ async def _client_disconnect(_request: Request, _exc: Exception) -> Response:
     return outcome_response(400, [Issue("incomplete", "The client disconnected")])
 
 
-async def _unexpected(_request: Request, exc: Exception) -> Response:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     # Log the stack trace for operators; the caller gets no internals.
     logger.exception("unhandled error", exc_info=exc)
-    return outcome_response(500, [Issue("exception", "Internal server error")])
+    return await audited_outcome(request, 500, [Issue("exception", "Internal server error")])
 
 
 def install_error_handlers(app: FastAPI) -> None:

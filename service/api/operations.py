@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from service.api.audit import audit_of
 from service.api.http import base_url, check_id, fhir_response, json_body, negotiate
 from service.api.rest import store_of
 from service.fhir.errors import fhir_error
@@ -57,7 +58,7 @@ async def _apply(request: Request, resource_id: str | None) -> Response:
         subject, url = request.query_params.get("subject"), request.query_params.get("url")
     subject = _subject(subject)
     applied = await enrolment.apply_plan_definition(
-        store_of(request), resource_id, url, subject, datetime.now(UTC)
+        store_of(request), resource_id, url, subject, datetime.now(UTC), audit_of(request)
     )
     return fhir_response(request, applied)
 
@@ -99,7 +100,8 @@ async def submit_session(request: Request, id: str) -> Response:
         raise fhir_error(400, "invalid", "The body must be Parameters or a Bundle", "resourceType")
     now = datetime.now(UTC)
     base = base_url(request)
-    answer = await sessions.submit(store_of(request), id, bundle, now, base, where)
+    audit = audit_of(request)
+    answer = await sessions.submit(store_of(request), id, bundle, now, base, where, audit)
     return fhir_response(request, answer)
 
 
@@ -112,7 +114,7 @@ async def evaluate(request: Request, id: str) -> Response:
         if text is not None:
             at = sessions.parse_clock(str(text))
     now = datetime.now(UTC)
-    answer = await sessions.reevaluate(store_of(request), id, at, now)
+    answer = await sessions.reevaluate(store_of(request), id, at, now, audit_of(request))
     return fhir_response(request, answer)
 
 

@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from service.api.audit import audit_of
 from service.api.errors import as_fhir_error
 from service.api.http import base_url, fhir_response, json_body, negotiate, settings_of
 from service.api.rest import history_response, route_name, store_of
@@ -60,18 +61,19 @@ async def batch_or_transaction(request: Request) -> Response:
         and body["entry"]
     ):
         # A batch's entries are checked one by one: one bad entry fails only itself.
+        request.state.audit_interaction = "batch"
         validate_resource({k: v for k, v in body.items() if k != "entry"}, "Bundle")
-        return fhir_response(
-            request, _batch_response(await transaction.batch(store, body, base, paging))
-        )
+        results = await transaction.batch(store, body, base, paging, audit_of(request))
+        return fhir_response(request, _batch_response(results))
     bundle = validate_resource(body, "Bundle")
     kind = bundle.get("type")
     if kind == "transaction":
-        return fhir_response(request, await transaction.transaction(store, bundle, base, paging))
+        answer = await transaction.transaction(store, bundle, base, paging, audit_of(request))
+        return fhir_response(request, answer)
     if kind == "batch":
-        return fhir_response(
-            request, _batch_response(await transaction.batch(store, bundle, base, paging))
-        )
+        request.state.audit_interaction = "batch"
+        results = await transaction.batch(store, bundle, base, paging, audit_of(request))
+        return fhir_response(request, _batch_response(results))
     raise fhir_error(
         400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type"
     )

@@ -29,6 +29,7 @@ from service.protocol.parameters import Params, read_params
 from service.protocol.session_checks import check_session
 from service.store.repository import Read, Stored, Tx, live
 from service.store.runner import Store
+from service.usecases.audit_trail import Audit, Touched, record
 from service.usecases.records import (
     canonical_read,
     known_plan_definition,
@@ -416,16 +417,42 @@ def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime) -> Json:
     return answer
 
 
+def answer_touched(answer: Json) -> Touched:
+    """What a $submit-session or $evaluate answer holds: the decision, the CarePlan and what
+    the decision created, each at the version stored (the patient: the CarePlan's)."""
+    return Touched.of(part.get("resource") for part in answer.get("parameter", ()))
+
+
 async def submit(
-    store: Store, care_plan_id: str, bundle: Json, now: datetime, base: str, where: str
+    store: Store,
+    care_plan_id: str,
+    bundle: Json,
+    now: datetime,
+    base: str,
+    where: str,
+    audit: Audit | None = None,
 ) -> Json:
-    """$submit-session as one unit of work (see submit_session)."""
-    return await store.arun(lambda tx: submit_session(tx, care_plan_id, bundle, now, base, where))
+    """$submit-session as one unit of work (see submit_session), its event in it."""
+
+    def unit(tx: Tx) -> Json:
+        answer = submit_session(tx, care_plan_id, bundle, now, base, where)
+        record(tx, audit, answer_touched(answer))
+        return answer
+
+    return await store.arun(unit)
 
 
-async def reevaluate(store: Store, care_plan_id: str, at: datetime, now: datetime) -> Json:
-    """$evaluate as one unit of work (see evaluate)."""
-    return await store.arun(lambda tx: evaluate(tx, care_plan_id, at, now))
+async def reevaluate(
+    store: Store, care_plan_id: str, at: datetime, now: datetime, audit: Audit | None = None
+) -> Json:
+    """$evaluate as one unit of work (see evaluate), its event in it."""
+
+    def unit(tx: Tx) -> Json:
+        answer = evaluate(tx, care_plan_id, at, now)
+        record(tx, audit, answer_touched(answer))
+        return answer
+
+    return await store.arun(unit)
 
 
 def parse_clock(text: str) -> datetime:

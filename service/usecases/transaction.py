@@ -7,10 +7,12 @@ work: one failing entry fails alone.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from service.audit.interactions import interaction_for, raw_query, searches
+from service.audit.subjects import version_reference
 from service.fhir import bundles
 from service.fhir.dates import format_instant
 from service.fhir.errors import FhirError, Issue, fhir_error
@@ -22,6 +24,7 @@ from service.store.errors import RetryTransaction, StoreError
 from service.store.repository import Stored, Tx
 from service.store.runner import Store
 from service.usecases import crud
+from service.usecases.audit_trail import Audit, Touched, record, record_failure
 
 Json = dict[str, Any]
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -138,6 +141,45 @@ class EntryRunner:
         raise fhir_error(400, "not-supported", "GET supports Type/id and Type?query", where)
 
 
+def _touched(entry: Json, result: Json) -> Touched:
+    """What one entry read or wrote: its resource (a search: the patients of its matches)."""
+    method = entry["request"]["method"]
+    resource = result.get("resource")
+    if method == "DELETE":
+        segments = _split_url(entry["request"]["url"])[0]
+        etag = (result.get("response") or {}).get("etag", "")
+        version = etag.removeprefix('W/"').removesuffix('"') or None
+        return Touched((version_reference(segments[0], segments[1], version),))
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        return Touched((), tuple(e.get("resource") for e in resource.get("entry", ())))
+    return Touched.of([resource] if isinstance(resource, dict) else [])
+
+
+def _all_touched(touched: list[Touched]) -> Touched:
+    return Touched(
+        tuple(r for t in touched for r in t.resources),
+        tuple(b for t in touched for b in t.bodies),
+        tuple(p for t in touched for p in t.patients),
+    )
+
+
+def _entry_audit(audit: Audit | None, entry: Any) -> Audit | None:
+    """A batch entry's own audit: the interaction its request is, within the batch."""
+    if audit is None:
+        return None
+    request = entry.get("request") if isinstance(entry, dict) else None
+    method = request.get("method") if isinstance(request, dict) else None
+    url = request.get("url") if isinstance(request, dict) else None
+    if not isinstance(method, str) or not isinstance(url, str):
+        interaction = replace(audit.circumstances.interaction, code="batch")
+        return replace(audit, circumstances=replace(audit.circumstances, interaction=interaction))
+    parts = urlsplit(url)
+    interaction = replace(interaction_for(method, parts.path), in_batch=True)
+    query = raw_query(parts.path.strip("/"), parts.query) if searches(interaction) else None
+    circumstances = replace(audit.circumstances, interaction=interaction, query=query)
+    return replace(audit, circumstances=circumstances)
+
+
 def _assign_ids(tx: Tx, entries: list[Json]) -> tuple[dict[str, str], dict[int, str]]:
     """Give every POST entry an id up front (its match, for conditional creates)."""
     urn_to_ref: dict[str, str] = {}
@@ -247,8 +289,11 @@ def _validate_batch_entry(entry: Any, index: int) -> None:
     _validate_entries([entry], index)
 
 
-async def transaction(store: Store, bundle: Json, base: str, paging: Paging) -> Json:
-    """A transaction-response Bundle; any failing entry raises and nothing is written."""
+async def transaction(
+    store: Store, bundle: Json, base: str, paging: Paging, audit: Audit | None = None
+) -> Json:
+    """A transaction-response Bundle; any failing entry raises and nothing is written. Its one
+    event names every resource the entries read or wrote."""
     entries = bundle.get("entry") or []
     _validate_entries(entries)
     runner = EntryRunner(base, paging)
@@ -267,6 +312,8 @@ async def transaction(store: Store, bundle: Json, base: str, paging: Paging) -> 
         answer: Json = {"resourceType": "Bundle", "type": "transaction-response"}
         if entries:  # FHIR forbids empty arrays
             answer["entry"] = [results[i] for i in range(len(entries))]
+        touched = [_touched(rewritten[i], results[i]) for i in range(len(entries))]
+        record(tx, audit, _all_touched(touched))
         return answer
 
     return await store.arun(unit)
@@ -276,18 +323,32 @@ async def transaction(store: Store, bundle: Json, base: str, paging: Paging) -> 
 BatchResult = Json | FhirError | StoreError
 
 
-def _entry_unit(runner: EntryRunner, entry: Json, index: int) -> Callable[[Tx], Json]:
-    return lambda tx: runner.entry(tx, entry, index, {})
+def _entry_unit(
+    runner: EntryRunner, entry: Json, index: int, audit: Audit | None
+) -> Callable[[Tx], Json]:
+    def unit(tx: Tx) -> Json:
+        result = runner.entry(tx, entry, index, {})
+        record(tx, audit, _touched(entry, result))
+        return result
+
+    return unit
 
 
-async def batch(store: Store, bundle: Json, base: str, paging: Paging) -> list[BatchResult]:
-    """Each entry in its own unit of work; a failing entry's error stands in its place."""
+async def batch(
+    store: Store, bundle: Json, base: str, paging: Paging, audit: Audit | None = None
+) -> list[BatchResult]:
+    """Each entry in its own unit of work; a failing entry's error stands in its place. Each
+    entry has its own event (subtype: its interaction and batch), stored with its work, or
+    after it when it failed."""
     runner = EntryRunner(base, paging)
     results: list[BatchResult] = []
     for index, entry in enumerate(bundle.get("entry") or []):
+        entry_audit = _entry_audit(audit, entry)
         try:
             _validate_batch_entry(entry, index)
-            results.append(await store.arun(_entry_unit(runner, entry, index)))
+            results.append(await store.arun(_entry_unit(runner, entry, index, entry_audit)))
         except (FhirError, StoreError) as exc:
             results.append(exc)
+            if entry_audit is not None:
+                await record_failure(store, entry_audit, *entry_audit.explain(exc))
     return results
