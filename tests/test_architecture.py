@@ -82,6 +82,12 @@ def test_store_never_speaks_http() -> None:
     assert _violations("store", lambda name: not _within(name, *web)) == []
 
 
+def test_auth_has_no_web_framework_and_no_storage() -> None:
+    """auth/ verifies and issues tokens; its stores are Protocols the wiring implements."""
+    banned = ("fastapi", "starlette", "service.api", "service.usecases", "service.store")
+    assert _violations("auth", lambda name: not _within(name, *banned)) == []
+
+
 def test_usecases_do_not_reach_up_to_the_api() -> None:
     web = ("fastapi", "starlette", "service.api")
     assert _violations("usecases", lambda name: not _within(name, *web)) == []

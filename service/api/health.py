@@ -1,12 +1,12 @@
 """/healthz (the process is up) and /readyz (the database answers and the schema is at head)."""
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api.errors import outcome_response
+from service.api.rest import store_of
 from service.fhir.errors import Issue
-from service.store.migrations import is_current_enough
+from service.usecases.health import Readiness, readiness
 
 router = APIRouter(tags=["health"])
 
@@ -23,16 +23,11 @@ async def healthz() -> Response:
     responses={503: {"description": "Not ready (OperationOutcome)"}},
 )
 async def readyz(request: Request) -> Response:
-    store = request.app.state.store
-    try:
-        # Through Store.run: a pooled connection that died while idle (the pool does not
-        # ping, store/db.py) is replaced there, so the probe reports the database.
-        store.run(lambda tx: tx.conn.execute(sa.text("SELECT 1")), read_only=True)
-        at_head = is_current_enough(store.engine)
-    except Exception:  # any driver error means "not ready", never a 500
+    state = readiness(store_of(request))
+    if state is Readiness.UNREACHABLE:
         return outcome_response(
             503, [Issue("transient", "Database unreachable")], {"Retry-After": "5"}
         )
-    if not at_head:
+    if state is Readiness.BEHIND:
         return outcome_response(503, [Issue("transient", "Database migrations are not at head")])
     return Response(b'{"status":"ready"}', media_type="application/json")

@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.protocol import builders as b
 
-TARGET = Path(__file__).resolve().parents[2] / "service" / "api" / "schemas" / "examples.json"
+TARGET = Path(__file__).resolve().parents[2] / "service" / "api" / "openapi" / "examples.json"
 
 
 def _without_id(resource: dict[str, Any]) -> dict[str, Any]:

@@ -165,8 +165,11 @@ def _consistent_entries(body: Any) -> None:
         if not isinstance(request, dict):
             continue
         if not isinstance(resource, dict):
-            # GET and DELETE name what they read or delete: Type/id (Type?query for GET).
+            # GET and DELETE name what they read or delete: Type/id (Type?query for GET);
+            # POST and PUT need the resource they write, so without one the entry is a GET.
             request["url"] = f"Patient/t{index}"
+            if request.get("method") in ("POST", "PUT"):
+                request["method"] = "GET"
             continue
         kind = resource.get("resourceType")
         if request.get("method") == "POST":
