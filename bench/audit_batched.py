@@ -1,7 +1,8 @@
 """The alternative to durable read audits that bench/audit_reads.py measures: a read's
 AuditEvent is queued in the process and stored with others in one unit every INTERVAL seconds
-or MAX_EVENTS events, whichever comes first; a full queue (BOUND events) makes the next read
-wait for a flush; shutdown flushes what is left.
+or MAX_EVENTS events, whichever comes first (environment BENCH_AUDIT_INTERVAL and
+BENCH_AUDIT_MAX_EVENTS; 0.05 s and 256 by default); a full queue (BOUND events) makes the next
+read wait for a flush; shutdown flushes what is left.
 
 Not the service's code (service/usecases/audit_trail.py stores a read's event before the
 answer, see bench/README.md "Audit of reads"): an app factory for uvicorn that swaps the read
@@ -9,6 +10,7 @@ path in, `uvicorn --factory bench.audit_batched:create_app`.
 """
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -23,8 +25,9 @@ from service.usecases import audit_trail, crud, enrolment
 from service.usecases.audit_trail import Audit, Touched, event_of
 
 T = TypeVar("T")
-INTERVAL = 0.05  # seconds
-MAX_EVENTS = 256
+# The flush interval and batch size (bench/audit_reads.py --interval varies the first).
+INTERVAL = float(os.environ.get("BENCH_AUDIT_INTERVAL", "0.05"))  # seconds
+MAX_EVENTS = int(os.environ.get("BENCH_AUDIT_MAX_EVENTS", "256"))
 BOUND = 10_000
 
 

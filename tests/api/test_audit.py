@@ -365,7 +365,7 @@ def test_events_name_the_verified_client_and_never_the_token(as_client, client, 
 def test_search_the_trail(client, app, pid):
     other = client.post("/fhir/Patient", json=patient("Other", "2")).json()["id"]
     oid = client.post("/fhir/Observation", json=pain_observation(f"Patient/{pid}", 3)).json()["id"]
-    client.get(f"/fhir/Observation/{oid}")
+    client.get(f"/fhir/Observation/{oid}", headers={"x-request-id": "trace-read-42"})
     client.get("/fhir/Observation/missing")
     events = audit_events(app)
 
@@ -387,6 +387,8 @@ def test_search_the_trail(client, app, pid):
         lambda e: any(r.startswith(f"Observation/{oid}") for r in _references(e, "4"))
     )
     assert ids(entity="Observation/missing") == {events[-1]["id"]}
+    # The X-Request-ID of a request (in its log lines too) finds its event.
+    assert ids(**{"entity:identifier": "trace-read-42"}) == {events[-2]["id"]}
     assert ids(outcome="4") == {events[-1]["id"]}
     assert ids(outcome="0") == {e["id"] for e in events[:-1]}
     rest = "http://terminology.hl7.org/CodeSystem/audit-event-type|rest"
