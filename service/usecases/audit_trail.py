@@ -13,7 +13,7 @@ Events are stored like any resource, through the repository, and the API never w
 """
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from service.audit.events import Circumstances, Happened, audit_event
@@ -70,8 +70,10 @@ class Touched:
 
 @dataclass(frozen=True)
 class Failure:
+    """How a request failed: the status of its answer and its OperationOutcome's text."""
+
     status: int
-    description: str = field(default="")
+    description: str = ""
 
 
 def event_of(audit: Audit, touched: Touched, failure: Failure | None = None) -> Json:

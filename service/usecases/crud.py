@@ -97,14 +97,16 @@ def delete_in(tx: Tx, resource_type: str, resource_id: str) -> Stored | None:
 # --- the use cases, one unit of work each ------------------------------------------------------
 
 
-def _stored(stored: Stored) -> Touched:
+def _touched(stored: Stored) -> Touched:
     return Touched((version_reference(stored.type, stored.id, stored.version),), (stored.body,))
 
 
 async def read(
     store: Store, resource_type: str, resource_id: str, audit: Audit | None = None
 ) -> Stored:
-    return await audited_read(store, audit, lambda tx: tx.read(resource_type, resource_id), _stored)
+    return await audited_read(
+        store, audit, lambda tx: tx.read(resource_type, resource_id), _touched
+    )
 
 
 async def vread(
@@ -123,7 +125,7 @@ async def create(
 ) -> tuple[Stored, bool]:
     def unit(tx: Tx) -> tuple[Stored, bool]:
         stored, created = create_in(tx, dict(body), if_none_exist)
-        record(tx, audit, _stored(stored))
+        record(tx, audit, _touched(stored))
         return stored, created
 
     return await store.arun(unit)
@@ -134,7 +136,7 @@ async def update(
 ) -> tuple[Stored, bool]:
     def unit(tx: Tx) -> tuple[Stored, bool]:
         stored, created = update_in(tx, body, resource_id, if_match)
-        record(tx, audit, _stored(stored))
+        record(tx, audit, _touched(stored))
         return stored, created
 
     return await store.arun(unit)
