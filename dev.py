@@ -6,7 +6,9 @@
     python3 dev.py lint     # the style and type gates CI runs: ruff check, ruff format, mypy
 
 Standard library only: it creates .venv, installs the pinned dependencies from
-requirements.lock when pyproject.toml or the lock changed, then hands over to the venv.
+requirements.lock when pyproject.toml or the lock changed, then hands over to the venv
+(`serve` replaces this process with `.venv/bin/careplan serve`). The `careplan` command itself
+is `.venv/bin/careplan` (e.g. `.venv/bin/careplan migrate`).
 """
 
 import hashlib
@@ -44,9 +46,12 @@ def ensure_installed(extras: str) -> None:
     for stamp in {_stamp(extras), _stamp("test")}:
         if stamp.exists() and stamp.read_text() == wanted:
             return
-    print(f"installing dependencies ({extras or 'runtime'}) ...", flush=True)
+    print(
+        f"installing dependencies ({extras or 'runtime'}), pip's progress follows ...", flush=True
+    )
     target = f".[{extras}]" if extras else "."
-    pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    # pip's own output, a line per package, streams through: a first install takes minutes.
+    pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check"]
     subprocess.run([*pip, "-c", "requirements.lock", "-e", target], cwd=ROOT, check=True)
     _stamp(extras).write_text(wanted)
 
@@ -56,7 +61,13 @@ def main(argv: list[str]) -> int:
     rest = argv[1:]
     if command == "serve":
         ensure_installed("")
-        return subprocess.call([str(BIN / "careplan"), "serve", *rest], cwd=ROOT)
+        careplan = str(BIN / "careplan")
+        if os.name == "posix":
+            # This process becomes the server: a signal to it (Ctrl-C, kill, a supervisor)
+            # reaches the server, and no child is left behind holding the port.
+            os.chdir(ROOT)
+            os.execv(careplan, [careplan, "serve", *rest])
+        return subprocess.call([careplan, "serve", *rest], cwd=ROOT)
     if command == "test":
         ensure_installed("test")
         # One pytest worker per core unless the caller chose (-n 0 runs serially).

@@ -101,6 +101,8 @@ def enrol(client: httpx.Client, count: int) -> tuple[list[str], str]:
             f"/fhir/PlanDefinition/flexion-in-lying-protocol/$apply?subject=Patient/{pid}"
         ).json()
         applied.pop("id")
+        # The plan began at BASE, so the sessions the load times after it are its own.
+        applied["period"] = {"start": BASE.date().isoformat()}
         plans.append(client.post("/fhir/CarePlan", json=applied).json()["id"])
     return plans, prefix
 

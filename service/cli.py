@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service.main import prepare_database
     from service.observability import configure_logging
+    from service.server import BoundedHttpProtocol
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -39,6 +40,10 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        # Idle connections and slow request heads closed (service/server.py); slow bodies and
+        # requests beyond CAREPLAN_MAX_CONCURRENT_REQUESTS answered by the app (api/limits.py).
+        http=BoundedHttpProtocol,
+        timeout_keep_alive=settings.keep_alive_seconds,
         proxy_headers=True,
         log_level=settings.log_level.lower(),
         # service.observability logs JSON access lines by route template; uvicorn's own
@@ -76,6 +81,9 @@ def _reindex(args: argparse.Namespace) -> int:
     from service.main import prepare_database
     from service.store.reindex import reindex
 
+    if args.batch_size < 1:
+        print("careplan reindex: --batch-size must be at least 1", file=sys.stderr)
+        return 2
     settings = get_settings().model_copy(update={"migrate_on_start": False})
     engine = prepare_database(settings)
     try:
@@ -142,10 +150,10 @@ def _replay(args: argparse.Namespace) -> int:
     changed = sum(item.changed for item in results)
     version = results[0].replayed.plan if results else args.plan_version
     print(
-        f"{len(results)} sessions replayed against {version}, {changed} decisions differ",
+        f"{len(results)} decisions replayed against {version}, {changed} differ",
         file=sys.stderr,
     )
-    return 0
+    return 1 if changed else 0  # as diff(1): 1 when they differ, 2 for trouble
 
 
 def _replay_table(results: "list[ReplayedDecision]") -> str:
@@ -194,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         "load-protocol", help="load the shipped protocol definitions (idempotent)"
     ).set_defaults(func=_load_protocol)
     replay = commands.add_parser(
-        "replay", help="replay a CarePlan's stored sessions against a PlanDefinition version"
+        "replay",
+        help="replay a CarePlan's stored sessions and evaluations against a PlanDefinition "
+        "version; exit 1 when decisions differ, 0 when none do, 2 on errors",
     )
     replay.add_argument("--care-plan", required=True, help="CarePlan id")
     replay.add_argument("--plan-version", help="PlanDefinition version (default: the plan's own)")

@@ -12,12 +12,14 @@ from sqlalchemy.engine import Engine
 
 from service import __version__
 from service.api import capability, docs, health, operations, system
-from service.api.errors import install_error_handlers
+from service.api.errors import UnexpectedErrorMiddleware, install_error_handlers
+from service.api.limits import RequestLimits
 from service.api.rest import resource_routers
+from service.api.slashes import StripTrailingSlash
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
 from service.settings import Settings, get_settings
 from service.store import migrations, reindex
-from service.store.db import create_db_engine
+from service.store.db import create_db_engine, limit_statement_time
 from service.store.runner import Store
 from service.usecases.knowledge import load_definitions, shipped_definitions
 
@@ -57,8 +59,25 @@ def connect_database(settings: Settings) -> Engine:
     return engine
 
 
+# What a database server that answered says when waiting will not help: a database or role
+# that does not exist, credentials or a pg_hba.conf rule that refuse the connection.
+_PERMANENT_REFUSALS = (
+    "does not exist",
+    "authentication failed",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "permission denied",
+)
+
+
+def _refused_for_good(exc: sa.exc.DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return any(reason in text for reason in _PERMANENT_REFUSALS)
+
+
 def wait_for_database(engine: Engine, retries: int, backoff: float) -> None:
-    """Connect, retrying ``retries`` times ``backoff`` seconds apart; StartupError at the end."""
+    """Connect, retrying ``retries`` times ``backoff`` seconds apart; StartupError at the end,
+    or at once when the server refused the connection for a reason time does not change."""
     where = engine.url.render_as_string(hide_password=True)
     for attempt in range(retries + 1):
         try:
@@ -66,6 +85,10 @@ def wait_for_database(engine: Engine, retries: int, backoff: float) -> None:
                 connection.execute(sa.text("SELECT 1"))
             return
         except sa.exc.DBAPIError as exc:
+            if _refused_for_good(exc):
+                raise StartupError(
+                    f"database {where} refused the connection: {_one_line(exc.orig)}"
+                ) from None
             if attempt == retries:
                 raise StartupError(
                     f"database {where} unreachable after {retries + 1} attempt"
@@ -165,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Raises StartupError (one line) when the database is wrong, down or behind.
         engine = prepare_database(settings)
         try:
+            limit_statement_time(engine, settings.db_statement_timeout_ms)
             app.state.store = Store(engine)
             if settings.load_protocol:
                 load_definitions(app.state.store, shipped_definitions())
@@ -180,10 +204,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # StripTrailingSlash accepts `/fhir/...` with a trailing slash: never a 307 redirect.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     configure_logging(settings.log_level)
     logging.getLogger("uvicorn.error").addFilter(_STARTUP_ERROR_FILTER)
+    # The last added runs first: unexpected errors are answered inside the request id's scope,
+    # and the observability middleware logs and counts the limits' 408s and 503s.
+    app.add_middleware(StripTrailingSlash)
+    app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(
+        RequestLimits,
+        body_timeout=settings.body_timeout_seconds,
+        max_concurrent=settings.max_concurrent_requests,
+    )
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)

@@ -23,7 +23,8 @@ sees only the worker that answered it. The deployment runs one worker per pod/co
 scales with replicas. For ``CAREPLAN_WORKERS > 1`` set ``PROMETHEUS_MULTIPROC_DIR`` to an
 empty, writable directory (e.g. under /tmp) *before* the workers start and wipe it at each
 start: prometheus_client then writes every process's samples there and ``metrics_response``
-aggregates them. Only counters and histograms are used, which aggregate correctly.
+aggregates them. Only counters and histograms are used, which aggregate correctly. The
+``process_*`` metrics describe one process and are left out of that aggregate.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -134,6 +136,8 @@ class Metrics:
             ("kind",),
             registry=self.registry,
         )
+        # The standard process_* metrics (CPU, memory, open fds, start time) of this process.
+        ProcessCollector(registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:
         """Exposition text and its content type."""
@@ -169,9 +173,11 @@ def metrics_response() -> tuple[bytes, str]:
 
 # ---------------------------------------------------------------------------- logging
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+# Attributes every LogRecord has; anything else on a record came from ``extra=``. uvicorn
+# adds ``color_message``, its message with ANSI colour escapes for a terminal: not for JSON.
 _RECORD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}
 )
 
 

@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,18 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(64, ge=8, description="Deepest accepted JSON nesting.")
     default_page_size: int = Field(20, ge=1, description="Search page size without _count.")
     max_page_size: int = Field(500, ge=1, description="Upper bound on _count.")
+    max_search_clauses: int = Field(
+        16,
+        ge=1,
+        description="Most criteria one search may have (search parameters, `_sort` keys and "
+        "`_include`s together); more answer 400.",
+    )
+    max_search_values: int = Field(
+        100,
+        ge=1,
+        description="Most values (comma-separated, OR-ed) one search may have in its "
+        "parameters together; more answer 400.",
+    )
     load_protocol: bool = Field(
         True, description="Load the shipped protocol definitions at start-up."
     )
@@ -49,10 +61,48 @@ class Settings(BaseSettings):
         description="PostgreSQL connections a worker may open beyond the pool under load "
         "(closed when idle again).",
     )
-    log_level: str = Field("INFO", description="Python log level name.")
+    keep_alive_seconds: int = Field(
+        5,
+        ge=1,
+        description="A connection idle this long (before its first request or between "
+        "requests), or this slow to send a request's line and headers, is closed.",
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request's body may take to arrive once its headers have; "
+        "a late body is answered 408 and its connection closed.",
+    )
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        description="Requests one worker process handles at once; beyond, 503 with Retry-After "
+        "(/healthz and /readyz excepted).",
+    )
+    db_statement_timeout_ms: int = Field(
+        10_000,
+        ge=0,
+        description="PostgreSQL: longest a statement of a request may run before the database "
+        "cancels it (the request then answers 503); 0 = no limit.",
+    )
+    log_level: str = Field(
+        "INFO", description="Log level: CRITICAL, ERROR, WARNING, INFO or DEBUG."
+    )
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="How long in-flight requests may run after SIGTERM."
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        name = value.strip().upper()
+        if name not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return name
+
+
+# The levels both Python's logging and uvicorn know.
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 @lru_cache

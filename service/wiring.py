@@ -7,7 +7,7 @@ decision's record window cannot find.
 """
 
 from service.fhir.search_params import SearchParam, register
-from service.protocol.codes import CAREPLAN_CS, REPETITION_INDEX, SESSION_CODE
+from service.protocol.codes import CANONICAL_BASE, CAREPLAN_CS, REPETITION_INDEX, SESSION_CODE
 
 # A decision's record window reads it. Sessions are read through their decisions, so leaving
 # their Observations out here (not at query time) keeps the window as small for a patient with
@@ -18,6 +18,8 @@ NON_SESSION_DATE = SearchParam(
     ("effectiveDateTime", "effectivePeriod", "effectiveInstant"),
     "Clinically relevant time of an Observation that is neither a flexion-session "
     "panel nor one of its repetitions",
+    # Published as a SearchParameter (protocol/definitions/), loaded at start-up.
+    definition=f"{CANONICAL_BASE}/SearchParameter/Observation-non-session-date",
     unless=(
         ("code", CAREPLAN_CS, SESSION_CODE),
         ("component-code", CAREPLAN_CS, REPETITION_INDEX),

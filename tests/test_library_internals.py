@@ -1,8 +1,9 @@
-"""The private internals of SQLAlchemy, fhir.resources and Starlette that the service relies
-on, each named with the file that uses it. pyproject.toml caps these libraries at the minor
-version this suite proves; when an upgrade removes one of them, this fails with the file to
+"""The private internals of SQLAlchemy, fhir.resources, Starlette and uvicorn that the service
+relies on, each named with the file that uses it. pyproject.toml caps these libraries at the
+minor version this suite proves; when an upgrade removes one of them, this fails with the file to
 fix instead of a puzzle somewhere in the store or the validator."""
 
+import inspect
 from typing import Any
 
 import pytest
@@ -110,3 +111,22 @@ def test_starlette_route_path_helper() -> None:
     assert callable(getattr(_utils, "get_route_path", None)), (
         "starlette._utils.get_route_path is gone; service/api/rest.py (TypeRouter) uses it"
     )
+
+
+def test_uvicorn_httptools_protocol_internals() -> None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    for method in (
+        "connection_made",
+        "connection_lost",
+        "on_headers_complete",
+        "on_response_complete",
+    ):
+        assert callable(getattr(HttpToolsProtocol, method, None)), (
+            f"uvicorn's HttpToolsProtocol.{method} is gone; service/server.py overrides it"
+        )
+    source = inspect.getsource(HttpToolsProtocol)
+    for attribute in ("self.timeout_keep_alive_task", "self.timeout_keep_alive", "self.loop"):
+        assert attribute in source, (
+            f"uvicorn's HttpToolsProtocol no longer has {attribute}; service/server.py uses it"
+        )

@@ -9,7 +9,8 @@ from fastapi.routing import APIRoute
 
 from service import __version__
 from service.api.http import base_url, fhir_response, negotiate
-from service.fhir.search_params import INCLUDES, params_for
+from service.fhir.search_params import INCLUDES, params_for, revinclude_sources
+from service.usecases.crud import VERSIONED_UPDATE_TYPES
 
 router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
 
@@ -66,18 +67,27 @@ def capability_statement(request: Request) -> dict[str, Any]:
     resources = []
     for resource_type in sorted(by_type):
         interactions = by_type[resource_type]
+        versioned_update = resource_type in VERSIONED_UPDATE_TYPES
         entry: dict[str, Any] = {
             "type": resource_type,
             "interaction": [
                 {"code": _TYPE_INTERACTIONS[i]} for i in _TYPE_INTERACTIONS if i in interactions
             ],
-            "versioning": "versioned-update",
+            # R4: "versioned-update" = the version must be correct for updates (If-Match);
+            # "versioned" = versions are kept, If-Match is honoured when sent.
+            "versioning": "versioned-update" if versioned_update else "versioned",
             "readHistory": "vread" in interactions,
-            "updateCreate": "update" in interactions,
+            "updateCreate": "update" in interactions and not versioned_update,
             "conditionalCreate": "create" in interactions,
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
         }
+        if versioned_update and "update" in interactions:
+            entry["documentation"] = (
+                f"The service changes {resource_type}s with its decisions: an update (PUT) "
+                "needs If-Match with the version it was read at (428 without it, 412 when "
+                "stale). Create with POST."
+            )
         if "search-type" in interactions:
             entry["searchInclude"] = [
                 f"{resource_type}:{p}" for p in INCLUDES.get(resource_type, ())
@@ -89,6 +99,8 @@ def capability_statement(request: Request) -> dict[str, Any]:
             ]
             if not entry["searchInclude"]:
                 del entry["searchInclude"]
+            if revincludes := revinclude_sources(resource_type):
+                entry["searchRevInclude"] = list(revincludes)
         if resource_type in operations:
             entry["operation"] = [
                 {"name": n, "definition": d} for n, d in sorted(operations[resource_type])
@@ -128,6 +140,12 @@ def capability_statement(request: Request) -> dict[str, Any]:
     operation_id="capabilities",
     summary="The CapabilityStatement of this server",
     response_class=Response,
+    responses={
+        400: {
+            "$ref": "#/components/responses/Error400",
+            "description": "A parameter holds a control character (OperationOutcome)",
+        }
+    },
 )
 async def metadata(request: Request) -> Response:
     return fhir_response(request, capability_statement(request))

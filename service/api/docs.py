@@ -1,16 +1,19 @@
-"""Offline API docs: /docs (Swagger UI) and /redoc with their JS and CSS served by the service.
+"""Offline API docs: /docs (Swagger UI) with its JS and CSS served by the service.
 
-Hospital networks are often closed, so nothing is loaded from a CDN (no Google Fonts either).
-The assets come from the pinned ``fastapi-offline`` package, which ships Swagger UI and ReDoc
-builds; we use only its static files.
+Hospital networks are often closed, so nothing is loaded from a CDN. The assets come from the
+pinned ``fastapi-offline`` package; we use only its static files.
+
+No ReDoc: it renders the whole document into the page up front and never finished with this
+one (some 800 KB: every type's interactions and typed schemas). Swagger UI renders an
+operation when it is opened. /redoc sends old bookmarks to /docs.
 """
 
 from importlib.resources import files
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from service.api.openapi import operations as openapi_docs
 
@@ -18,7 +21,6 @@ ASSETS_PREFIX = "/docs/assets"
 _ASSETS: dict[str, str] = {
     "swagger-ui-bundle.js": "text/javascript",
     "swagger-ui.css": "text/css",
-    "redoc.standalone.js": "text/javascript",
     "favicon.png": "image/png",
 }
 
@@ -45,14 +47,8 @@ def swagger_ui(request: Request) -> HTMLResponse:
 
 
 @router.get("/redoc")
-def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(
-        openapi_url=_openapi_url(request),
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{ASSETS_PREFIX}/redoc.standalone.js",
-        redoc_favicon_url=f"{ASSETS_PREFIX}/favicon.png",
-        with_google_fonts=False,
-    )
+def redoc() -> RedirectResponse:
+    return RedirectResponse("/docs", status_code=302)
 
 
 def _asset_route(name: str, media_type: str) -> None:
@@ -71,6 +67,6 @@ for _name, _type in _ASSETS.items():
 
 
 def install(app: FastAPI) -> None:
-    """Mount /docs, /redoc and their assets, and the typed OpenAPI document builder."""
+    """Mount /docs and its assets, /redoc's redirect, and the typed OpenAPI document builder."""
     openapi_docs.install(app)
     app.include_router(router)

@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.fhir.errors import FhirError, Issue, operation_outcome
 from service.store import errors as store_errors
@@ -50,6 +51,7 @@ _STORE_ERRORS: dict[type[store_errors.StoreError], tuple[int, str]] = {
     store_errors.PreconditionFailed: (412, "conflict"),
     store_errors.Conflict: (409, "conflict"),
     store_errors.Unavailable: (503, "transient"),
+    store_errors.TimedOut: (503, "too-costly"),
     store_errors.InvalidQuery: (400, "invalid"),
 }
 
@@ -108,6 +110,38 @@ async def _unexpected(_request: Request, exc: Exception) -> Response:
     # Log the stack trace for operators; the caller gets no internals.
     logger.exception("unhandled error", exc_info=exc)
     return outcome_response(500, [Issue("exception", "Internal server error")])
+
+
+class UnexpectedErrorMiddleware:
+    """Answers an unexpected error (a bug) with a 500 OperationOutcome and logs it once.
+
+    Mounted inside ObservabilityMiddleware, so the answer carries X-Request-ID and the log
+    line its request_id. Starlette's own handler for ``Exception`` sits outside every user
+    middleware (ServerErrorMiddleware) and re-raises after answering, so uvicorn logged the
+    trace a second time, without the request id; here the error stops.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as exc:
+            response = await _unexpected(Request(scope), exc)
+            if not started:  # else the client already has a status line: nothing to add
+                await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -16,6 +16,11 @@ async def healthz() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+# HEAD as probes and uptime checkers send it: GET's status and headers (the server sends no
+# body for HEAD). Its own route, so the OpenAPI document keeps one operation per id.
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get(
     "/readyz",
     operation_id="readiness",

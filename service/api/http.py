@@ -1,8 +1,10 @@
 """HTTP wire rules for FHIR: media types, bodies, Prefer, ETags, base URL, responses."""
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import anyio.to_thread
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
@@ -11,6 +13,7 @@ from service.fhir.bundles import http_date
 from service.fhir.errors import fhir_error, information_outcome
 from service.fhir.etags import parse_if_match
 from service.fhir.json import parse_json
+from service.fhir.search import check_characters
 from service.settings import Settings
 from service.store.repository import Stored
 
@@ -18,6 +21,12 @@ FHIR_JSON = "application/fhir+json"
 JSON = "application/json"
 _JSON_FORMATS = {"json", FHIR_JSON, JSON, "application/json+fhir", "text/json"}
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+# A body larger than this is parsed and checked in a worker thread, and the use case told it is
+# large, so that its unit of work runs in one too (Store.arun): that work grows with the body
+# (about 1 s for 1 MiB on the 2-core machine of bench/README.md) and would hold up every other
+# request on the event loop. Smaller bodies, the usual ones, stay inline, where they cost least.
+INLINE_BODY_BYTES = 64 * 1024
+T = TypeVar("T")
 
 
 def settings_of(request: Request) -> Settings:
@@ -51,11 +60,14 @@ def response_media_type(request: Request) -> str:
 
 
 async def negotiate(request: Request) -> None:
-    """Router dependency: an unsupported Accept/_format answers 406 before anything runs
-    (a PUT with _format=xml must not write and then refuse to answer). Async although it
-    does no I/O: FastAPI runs a plain `def` dependency in its thread pool, a thread round
-    trip on every request."""
+    """Router dependency: what no FHIR route takes is refused before anything runs. An
+    unsupported Accept/_format answers 406 (a PUT with _format=xml must not write and then
+    refuse to answer); a control character in a query parameter 400 (no route's parameter
+    may carry one to a database). Async although it does no I/O: FastAPI runs a plain `def`
+    dependency in its thread pool, a thread round trip on every request."""
     response_media_type(request)
+    for key, value in request.query_params.multi_items():
+        check_characters(key, value)
 
 
 def check_content_type(request: Request, allowed: tuple[str, ...] = (FHIR_JSON, JSON)) -> None:
@@ -71,7 +83,8 @@ def check_content_type(request: Request, allowed: tuple[str, ...] = (FHIR_JSON, 
 async def read_body(request: Request) -> bytes:
     limit = settings_of(request).max_body_bytes
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    # By length first: int() of thousands of digits raises (and a body that long cannot be).
+    if declared and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise fhir_error(413, "too-costly", f"The body is larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -85,6 +98,20 @@ async def read_body(request: Request) -> bytes:
 async def json_body(request: Request) -> Any:
     check_content_type(request)
     return parse_json(await read_body(request), settings_of(request).max_json_depth)
+
+
+async def checked_body(request: Request, check: Callable[[Any], T]) -> tuple[T, bool]:
+    """The JSON body passed through ``check`` (its validation), and whether it was large."""
+    check_content_type(request)
+    raw = await read_body(request)
+    depth = settings_of(request).max_json_depth
+
+    def parse() -> T:
+        return check(parse_json(raw, depth))
+
+    if len(raw) <= INLINE_BODY_BYTES:
+        return parse(), False
+    return await anyio.to_thread.run_sync(parse), True
 
 
 def if_match_of(request: Request) -> int | None:

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from service.api.http import base_url, check_id, fhir_response, json_body, negotiate
+from service.api.http import base_url, check_id, checked_body, fhir_response, json_body, negotiate
 from service.api.rest import store_of
 from service.fhir.errors import fhir_error
 from service.fhir.validate import validate_resource
@@ -32,6 +32,20 @@ def _parameter(parameters: Json, name: str) -> Any:
     return None
 
 
+def _once(values: list[Any], name: str) -> Any:
+    """The value of an input that may appear at most once, or None."""
+    if len(values) > 1:
+        raise fhir_error(400, "invalid", f"The parameter {name!r} appears more than once", name)
+    return values[0] if values else None
+
+
+def _apply_input(request: Request, params: Json | None, name: str) -> Any:
+    if params is None:
+        return _once(request.query_params.getlist(name), name)
+    parts = [p for p in params.get("parameter", []) if p.get("name") == name]
+    return _parameter({"parameter": parts}, name) if _once(parts, name) is not None else None
+
+
 async def _parameters_body(request: Request) -> Json:
     body = validate_resource(await json_body(request))
     if body["resourceType"] != "Parameters":
@@ -50,12 +64,10 @@ def _subject(value: Any) -> str:
 async def _apply(request: Request, resource_id: str | None) -> Response:
     if resource_id is not None:
         check_id(resource_id)
-    if request.method == "POST":
-        params = await _parameters_body(request)
-        subject, url = _parameter(params, "subject"), _parameter(params, "url")
-    else:
-        subject, url = request.query_params.get("subject"), request.query_params.get("url")
-    subject = _subject(subject)
+    params = await _parameters_body(request) if request.method == "POST" else None
+    # subject 1..1 and url 0..1 (the OperationDefinition): two must not silently become one.
+    subject = _subject(_apply_input(request, params, "subject"))
+    url = _apply_input(request, params, "url")
     applied = await enrolment.apply_plan_definition(
         store_of(request), resource_id, url, subject, datetime.now(UTC)
     )
@@ -81,7 +93,7 @@ async def apply_type(request: Request) -> Response:
 
 async def submit_session(request: Request, id: str) -> Response:
     check_id(id)
-    body = validate_resource(await json_body(request))
+    body, large = await checked_body(request, validate_resource)
     where = "Bundle"
     if body["resourceType"] == "Parameters":
         parts = [i for i, p in enumerate(body.get("parameter", [])) if p.get("name") == "session"]
@@ -99,7 +111,7 @@ async def submit_session(request: Request, id: str) -> Response:
         raise fhir_error(400, "invalid", "The body must be Parameters or a Bundle", "resourceType")
     now = datetime.now(UTC)
     base = base_url(request)
-    answer = await sessions.submit(store_of(request), id, bundle, now, base, where)
+    answer = await sessions.submit(store_of(request), id, bundle, now, base, where, long=large)
     return fhir_response(request, answer)
 
 

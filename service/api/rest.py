@@ -19,9 +19,9 @@ from service.api.http import (
     base_url,
     check_content_type,
     check_id,
+    checked_body,
     fhir_response,
     if_match_of,
-    json_body,
     negotiate,
     prefer,
     read_body,
@@ -33,7 +33,7 @@ from service.api.openapi.operations import interaction_docs
 from service.fhir import bundles
 from service.fhir.dates import parse_range
 from service.fhir.errors import fhir_error
-from service.fhir.search import SUMMARY_VALUES, parse_search
+from service.fhir.search import SUMMARY_VALUES, SearchLimits, parse_count, parse_search
 from service.fhir.search_params import SEARCH_PARAMS
 from service.fhir.subset import subset
 from service.fhir.validate import validate_resource
@@ -91,10 +91,11 @@ def _vread(resource_type: str) -> Handler:
 
 def _create(resource_type: str) -> Handler:
     async def create(request: Request) -> Response:
-        body = validate_resource(await json_body(request), resource_type)
+        body, large = await checked_body(request, lambda v: validate_resource(v, resource_type))
         body.pop("id", None)  # the server assigns ids on create
         if_none_exist = request.headers.get("if-none-exist")
-        stored, created = await crud.create(store_of(request), body, if_none_exist)
+        store, limits = store_of(request), search_limits(request)
+        stored, created = await crud.create(store, body, if_none_exist, limits, long=large)
         return write_response(request, stored, 201 if created else 200, location=created)
 
     return create
@@ -104,7 +105,7 @@ def _update(resource_type: str) -> Handler:
     async def update(request: Request, id: str) -> Response:
         check_id(id)
         if_match = if_match_of(request)
-        body = validate_resource(await json_body(request), resource_type)
+        body, large = await checked_body(request, lambda v: validate_resource(v, resource_type))
         if body.get("id") != id:
             raise fhir_error(
                 400,
@@ -112,7 +113,7 @@ def _update(resource_type: str) -> Handler:
                 f"The body's id {body.get('id')!r} does not match the URL id {id!r}",
                 "id",
             )
-        stored, created = await crud.update(store_of(request), body, id, if_match)
+        stored, created = await crud.update(store_of(request), body, id, if_match, long=large)
         return write_response(request, stored, 201 if created else 200, location=True)
 
     return update
@@ -126,6 +127,11 @@ def _delete(resource_type: str) -> Handler:
         return Response(status_code=204, headers=headers)
 
     return delete
+
+
+def search_limits(request: Request) -> SearchLimits:
+    settings = settings_of(request)
+    return SearchLimits(settings.max_search_clauses, settings.max_search_values)
 
 
 def _search_items(
@@ -147,6 +153,7 @@ async def _run_search(
         max_count=settings.max_page_size,
         strict=prefer(request, "handling") == "strict",
         base_url=base,
+        limits=search_limits(request),
     )
 
     return fhir_response(request, await crud.search(store_of(request), query, base))
@@ -188,9 +195,7 @@ def history_params(request: Request) -> tuple[Any, int, int | None, list[tuple[s
     count_text = request.query_params.get("_count")
     count = settings.default_page_size
     if count_text is not None:
-        if not (count_text.isascii() and count_text.isdigit()):
-            raise fhir_error(400, "invalid", "_count must be a non-negative integer")
-        count = min(int(count_text), settings.max_page_size)
+        count = parse_count(count_text, settings.max_page_size)
         link_params.append(("_count", count_text))
     cursor = request.query_params.get("_cursor")
     if cursor is not None and not DIGITS_RE.match(cursor):

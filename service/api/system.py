@@ -1,13 +1,14 @@
 """System-level routes: batch/transaction Bundles at POST /fhir and system history."""
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.api.errors import as_fhir_error
-from service.api.http import base_url, fhir_response, json_body, negotiate, settings_of
-from service.api.rest import history_response, route_name, store_of
+from service.api.http import base_url, checked_body, fhir_response, negotiate, settings_of
+from service.api.rest import history_response, route_name, search_limits, store_of
 from service.fhir.errors import fhir_error, operation_outcome
 from service.fhir.validate import validate_resource
 from service.usecases import transaction
@@ -18,7 +19,15 @@ router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
 
 def paging_of(request: Request) -> Paging:
     settings = settings_of(request)
-    return Paging(settings.default_page_size, settings.max_page_size)
+    return Paging(settings.default_page_size, settings.max_page_size, search_limits(request))
+
+
+def _status_line(status: int) -> str:
+    """A batch entry's response.status: the code and its reason phrase ("404 Not Found")."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 def _batch_response(results: list[BatchResult]) -> dict[str, Any]:
@@ -29,7 +38,12 @@ def _batch_response(results: list[BatchResult]) -> dict[str, Any]:
             continue
         error = as_fhir_error(result)
         entries.append(
-            {"response": {"status": str(error.status), "outcome": operation_outcome(error.issues)}}
+            {
+                "response": {
+                    "status": _status_line(error.status),
+                    "outcome": operation_outcome(error.issues),
+                }
+            }
         )
     # FHIR forbids empty arrays: a Bundle without entries answers without "entry".
     return {"resourceType": "Bundle", "type": "batch-response"} | (
@@ -51,8 +65,21 @@ def _batch_response(results: list[BatchResult]) -> dict[str, Any]:
     },
 )
 async def batch_or_transaction(request: Request) -> Response:
-    body = await json_body(request)
+    bundle, large = await checked_body(request, _checked_bundle)
     store, base, paging = store_of(request), base_url(request), paging_of(request)
+    kind = bundle.get("type")
+    if kind == "transaction":
+        answer = await transaction.transaction(store, bundle, base, paging, long=large)
+        return fhir_response(request, answer)
+    if kind == "batch":
+        results = await transaction.batch(store, bundle, base, paging, long=large)
+        return fhir_response(request, _batch_response(results))
+    raise fhir_error(
+        400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type"
+    )
+
+
+def _checked_bundle(body: Any) -> dict[str, Any]:
     if (
         isinstance(body, dict)
         and body.get("type") == "batch"
@@ -61,20 +88,8 @@ async def batch_or_transaction(request: Request) -> Response:
     ):
         # A batch's entries are checked one by one: one bad entry fails only itself.
         validate_resource({k: v for k, v in body.items() if k != "entry"}, "Bundle")
-        return fhir_response(
-            request, _batch_response(await transaction.batch(store, body, base, paging))
-        )
-    bundle = validate_resource(body, "Bundle")
-    kind = bundle.get("type")
-    if kind == "transaction":
-        return fhir_response(request, await transaction.transaction(store, bundle, base, paging))
-    if kind == "batch":
-        return fhir_response(
-            request, _batch_response(await transaction.batch(store, bundle, base, paging))
-        )
-    raise fhir_error(
-        400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type"
-    )
+        return body
+    return validate_resource(body, "Bundle")
 
 
 @router.get(

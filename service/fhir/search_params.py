@@ -37,6 +37,25 @@ def _p(
     return SearchParam(name, type_, tuple(paths.split()), description, targets, definition)
 
 
+# R4 defines some parameters once for several types: "clinical-*" (identifier, patient) for
+# these, "conformance-*" (url, version, ...) for the conformance resources; the other types have
+# their own "<Type>-identifier", "<Type>-url", ... (tests/fhir/test_search_param_definitions.py
+# checks every definition against the official R4 SearchParameters).
+_CLINICAL = frozenset(
+    {"CarePlan", "Condition", "DetectedIssue", "Observation", "Procedure", "ServiceRequest"}
+)
+_CONFORMANCE = frozenset({"CodeSystem", "OperationDefinition", "SearchParameter"})
+
+
+def _shared(resource: str, code: str) -> str:
+    """The R4 definition of `code` on `resource` where R4 shares one among several types."""
+    if resource in _CLINICAL and code in ("identifier", "patient"):
+        return f"{SPEC_BASE}/clinical-{code}"
+    if resource in _CONFORMANCE:
+        return f"{SPEC_BASE}/conformance-{code}"
+    return f"{SPEC_BASE}/{resource}-{code}"
+
+
 def _subject(resource: str, path: str = "subject") -> list[SearchParam]:
     return [
         _p(
@@ -52,7 +71,7 @@ def _subject(resource: str, path: str = "subject") -> list[SearchParam]:
             path,
             f"The patient the {resource} is about",
             ("Patient",),
-            definition=f"{SPEC_BASE}/clinical-patient",
+            definition=_shared(resource, "patient"),
         ),
     ]
 
@@ -63,48 +82,48 @@ def _identifier(resource: str) -> SearchParam:
         "token",
         "identifier",
         f"Business identifier of the {resource}",
-        definition=f"{SPEC_BASE}/clinical-identifier",
+        definition=_shared(resource, "identifier"),
     )
 
 
 def _knowledge(resource: str) -> list[SearchParam]:
     lower = resource.lower()
     return [
-        _p("url", "uri", "url", "Canonical URL", definition=f"{SPEC_BASE}/{resource}-url"),
+        _p("url", "uri", "url", "Canonical URL", definition=_shared(resource, "url")),
         _p(
             "version",
             "token",
             "version",
             "Business version",
-            definition=f"{SPEC_BASE}/{resource}-version",
+            definition=_shared(resource, "version"),
         ),
         _p(
             "status",
             "token",
             "status",
             "draft | active | retired | unknown",
-            definition=f"{SPEC_BASE}/{resource}-status",
+            definition=_shared(resource, "status"),
         ),
         _p(
             "name",
             "string",
             "name",
             "Computationally friendly name",
-            definition=f"{SPEC_BASE}/{resource}-name",
+            definition=_shared(resource, "name"),
         ),
         _p(
             "title",
             "string",
             "title",
             "Human-friendly name",
-            definition=f"{SPEC_BASE}/{resource}-title",
+            definition=_shared(resource, "title"),
         ),
         _p(
             "identifier",
             "token",
             "identifier",
             f"Business identifier of the {lower}",
-            definition=f"{SPEC_BASE}/{resource}-identifier",
+            definition=_shared(resource, "identifier"),
         ),
     ]
 
@@ -172,6 +191,33 @@ SEARCH_PARAMS: dict[str, list[SearchParam]] = {
             "Name used to invoke the operation",
             definition=f"{SPEC_BASE}/OperationDefinition-code",
         )
+    ],
+    # The service's own search parameters are published as SearchParameter resources.
+    "SearchParameter": [
+        p for p in _knowledge("SearchParameter") if p.name not in ("identifier", "title")
+    ]
+    + [
+        _p(
+            "code",
+            "token",
+            "code",
+            "Code used in URL",
+            definition=f"{SPEC_BASE}/SearchParameter-code",
+        ),
+        _p(
+            "base",
+            "token",
+            "base",
+            "The resource type(s) this search parameter applies to",
+            definition=f"{SPEC_BASE}/SearchParameter-base",
+        ),
+        _p(
+            "type",
+            "token",
+            "type",
+            "number | date | string | token | reference | composite | quantity | uri | special",
+            definition=f"{SPEC_BASE}/SearchParameter-type",
+        ),
     ],
     "QuestionnaireResponse": [
         _identifier("QuestionnaireResponse"),
@@ -710,6 +756,18 @@ def include_targets(resource_type: str, name: str) -> tuple[str, ...]:
     return tuple(targets)
 
 
+@cache
+def revinclude_sources(resource_type: str) -> tuple[str, ...]:
+    """What `_revinclude` may name on a search of `resource_type`: every "Source:param" that
+    `_include` supports on the source type and that may point at `resource_type`."""
+    return tuple(
+        f"{source}:{name}"
+        for source in sorted(INCLUDES)
+        for name in INCLUDES[source]
+        if resource_type in include_targets(source, name)
+    )
+
+
 def params_for(resource_type: str) -> dict[str, SearchParam]:
     """All search parameters of a type by name, the common ones included."""
     return {p.name: p for p in [*COMMON_PARAMS, *SEARCH_PARAMS.get(resource_type, [])]}
@@ -726,3 +784,4 @@ def register(resource_type: str, param: SearchParam) -> None:
         raise ValueError(f"{resource_type} already has a search parameter {param.name!r}")
     params.append(param)
     include_targets.cache_clear()
+    revinclude_sources.cache_clear()

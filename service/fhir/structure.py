@@ -22,8 +22,10 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import TypeAdapter, ValidationError
 
+from service.fhir.dates import parse_range
 from service.fhir.errors import Issue
 from service.fhir.indexing import parse_reference
+from service.fhir.narrative import narrative_problems
 
 _PRIMITIVE_KINDS = {bool: "boolean", int: "integer", Decimal: "decimal"}
 
@@ -84,6 +86,13 @@ _MISSING_BINDINGS: dict[tuple[str, str], frozenset[str]] = {
 # R4 primitives whose regex forbids whitespace anywhere (uri family and ids).
 _NO_WHITESPACE = frozenset({"Uri", "Url", "Canonical", "Oid", "Uuid", "Id"})
 _WHITESPACE = re.compile(r"\s")
+# Primitives with a time zone: at the first and last day of the calendar, the offset can move
+# them out of the years a datetime (and the search index) holds; and the R4 regex allows a
+# leap second (ss = 60), which no datetime holds. The service reads these times (indexes,
+# decisions), so it refuses both.
+_ZONED = frozenset({"DateTime", "Instant"})
+_EDGE_YEARS = ("0001", "9999")
+_LEAP_SECOND = slice(17, 19)  # YYYY-MM-DDThh:mm:ss
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,14 @@ def _primitive_problem(spec: FieldSpec, item: Any) -> str | None:
         spec.validator.validate_python(item)
     except ValidationError as exc:
         name = (spec.primitive or "value").lower()
-        return f"Not a valid {name}: {exc.errors(include_url=False)[0]['msg']}"
+        # pydantic frames a validator's own ValueError as "Value error, <its message>".
+        message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        return f"Not a valid {name}: {message}"
+    if spec.primitive in _ZONED and (item[:4] in _EDGE_YEARS or item[_LEAP_SECOND] == "60"):
+        try:
+            parse_range(item)
+        except ValueError as exc:
+            return str(exc)
     return None
 
 
@@ -276,7 +292,7 @@ def _has_value(element: dict[str, Any]) -> bool:
 def _check_invariants(
     class_name: str, value: dict[str, Any], path: str, issues: list[Issue], is_resource: bool
 ) -> None:
-    """The R4 invariants the models do not check (ext-1, obs-6)."""
+    """The R4 invariants the models do not check (ext-1, obs-6, txt-1, txt-2)."""
     if class_name == "Extension" and ("extension" in value) == _has_value(value):
         issues.append(
             Issue(
@@ -285,6 +301,9 @@ def _check_invariants(
                 expression=(path,),
             )
         )
+    if class_name == "Narrative" and isinstance(value.get("div"), str) and value["div"].strip():
+        for problem in narrative_problems(value["div"]):
+            issues.append(Issue("invariant", problem, expression=(f"{path}.div",)))
     absent = class_name == "Observation" and is_resource and "dataAbsentReason" in value
     if absent and _has_value(value):
         issues.append(
@@ -369,17 +388,21 @@ def _check_single(spec: FieldSpec, item: Any, where: str, issues: list[Issue]) -
 def _check_reference_target(
     targets: frozenset[str], item: dict[str, Any], where: str, issues: list[Issue]
 ) -> None:
-    """A literal reference Type/id must name a type the element allows (R4 type profile)."""
+    """A literal reference names its target: [base/]Type/id[/_history/v] of a type the element
+    allows (R4 type profile), or a value without a slash (#contained, urn:uuid:...)."""
     reference = item.get("reference")
     if not isinstance(reference, str):
         return
-    target_type, _ = parse_reference(reference.partition("|")[0])
-    if target_type is not None and _is_known_type(target_type) and target_type not in targets:
-        allowed = ", ".join(sorted(targets))
-        issues.append(
-            Issue(
-                "structure",
-                f"A reference to {target_type} is not allowed here; allowed: {allowed}",
-                expression=(f"{where}.reference",),
-            )
+    head = reference.partition("|")[0]
+    target_type, _ = parse_reference(head)
+    problem = None
+    if not head.strip():
+        problem = "A reference must name what it points at"
+    elif target_type is not None and target_type not in targets:
+        problem = f"A reference to {target_type} is not allowed here; allowed: " + ", ".join(
+            sorted(targets)
         )
+    elif target_type is None and "/" in head:
+        problem = "A reference with a slash must be [base/]Type/id[/_history/version]"
+    if problem:
+        issues.append(Issue("structure", problem, expression=(f"{where}.reference",)))

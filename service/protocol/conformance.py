@@ -283,7 +283,10 @@ def _level_markers(element: JSON, path: str) -> Iterator[tuple[str, int | str]]:
                 ):
                     where = f"{path}.{key}" + (f"[{j}]" if key == "category" else "")
                     number = code.removeprefix("level-")
-                    yield where, int(number) if number.isdigit() else code
+                    # ASCII digits only ("²".isdigit() holds), and few: int() refuses more
+                    # than 4,300 digits, and no protocol has that many levels.
+                    numeric = number.isascii() and number.isdigit() and len(number) <= 9
+                    yield where, int(number) if numeric else code
 
 
 def _rep_extensions(element: JSON, path: str) -> Iterator[tuple[str, JSON]]:

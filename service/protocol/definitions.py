@@ -23,6 +23,7 @@ _LOAD_ORDER: dict[str, int] = {
     "Questionnaire": 2,
     "PlanDefinition": 3,
     "OperationDefinition": 4,  # the service's own operations, not part of the protocol
+    "SearchParameter": 5,  # the service's own search parameters, likewise
 }
 
 

@@ -57,12 +57,13 @@ def component_value(resource: Json, code: str, key: str) -> Any:
 
 
 def score(resource: Json) -> int | None:
-    """A 0-10 pain score from valueQuantity, or None when the Observation carries no value."""
-    quantity = resource.get("valueQuantity")
-    if not isinstance(quantity, dict) or quantity.get("value") is None:
-        return None
-    value = quantity["value"]
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A 0-10 pain score from valueInteger or valueQuantity (EHRs and apps send both), or None
+    when the Observation carries no value."""
+    value = resource.get("valueInteger")
+    if value is None:
+        quantity = resource.get("valueQuantity")
+        value = quantity.get("value") if isinstance(quantity, dict) else None
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return round(value)
 

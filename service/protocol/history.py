@@ -261,7 +261,7 @@ def is_evaluation(decision: PastDecision) -> bool:
     return (decision.session_key or "").startswith(EVALUATION_KEY_PREFIX)
 
 
-def _current(decisions: list[PastDecision]) -> list[PastDecision]:
+def current(decisions: list[PastDecision]) -> list[PastDecision]:
     """The decisions without the evaluations a session made stale: one that arrived late with
     a clock between an evaluation and the decision that evaluation's state came from. The
     evaluation re-checked stored data without that session; the next decision re-checks."""
@@ -279,7 +279,7 @@ def _current(decisions: list[PastDecision]) -> list[PastDecision]:
 def plan_state(decisions: list[PastDecision], tz: tzinfo | None) -> PlanState:
     """Fold the decisions, oldest first, into the plan's current state."""
     state = PlanState()
-    for d in _current(decisions):
+    for d in current(decisions):
         state = advance(state, d, tz)
     return state
 

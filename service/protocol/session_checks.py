@@ -10,53 +10,101 @@ from service.protocol.codes import LOINC, LOINC_PAIN_NRS, PAIN_UNIT, REPETITION_
 from service.protocol.conformance import Problem
 from service.protocol.fhirdata import Json, component_value, effective_end, effective_start
 from service.protocol.inputs import Session
+from service.protocol.plan_start import PlanStart, before_plan_start
 
 PAIN_MIN, PAIN_MAX = 0, 10  # the scale itself (NRS 0-10), not a clinical threshold
 DECIDABLE_STATUSES = {"final", "amended", "corrected"}  # Observation.status of a session to decide
 
 
+# How a usable pain score is sent, said in every refusal of one.
+PAIN_FORMS = f"valueInteger 0-10, or valueQuantity 0-10 in UCUM {PAIN_UNIT}"
+
+
 def check_pain_observation(observation: Json, where: str) -> list[Problem]:
-    """A LOINC 72514-3 score must be an integer 0-10 in UCUM {score}."""
+    """A LOINC 72514-3 score must be a whole number 0-10: a valueInteger, or a valueQuantity
+    in UCUM {score}. Each refusal says which element was wrong and what would do."""
     problems: list[Problem] = []
     codings = (observation.get("code") or {}).get("coding") or []
     if not any(c.get("system") == LOINC and c.get("code") == LOINC_PAIN_NRS for c in codings):
         problems.append(
             Problem(f"{where}.code", f"a repetition must be coded LOINC {LOINC_PAIN_NRS}")
         )
-    quantity = observation.get("valueQuantity")
     if observation.get("status") in ("entered-in-error", "cancelled"):
+        return problems
+    if "valueInteger" in observation:
+        problems.extend(_check_value(observation["valueInteger"], f"{where}.valueInteger"))
+        return problems
+    quantity = observation.get("valueQuantity")
+    if quantity is None:
+        other = sorted(k for k in observation if k.startswith("value"))
+        if other:
+            problems.append(
+                Problem(f"{where}.{other[0]}", f"a pain score is a {PAIN_FORMS}, not {other[0]}")
+            )
+        elif "dataAbsentReason" not in observation:
+            problems.append(
+                Problem(f"{where}.value[x]", f"the pain score is missing: send a {PAIN_FORMS}")
+            )
         return problems
     if not isinstance(quantity, dict) or "value" not in quantity:
         if "dataAbsentReason" not in observation:
-            problems.append(Problem(f"{where}.valueQuantity", "the pain score is missing"))
+            problems.append(
+                Problem(
+                    f"{where}.valueQuantity.value",
+                    f"the pain score is missing: send a {PAIN_FORMS}",
+                )
+            )
         return problems
     if "comparator" in quantity:
         problems.append(
             Problem(f"{where}.valueQuantity.comparator", "a pain score is exact: no comparator")
         )
-    value = quantity["value"]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        problems.append(Problem(f"{where}.valueQuantity.value", "pain must be a whole number"))
-    elif not PAIN_MIN <= value <= PAIN_MAX:
-        problems.append(Problem(f"{where}.valueQuantity.value", f"pain {value} is outside 0-10"))
+    unit = _unit_problem(quantity, where)
+    # A value in another unit is on another scale: the unit is what is wrong, not the number.
+    if unit is not None:
+        problems.append(unit)
+    else:
+        problems.extend(_check_value(quantity["value"], f"{where}.valueQuantity.value"))
+    return problems
+
+
+def _unit_problem(quantity: Json, where: str) -> Problem | None:
+    """A {score} quantity's unit: UCUM {score}, or a bare unit text "{score}" / "score"."""
     unit_code = quantity.get("code")
     if unit_code is not None and (quantity.get("system") != UCUM or unit_code != PAIN_UNIT):
         system = quantity.get("system")
         given = f"{unit_code!r} of {system}" if system else f"{unit_code!r} without a system"
-        problems.append(
-            Problem(f"{where}.valueQuantity", f"the unit must be UCUM {PAIN_UNIT}, not {given}")
+        return Problem(
+            f"{where}.valueQuantity",
+            f"the unit must be UCUM {PAIN_UNIT}, not {given} (or send a valueInteger 0-10)",
         )
-    elif unit_code is None and quantity.get("unit") not in (None, PAIN_UNIT, "score"):
-        problems.append(Problem(f"{where}.valueQuantity.unit", f"the unit must be {PAIN_UNIT}"))
-    return problems
+    if unit_code is None and quantity.get("unit") not in (None, PAIN_UNIT, "score"):
+        return Problem(
+            f"{where}.valueQuantity.unit",
+            f"the unit must be {PAIN_UNIT}, not {quantity.get('unit')!r} "
+            "(or send a valueInteger 0-10)",
+        )
+    return None
+
+
+def _check_value(value: object, where: str) -> list[Problem]:
+    """A pain score's number: a whole number on the 0-10 scale."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        return [Problem(where, "pain must be a whole number")]
+    if not PAIN_MIN <= value <= PAIN_MAX:
+        return [Problem(where, f"pain {value} is outside 0-10")]
+    return []
 
 
 def _ref(value: Json | None) -> str | None:
     return value.get("reference") if isinstance(value, dict) else None
 
 
-def check_session(session: Session, care_plan: Json, now: datetime) -> list[Problem]:
-    """Everything that makes a session unusable for a decision on this CarePlan."""
+def check_session(
+    session: Session, care_plan: Json, now: datetime, plan_start: PlanStart | None = None
+) -> list[Problem]:
+    """Everything that makes a session unusable for a decision on this CarePlan; `start`: the
+    plan's start (plan_start.py), before which nothing of the session may lie."""
     problems: list[Problem] = []
     panel = session.panel
     plan_ref = f"CarePlan/{care_plan.get('id')}"
@@ -97,6 +145,13 @@ def check_session(session: Session, care_plan: Json, now: datetime) -> list[Prob
         moment = effective_end(resource)
         if moment is not None and moment > now:
             problems.append(Problem(f"{label}.effective[x]", "the time lies in the future"))
+        problems.extend(
+            before_plan_start(
+                [(f"{label}.effective[x]", effective_start(resource))],
+                plan_start,
+                str(care_plan.get("id")),
+            )
+        )
     indexed: list[tuple[int, int, Json]] = []
     for i, member in enumerate(session.members):
         where = f"repetition[{i}]"

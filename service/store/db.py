@@ -38,6 +38,27 @@ def create_db_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> E
     return sa.create_engine(url, pool_size=pool_size, max_overflow=max_overflow, **common)
 
 
+def limit_statement_time(engine: Engine, timeout_ms: int) -> None:
+    """PostgreSQL: the server cancels any statement of `engine` that runs longer than
+    `timeout_ms` (0: none), so one expensive search cannot hold a connection and a CPU for
+    minutes, even after its client has gone.
+
+    Applied after start-up (migrations may take longer) to every connection: those already
+    in the pool are closed, each new one gets the setting once, as it connects.
+    """
+    if is_sqlite(engine) or timeout_ms <= 0:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET statement_timeout = {int(timeout_ms)}")
+        cursor.close()
+        dbapi_connection.commit()
+
+    engine.dispose()
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

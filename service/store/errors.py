@@ -31,6 +31,11 @@ class Unavailable(StoreError):
     """The database cannot answer now (down, locked, pool exhausted): a transient failure."""
 
 
+class TimedOut(StoreError):
+    """The database cancelled a statement that ran longer than the statement timeout
+    (CAREPLAN_DB_STATEMENT_TIMEOUT_MS); nothing of the unit was written."""
+
+
 class InvalidQuery(StoreError):
     """A search value the query builder cannot use (a malformed number, reference, cursor)."""
 

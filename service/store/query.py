@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -28,17 +28,26 @@ from service.fhir.dates import MAX_DT, MIN_DT, parse_range
 from service.fhir.indexing import normalize_string, parse_reference
 from service.fhir.search import Clause, SearchQuery
 from service.fhir.search_params import SearchParam
+from service.store.engine.prepared import one_off
 from service.store.errors import InvalidQuery
 from service.store.tables import INDEX_TABLES, resource
 
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _ESCAPE = "/"  # the LIKE escape character (what SQLAlchemy's autoescape uses)
-_CACHE_SIZE = 2048
+_CACHE_SIZE = 512
+# A shape's size: its bound values and clauses. Larger shapes (about ten clauses and more,
+# or many OR-ed values of a kind that adds SQL per value) are rare and each costs tens of KB
+# compiled, so they are built for each call and kept neither here nor by the
+# prepared-statement caches (a client choosing distinct large shapes would otherwise fill
+# every cache with them: 14 grew the process from 186 to 440 MB).
+MAX_CACHED_SHAPE_SIZE = 24
 
 # A node of a shape: a tuple whose first item says what it is (see _BUILDERS).
 Node = tuple[Any, ...]
+# (resource type, driver node or None, clause nodes, size): see `where`.
 Shape = tuple[Any, ...]
 Columns = Sequence[tuple[sa.ColumnElement[Any], bool]]
+R = TypeVar("R")
 
 # What a stored resource is read as, in the field order of repository.Stored: its rows unpack
 # positionally (much cheaper than by name). Same SQL as selecting the table's columns.
@@ -342,7 +351,25 @@ def where(query: SearchQuery) -> Where:
     b = _Binds(query.base_url)
     driver, remaining = _plan_driver(b, query)
     nodes = tuple(_plan_clause(b, c) for c in remaining)
-    return Where((query.resource_type, driver, nodes), b.values)
+    size = len(b.values) + len(nodes) + (driver is not None)
+    return Where((query.resource_type, driver, nodes, size), b.values)
+
+
+def _per_shape(build: Callable[..., R]) -> Callable[..., R]:
+    """`build(shape, ...)` cached per shape (LRU, _CACHE_SIZE entries) when the shape is small
+    enough (MAX_CACHED_SHAPE_SIZE), else built for the call (a statement marked uncached)."""
+    cached = functools.lru_cache(maxsize=_CACHE_SIZE)(build)
+
+    @functools.wraps(build)
+    def get(shape: Shape, *rest: Any) -> R:
+        if shape[3] <= MAX_CACHED_SHAPE_SIZE:
+            return cached(shape, *rest)
+        built = build(shape, *rest)
+        return one_off(built) if isinstance(built, sa.Select) else built
+
+    get.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    get.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    return get
 
 
 # --- step 2: shape -> SQLAlchemy expressions (once per shape) --------------------------------
@@ -560,10 +587,10 @@ _BUILDERS: dict[str, Callable[..., Any]] = {
 }
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
+@_per_shape
 def conditions(shape: Shape) -> tuple[sa.ColumnElement[bool], ...]:
     """The WHERE conditions of a shape, with a bindparam for each of its values."""
-    resource_type, driver, nodes = shape
+    resource_type, driver, nodes, _size = shape
     built: list[sa.ColumnElement[bool]] = [resource.c.deleted.is_(False)]
     if driver is not None:
         lookup = _build(driver)
@@ -666,7 +693,7 @@ def _limit() -> sa.BindParameter[int]:
     return sa.bindparam(LIMIT, type_=sa.Integer)
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
+@_per_shape
 def page_statement(shape: Shape, key: SortKey) -> sa.Select[Any]:
     """A search's first page: the resource and its sort keys (k0, k1, ...) in sort order."""
     columns = columns_for(key)
@@ -677,7 +704,8 @@ def cursor_page_statement(
     where: Where, columns: Columns, values: list[Any], backwards: bool
 ) -> sa.Select[Any]:
     """A later page, cut at a cursor's values (paging is rare: not cached)."""
-    return _page((*where.conditions, after(columns, values, backwards)), columns, backwards)
+    filters = (*where.conditions, after(columns, values, backwards))
+    return one_off(_page(filters, columns, backwards))
 
 
 def _page(
@@ -692,11 +720,11 @@ def _page(
     )
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
+@_per_shape
 def ids_statement(shape: Shape) -> sa.Select[Any]:
     return sa.select(resource.c.res_id).where(*conditions(shape)).limit(_limit())
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
+@_per_shape
 def count_statement(shape: Shape) -> sa.Select[Any]:
     return sa.select(sa.func.count()).select_from(resource).where(*conditions(shape))

@@ -135,6 +135,8 @@ def reindex(engine: Engine, batch_size: int = 500) -> ReindexReport:
 
     Each batch is one transaction; a resource updated meanwhile gets its rows from that update.
     """
+    if batch_size < 1:  # an empty batch would never reach the end
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     store = Store(engine)
     after, scanned, rewritten = 0, 0, 0
     while True:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -18,10 +19,18 @@ from service.store import query as q
 from service.store import statements as st
 from service.store.db import is_sqlite
 from service.store.engine.prepared import Runner
-from service.store.errors import Gone, NotFound, PreconditionFailed, RetryTransaction
+from service.store.errors import (
+    Gone,
+    InvalidQuery,
+    NotFound,
+    PreconditionFailed,
+    RetryTransaction,
+)
 from service.store.tables import conditional_key, idx_reference, resource, resource_history
 
 T = TypeVar("T")
+# Resources one search page may add by _revinclude (a patient's decisions over months).
+REVINCLUDE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,19 @@ def live(found: Stored | None, resource_type: str, resource_id: str) -> Stored:
     return found
 
 
-def criteria_key(resource_type: str, items: list[tuple[str, str]]) -> str:
-    normalized = "&".join(f"{k}={v}" for k, v in sorted(items))
-    return hashlib.sha256(f"{resource_type}?{normalized}".encode()).hexdigest()
+def criteria_key(query: SearchQuery) -> str:
+    """The conditional-create key of a search: what it matches, not how it is written.
+
+    Result parameters (_count, _sort, _summary, ...) are not clauses; the clauses are
+    AND-ed and each one's values OR-ed, so both are de-duplicated and ordered. Two criteria
+    that find the same resources then share one key, and parallel creates with them collide
+    on it instead of each creating its own resource.
+    """
+    clauses = sorted(
+        {(c.param.name, c.modifier or "", tuple(sorted(set(c.values)))) for c in query.clauses}
+    )
+    text = orjson.dumps([query.resource_type, clauses])
+    return hashlib.sha256(text).hexdigest()
 
 
 def _one_row_updated(rowcount: int) -> None:
@@ -140,6 +159,19 @@ class Tx:
             raise Gone(f"Version {version} of {resource_type}/{resource_id} is a deletion")
         return entry
 
+    def first_stored(self, resource_type: str, resource_id: str) -> datetime | None:
+        """When the resource's first version was stored (naive UTC), from its history."""
+        found = self.conn.execute(
+            sa.select(resource_history.c.last_updated)
+            .where(
+                resource_history.c.res_type == resource_type,
+                resource_history.c.res_id == resource_id,
+            )
+            .order_by(resource_history.c.version)
+            .limit(1)
+        ).scalar()
+        return found if isinstance(found, datetime) else None
+
     def read_many(self, refs: list[tuple[str, str]]) -> list[Stored]:
         if not refs:
             return []
@@ -198,13 +230,12 @@ class Tx:
         self,
         body: dict[str, Any],
         criteria: SearchQuery,
-        criteria_items: list[tuple[str, str]],
         resource_id: str | None = None,
     ) -> tuple[Stored, bool]:
         """If-None-Exist: the match when there is exactly one, else a new resource.
 
-        A unique key on the normalized criteria makes identical parallel creates race-free:
-        the loser's insert fails and its retry finds the winner's resource.
+        A unique key on the normalized criteria (`criteria_key`) makes equivalent parallel
+        creates race-free: the loser's insert fails and its retry finds the winner's resource.
         """
         matches = self.search_ids(criteria, limit=2)
         if len(matches) > 1:
@@ -214,7 +245,7 @@ class Tx:
         if matches:
             return self.read(criteria.resource_type, matches[0]), False
         created = self.create(body, resource_id)
-        key = criteria_key(criteria.resource_type, criteria_items)
+        key = criteria_key(criteria)
         existing = self.conn.execute(
             sa.select(conditional_key.c.resource_seq).where(
                 conditional_key.c.res_type == criteria.resource_type,
@@ -462,6 +493,8 @@ class Tx:
         )
         total = None if query.total == "none" else self._count(where)
         included = self._includes(query, matches)
+        shown = {(m.type, m.id) for m in [*matches, *included]}
+        included += [r for r in self._revincludes(query, matches) if (r.type, r.id) not in shown]
         return SearchPage(matches, included, total, next_cursor, previous_cursor)
 
     def _includes(self, query: SearchQuery, matches: list[Stored]) -> list[Stored]:
@@ -484,6 +517,35 @@ class Tx:
         seen = {(m.type, m.id) for m in matches}
         refs = sorted({(r.target_type, r.target_id) for r in rows} - seen)
         return self.read_many(refs)
+
+    def _revincludes(self, query: SearchQuery, matches: list[Stored]) -> list[Stored]:
+        """The resources `_revinclude` names whose parameter points at a match: one lookup of
+        the reference index by (type, param, target id). More than REVINCLUDE_LIMIT for one
+        page is refused rather than cut short: a client would take a part for the whole."""
+        if not query.revincludes or not matches:
+            return []
+        wanted = [
+            sa.and_(idx_reference.c.res_type == source, idx_reference.c.param == param.name)
+            for source, param in query.revincludes
+        ]
+        pointing = sa.select(idx_reference.c.resource_seq).where(
+            sa.or_(*wanted),
+            idx_reference.c.target_type == query.resource_type,
+            idx_reference.c.target_id.in_(sorted({m.id for m in matches})),
+        )
+        rows = self.conn.execute(
+            sa.select(*q.STORED_COLUMNS)
+            .where(resource.c.seq.in_(pointing), resource.c.deleted.is_(False))
+            .order_by(resource.c.seq)
+            .limit(REVINCLUDE_LIMIT + 1)
+        ).all()
+        if len(rows) > REVINCLUDE_LIMIT:
+            raise InvalidQuery(
+                f"_revinclude finds more than {REVINCLUDE_LIMIT} resources for this page: use a "
+                "smaller _count, or search the other type by its parameter (e.g. "
+                "GuidanceResponse?result=CarePlan/<id>) and page through it"
+            )
+        return [_stored(r) for r in rows]
 
     # --- history ---------------------------------------------------------------------------
 

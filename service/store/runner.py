@@ -17,10 +17,14 @@ from service.observability import record_db_error
 from service.store.db import is_sqlite
 from service.store.engine.checkpoint import WalCheckpointer
 from service.store.engine.group_commit import GroupCommit, unit_attempt
-from service.store.errors import Conflict, RetryTransaction, Unavailable
+from service.store.errors import Conflict, RetryTransaction, TimedOut, Unavailable
 from service.store.repository import Tx
 
 T = TypeVar("T")
+
+
+# PostgreSQL's SQLSTATE for a statement it cancelled (statement_timeout, or a cancel request).
+_QUERY_CANCELED = "57014"
 
 
 def _operational_kind(exc: OperationalError) -> str:
@@ -68,21 +72,35 @@ class Store:
         if self.checkpointer is not None:
             self.checkpointer.nudge()
 
-    async def arun(self, unit: Callable[["Tx"], T], *, read_only: bool = False) -> T:
+    async def arun(
+        self, unit: Callable[["Tx"], T], *, read_only: bool = False, long: bool = False
+    ) -> T:
         """``run`` for async routes, chosen by measurement (bench/README.md).
 
         PostgreSQL: in a worker thread, so a round trip or lock wait does not stall the other
         requests of the process (8 connections: p99 1060 -> 635 ms). SQLite: inline, since
         it has one writer anyway and threads only queue on its lock (p99 455 -> 1560 ms);
         writes there share their COMMIT with the writes that arrive alongside (group_commit.py).
+        A unit its caller says may run ``long`` (a search, a transaction of many entries, a
+        large body) runs in a worker thread on SQLite too, so that the event loop answers other
+        requests meanwhile (/healthz waited 1.4-4.5 s behind a 5,000-entry transaction,
+        bench/healthz_under_load.py): a read beside the others (WAL readers wait for no
+        writer), a write between the group commit's batches.
         """
-        if self.sqlite:
+        if not self.sqlite:
+            return await anyio.to_thread.run_sync(
+                functools.partial(self.run, unit, read_only=read_only)
+            )
+        if long:
+            work = functools.partial(self.run, unit, read_only=read_only)
             if read_only:
-                return self.run(unit, read_only=True)
-            return await self.group.run(unit_attempt(Tx, unit))
-        return await anyio.to_thread.run_sync(
-            functools.partial(self.run, unit, read_only=read_only)
-        )
+                return await anyio.to_thread.run_sync(work)
+            result = await self.group.run_alone(lambda: anyio.to_thread.run_sync(work))
+            self._batch_committed()
+            return result
+        if read_only:
+            return self.run(unit, read_only=True)
+        return await self.group.run(unit_attempt(Tx, unit))
 
     def run(self, unit: Callable[["Tx"], T], *, read_only: bool = False) -> T:
         """Run ``unit`` in one transaction, again when it lost a race on a unique key or its
@@ -152,6 +170,11 @@ def _database_failure(exc: Exception) -> Exception:
     else (a unit's own error, a bug) passes through unchanged."""
     if isinstance(exc, OperationalError):
         record_db_error(_operational_kind(exc))
+        if getattr(exc.orig, "sqlstate", None) == _QUERY_CANCELED:
+            return TimedOut(
+                "The request took too long in the database and was cancelled; "
+                "narrow the search, or retry later"
+            )
         return Unavailable("The database is unavailable")
     if isinstance(exc, (SATimeoutError, DBAPIError)):
         # Pool exhausted, or a driver error that is neither a conflict nor a lost connection.

@@ -1,10 +1,12 @@
 """Replay a CarePlan's stored sessions against a chosen PlanDefinition version.
 
-Shows a clinic what a new threshold would have changed: each session is decided again, in
-time order, from the record as it stood at the session's own clock, with the decisions of
-the replay itself (not the stored ones) as the plan's history, and the CarePlan as the replay
-leaves it (starting from its first version): a stop the new version makes stays a stop, since
-nobody can know whether a clinician would have resumed it. Nothing is written.
+Shows a clinic what a new threshold would have changed: each session, and each `$evaluate`
+the plan had, is decided again, in time order, from the record as it stood at its own clock,
+with the decisions of the replay itself (not the stored ones) as the plan's history, and the
+CarePlan as the replay leaves it (starting from its first version): a stop the new version
+makes stays a stop, since nobody can know whether a clinician would have resumed it. An
+evaluation a late session made stale is left out, as the plan's own history leaves it out.
+Nothing is written.
 """
 
 import itertools
@@ -18,7 +20,13 @@ from service.protocol.activities import stopped_flexion
 from service.protocol.codes import CAREPLAN_CS, PLAN_DEFINITION_URL, SESSION_CODE
 from service.protocol.decide import decide, session_clock
 from service.protocol.fhirdata import identifier_key
-from service.protocol.history import P_RETRY_END, P_RETRY_START
+from service.protocol.history import (
+    P_RETRY_END,
+    P_RETRY_START,
+    current,
+    is_evaluation,
+    parse_decision,
+)
 from service.protocol.inputs import Session
 from service.protocol.outputs import build_outputs, resource_id
 from service.protocol.parameters import Params, read_params
@@ -66,7 +74,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class ReplayedDecision:
-    session: str
+    session: str  # the session's key, or for an evaluation "evaluation|<its clock in UTC>"
     clock: str
     stored: Outcome | None
     replayed: Outcome
@@ -124,56 +132,97 @@ def _resumed(
     return {**care_plan, "activity": (latest.body or {}).get("activity", [])}
 
 
+@dataclass(frozen=True)
+class _Event:
+    """What the plan decided on: a session, or an evaluation (session None) at its clock."""
+
+    clock: datetime
+    key: str
+    session: Session | None
+    stored: Json | None  # the stored decision (GuidanceResponse), if any
+    stored_at: datetime | None  # when it was decided
+
+
+def _sessions(tx: Tx, care_plan_id: str) -> list[_Event]:
+    panels = tx.find(
+        "Observation",
+        [
+            ("based-on", f"CarePlan/{care_plan_id}"),
+            ("code", f"{CAREPLAN_CS}|{SESSION_CODE}"),
+            ("_sort", "date"),
+        ],
+    )
+    events = []
+    for panel in panels:
+        if panel.get("status") not in DECIDABLE_STATUSES:
+            continue  # never decided (preliminary, entered-in-error, ...)
+        key = identifier_key(panel) or f"Observation/{panel['id']}"
+        found = tx.get("GuidanceResponse", resource_id(care_plan_id, key, "guidance-response"))
+        stored = found.body if found and found.body else None
+        refs = [m["reference"].partition("/") for m in panel.get("hasMember", [])]
+        members = [m.body for m in tx.read_many([(t, i) for t, _, i in refs]) if m.body]
+        session = Session.from_observations(panel, members)
+        # When the session was decided (its panel may have been edited since).
+        stored_at = _stored_at(stored or panel)
+        events.append(_Event(session_clock(session), key, session, stored, stored_at))
+    return events
+
+
+def _evaluations(tx: Tx, care_plan_id: str, sessions: list[_Event]) -> list[_Event]:
+    """The plan's stored evaluations, but those a late session made stale."""
+    responses = tx.find("GuidanceResponse", [("result", f"CarePlan/{care_plan_id}")])
+    live = [r for r in responses if r.get("status") != "entered-in-error"]
+    parsed = [(d, r) for r in live if (d := parse_decision(r, None)) is not None]
+    by_key = {d.session_key: r for d, r in parsed if is_evaluation(d)}
+    # The plan's decisions as its own history reads them (history.current).
+    decisions = [d for d, _ in parsed if is_evaluation(d)]
+    decisions += [d for e in sessions if e.stored and (d := parse_decision(e.stored, None))]
+    ordered = sorted(decisions, key=lambda d: (d.at, d.code, d.session_key or ""))
+    events = []
+    for d in current(ordered):
+        if is_evaluation(d):
+            stored = by_key[d.session_key]
+            events.append(_Event(d.at, str(d.session_key), None, stored, _stored_at(stored)))
+    return events
+
+
 def replay(store: Store, care_plan_id: str, version: str | None = None) -> list[ReplayedDecision]:
     def unit(tx: Tx) -> list[ReplayedDecision]:
-        current = tx.read("CarePlan", care_plan_id).body or {}
-        plan_definition = _plan_version(tx, current, version)
+        current_plan = tx.read("CarePlan", care_plan_id).body or {}
+        plan_definition = _plan_version(tx, current_plan, version)
         params = read_params(plan_definition)
-        patient_id = current["subject"]["reference"].partition("/")[2]
+        patient_id = current_plan["subject"]["reference"].partition("/")[2]
         patient = tx.read("Patient", patient_id).body or {}
         # The replay's own CarePlan: as enrolled, then as each replayed decision leaves it,
         # plus the clinicians' resumes of a stopped plan where they happened. (Today's plan
         # would carry later changes into the past: its running activities would undo a stop
         # the replayed version makes, as if a clinician had resumed it.)
         versions = _versions(tx, care_plan_id)
-        care_plan = versions[0].body or current
+        care_plan = versions[0].body or current_plan
         resumes = _resumes(versions, params)
         seen_until = None
-        panels = tx.find(
-            "Observation",
-            [
-                ("based-on", f"CarePlan/{care_plan_id}"),
-                ("code", f"{CAREPLAN_CS}|{SESSION_CODE}"),
-                ("_sort", "date"),
-            ],
+        sessions = _sessions(tx, care_plan_id)
+        events = sorted(
+            [*sessions, *_evaluations(tx, care_plan_id, sessions)],
+            key=lambda e: (e.clock, e.session is None),
         )
         replayed: list[Json] = []
         results = []
-        for panel in panels:
-            if panel.get("status") not in DECIDABLE_STATUSES:
-                continue  # never decided (preliminary, entered-in-error, ...)
-            key = identifier_key(panel) or f"Observation/{panel['id']}"
-            stored = tx.get("GuidanceResponse", resource_id(care_plan_id, key, "guidance-response"))
-            refs = [m["reference"].partition("/") for m in panel.get("hasMember", [])]
-            members = [m.body for m in tx.read_many([(t, i) for t, _, i in refs]) if m.body]
-            session = Session.from_observations(panel, members)
-            clock = session_clock(session)
-            # When the session was decided (its panel may have been edited since).
-            stored_at = _stored_at(stored.body if stored and stored.body else panel)
-            if any(_between(r.last_updated, seen_until, stored_at) for r in resumes):
-                care_plan = _resumed(care_plan, params, resumes, stored_at)
-            seen_until = stored_at
+        for event in events:
+            if any(_between(r.last_updated, seen_until, event.stored_at) for r in resumes):
+                care_plan = _resumed(care_plan, params, resumes, event.stored_at)
+            seen_until = event.stored_at
             # The latest replayed decisions carry the plan state; older ones add nothing.
-            record = load_record(tx, patient, care_plan, params, clock, replayed[-3:])
-            decision = decide(plan_definition, record, session, clock)
+            record = load_record(tx, patient, care_plan, params, event.clock, replayed[-3:])
+            decision = decide(plan_definition, record, event.session, event.clock)
             outputs = build_outputs(decision, params, care_plan)
             replayed.append(outputs.guidance_response)
             care_plan = outputs.care_plan
             results.append(
                 ReplayedDecision(
-                    session=key,
-                    clock=clock.isoformat(),
-                    stored=Outcome.of(stored.body) if stored and stored.body else None,
+                    session=event.key,
+                    clock=event.clock.isoformat(),
+                    stored=Outcome.of(event.stored) if event.stored else None,
                     replayed=Outcome.of(outputs.guidance_response),
                 )
             )

@@ -22,7 +22,12 @@ from service.protocol.session_checks import (
 )
 from service.store.repository import Stored, Tx
 from service.usecases.records import plan_definition_for
-from service.usecases.sessions import check_plan_open, decide_and_store, unprocessable
+from service.usecases.sessions import (
+    check_plan_open,
+    decide_and_store,
+    plan_started,
+    unprocessable,
+)
 
 Json = dict[str, Any]
 # Provenances read to tell whether a panel's repetitions were used: ours and an EHR's.
@@ -100,7 +105,8 @@ def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
     session = Session.from_observations(panel, [m.body for m in members if m and m.body])
     plan_definition = plan_definition_for(tx, care_plan.body)
     check_plan_open(care_plan.body, read_params(plan_definition))
-    problems = check_session(session, care_plan.body, datetime.now().astimezone())
+    now = datetime.now().astimezone()
+    problems = check_session(session, care_plan.body, now, plan_started(tx, care_plan))
     problems = [p for p in problems if p.expression != "panel.identifier"]
     if problems:
         raise unprocessable(problems)

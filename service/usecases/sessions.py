@@ -26,6 +26,7 @@ from service.protocol.history import is_evaluation, parse_decision
 from service.protocol.inputs import Session, SessionShapeError
 from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
 from service.protocol.parameters import Params, read_params
+from service.protocol.plan_start import PlanStart, before_plan_start, plan_start
 from service.protocol.session_checks import check_session
 from service.store.repository import Read, Stored, Tx, live
 from service.store.runner import Store
@@ -139,6 +140,24 @@ def check_plan_open(care_plan: Json, params: Params) -> None:
             "until a clinician resumes it (sets the flexion activity back to in-progress)",
             f"CarePlan.activity[{stopped}].detail.status",
         )
+
+
+def plan_started(tx: Tx, care_plan: Stored) -> PlanStart | None:
+    """The plan's start (protocol/plan_start.py): its period.start, else when it was first
+    stored, read from its history only then (a plan still at version 1 carries it)."""
+    body = care_plan.body or {}
+    if (body.get("period") or {}).get("start"):
+        return plan_start(body, None)
+    first = (
+        care_plan.last_updated
+        if care_plan.version == 1
+        else tx.first_stored(care_plan.type, care_plan.id)
+    )
+    if first is None:
+        return plan_start(body, None)
+    # As its meta.lastUpdated shows it (milliseconds), so a client can time a session by it.
+    shown = first.replace(microsecond=first.microsecond // 1000 * 1000, tzinfo=UTC)
+    return plan_start(body, shown)
 
 
 def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, list[str]]:
@@ -281,7 +300,7 @@ def _latest_decision_read(
 def _later_clock(found: list[Stored], at: datetime) -> datetime | None:
     """The clock of the newest session decision after `at` that `_latest_decision_read`
     found, if any: then the decision at `at` is late. Evaluations do not count (they re-check
-    stored data; a session they did not know makes them stale, history._current), nor do
+    stored data; a session they did not know makes them stale, history.current), nor do
     GuidanceResponses this service did not write or that are entered-in-error."""
     clock = at if at.tzinfo else at.replace(tzinfo=UTC)
     later = []
@@ -335,20 +354,29 @@ def decide_and_store(
     # Decided before (the same evaluation at the same clock)? And has the plan a decision
     # later than this clock? Both asked with the record's reads.
     answered = resource_id(care_plan.id, decision_key(session, at), "guidance-response")
-    record, (existing, latest) = load_record_and(
-        tx,
-        patient,
-        plan_body,
-        params,
-        at,
-        tx.get_read("GuidanceResponse", answered),
-        _latest_decision_read(tx, care_plan.id, str(patient.get("id")), at),
-    )
-    decision = decide(plan_definition, record, session, at)
-    newer = _later_clock(latest, at)
-    outputs = build_outputs(
-        decision, params, plan_body, session_refs or None, newer, care_plan.version
-    )
+    try:
+        record, (existing, latest) = load_record_and(
+            tx,
+            patient,
+            plan_body,
+            params,
+            at,
+            tx.get_read("GuidanceResponse", answered),
+            _latest_decision_read(tx, care_plan.id, str(patient.get("id")), at),
+        )
+        decision = decide(plan_definition, record, session, at)
+        newer = _later_clock(latest, at)
+        outputs = build_outputs(
+            decision, params, plan_body, session_refs or None, newer, care_plan.version
+        )
+    except OverflowError:
+        # The record's look-back or a retry window runs past year 1 or 9999.
+        raise fhir_error(
+            422,
+            "business-rule",
+            f"The decision clock {at.isoformat()} lies too close to the edge of the calendar "
+            "(years 0001-9999) for the protocol's look-back and retry windows",
+        ) from None
     if existing is not None:  # answer as before
         answer = stored_answer(tx, care_plan.id, decision.session_key)
         if answer is not None:
@@ -384,7 +412,7 @@ def submit_session(
     )
     plan_definition = known_plan_definition(plan_definitions, canonical)
     # Checked first, so a resubmission that is not a usable session is told why (422).
-    problems = check_session(session, plan_body, now)
+    problems = check_session(session, plan_body, now, plan_started(tx, care_plan))
     if problems:
         raise unprocessable(_in_request(problems, bundle, session, where))
     if key is not None:
@@ -406,6 +434,9 @@ def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime) -> Json:
     if at > now:
         raise fhir_error(422, "business-rule", "at: the decision clock lies in the future", "at")
     care_plan = tx.read("CarePlan", care_plan_id, lock=True)
+    before = before_plan_start([("at", at)], plan_started(tx, care_plan), care_plan.id)
+    if before:
+        raise unprocessable(before)
     answer = stored_answer(tx, care_plan.id, decision_key(None, at))
     if answer is not None:  # evaluated at this clock before: answer as then
         return answer
@@ -417,10 +448,19 @@ def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime) -> Json:
 
 
 async def submit(
-    store: Store, care_plan_id: str, bundle: Json, now: datetime, base: str, where: str
+    store: Store,
+    care_plan_id: str,
+    bundle: Json,
+    now: datetime,
+    base: str,
+    where: str,
+    *,
+    long: bool = False,
 ) -> Json:
-    """$submit-session as one unit of work (see submit_session)."""
-    return await store.arun(lambda tx: submit_session(tx, care_plan_id, bundle, now, base, where))
+    """$submit-session as one unit of work (see submit_session); ``long``: a large body."""
+    return await store.arun(
+        lambda tx: submit_session(tx, care_plan_id, bundle, now, base, where), long=long
+    )
 
 
 async def reevaluate(store: Store, care_plan_id: str, at: datetime, now: datetime) -> Json:

@@ -6,6 +6,7 @@ and any failing entry rolls the whole Bundle back. A batch runs each entry in it
 work: one failing entry fails alone.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,8 @@ from service.fhir.dates import format_instant
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.etags import parse_if_match
 from service.fhir.ids import new_resource_id
-from service.fhir.search import parse_search
+from service.fhir.search import SearchLimits, parse_search
+from service.fhir.search_params import SEARCH_PARAMS
 from service.fhir.validate import validate_resource
 from service.store.errors import RetryTransaction, StoreError
 from service.store.repository import Stored, Tx
@@ -24,13 +26,21 @@ from service.store.runner import Store
 from service.usecases import crud
 
 Json = dict[str, Any]
+logger = logging.getLogger("careplan.transaction")
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+# A transaction with more entries than this, or with a GET (a search may read a page of up to
+# max_page_size bodies), may take long: it runs off the event loop (Store.arun). An entry costs
+# about 1 ms on the 2-core machine of bench/README.md.
+INLINE_ENTRIES = 16
 
 
 @dataclass(frozen=True)
 class Paging:
+    """The request's search settings, for the entries' searches and If-None-Exist criteria."""
+
     default_page_size: int
     max_page_size: int
+    limits: SearchLimits | None = None
 
 
 def _request_of(entry: Json, index: int) -> tuple[str, str]:
@@ -44,6 +54,15 @@ def _request_of(entry: Json, index: int) -> tuple[str, str]:
         )
     if not isinstance(url, str) or not url:
         raise fhir_error(400, "required", "Entry has no url", f"Bundle.entry[{index}].request.url")
+    segments = _split_url(url)[0]
+    if segments and segments[0] not in SEARCH_PARAMS:
+        # As in REST, where /fhir/<type> has no route for such a type.
+        raise fhir_error(
+            404,
+            "not-found",
+            f"{segments[0]!r} is not a resource type this server serves",
+            f"Bundle.entry[{index}].request.url",
+        )
     return method, url
 
 
@@ -92,7 +111,9 @@ class EntryRunner:
         if method == "POST":
             if_none_exist = entry["request"].get("ifNoneExist")
             body = {k: v for k, v in body.items() if k != "id"}
-            stored, created = crud.create_in(tx, body, if_none_exist, assigned.get(index))
+            stored, created = crud.create_in(
+                tx, body, if_none_exist, assigned.get(index), self.paging.limits
+            )
             if index in assigned and stored.id != assigned[index]:
                 # Another writer created the match after our id mapping: redo the transaction.
                 raise RetryTransaction()
@@ -103,7 +124,7 @@ class EntryRunner:
             raise fhir_error(400, "invalid", "Resource id does not match request.url", where)
         if_match = entry["request"].get("ifMatch")
         version = parse_if_match(if_match, f"{where}.request.ifMatch") if if_match else None
-        stored, created = crud.update_in(tx, body, segments[1], version)
+        stored, created = crud.update_in(tx, body, segments[1], version, f"{where}.request.ifMatch")
         return self._written(stored, "201 Created" if created else "200 OK")
 
     def _written(self, stored: Stored, status: str) -> Json:
@@ -129,6 +150,7 @@ class EntryRunner:
                 default_count=self.paging.default_page_size,
                 max_count=self.paging.max_page_size,
                 base_url=self.base,
+                limits=self.paging.limits,
             )
             page = tx.search(query)
             return {
@@ -138,7 +160,9 @@ class EntryRunner:
         raise fhir_error(400, "not-supported", "GET supports Type/id and Type?query", where)
 
 
-def _assign_ids(tx: Tx, entries: list[Json]) -> tuple[dict[str, str], dict[int, str]]:
+def _assign_ids(
+    tx: Tx, entries: list[Json], limits: SearchLimits | None
+) -> tuple[dict[str, str], dict[int, str]]:
     """Give every POST entry an id up front (its match, for conditional creates)."""
     urn_to_ref: dict[str, str] = {}
     assigned: dict[int, str] = {}
@@ -150,8 +174,8 @@ def _assign_ids(tx: Tx, entries: list[Json]) -> tuple[dict[str, str], dict[int, 
         resource_type = body["resourceType"]
         new_id = new_resource_id()
         criteria = request.get("ifNoneExist")
-        if criteria:
-            query, _ = crud.parse_if_none_exist(resource_type, criteria)
+        if criteria is not None:
+            query = crud.parse_if_none_exist(resource_type, criteria, limits)
             matches = tx.search_ids(query, limit=2)
             if len(matches) == 1:
                 new_id = matches[0]
@@ -247,14 +271,23 @@ def _validate_batch_entry(entry: Any, index: int) -> None:
     _validate_entries([entry], index)
 
 
-async def transaction(store: Store, bundle: Json, base: str, paging: Paging) -> Json:
-    """A transaction-response Bundle; any failing entry raises and nothing is written."""
+def _is_get(entry: Any) -> bool:
+    request = entry.get("request") if isinstance(entry, dict) else None
+    return isinstance(request, dict) and request.get("method") == "GET"
+
+
+async def transaction(
+    store: Store, bundle: Json, base: str, paging: Paging, *, long: bool = False
+) -> Json:
+    """A transaction-response Bundle; any failing entry raises and nothing is written.
+    ``long``: the body is large (Store.arun)."""
     entries = bundle.get("entry") or []
-    _validate_entries(entries)
     runner = EntryRunner(base, paging)
+    long = long or len(entries) > INLINE_ENTRIES or any(_is_get(e) for e in entries)
 
     def unit(tx: Tx) -> Json:
-        urn_to_ref, assigned = _assign_ids(tx, entries)
+        _validate_entries(entries)  # in the unit: off the event loop with it when long
+        urn_to_ref, assigned = _assign_ids(tx, entries, paging.limits)
         rewritten = [_rewrite(e, urn_to_ref) for e in entries]
         _check_resolved(rewritten)
         _check_distinct(rewritten, assigned)
@@ -269,7 +302,7 @@ async def transaction(store: Store, bundle: Json, base: str, paging: Paging) -> 
             answer["entry"] = [results[i] for i in range(len(entries))]
         return answer
 
-    return await store.arun(unit)
+    return await store.arun(unit, long=long)
 
 
 # An entry's answer, or the error that failed it (the API makes it an OperationOutcome).
@@ -277,17 +310,33 @@ BatchResult = Json | FhirError | StoreError
 
 
 def _entry_unit(runner: EntryRunner, entry: Json, index: int) -> Callable[[Tx], Json]:
-    return lambda tx: runner.entry(tx, entry, index, {})
+    def unit(tx: Tx) -> Json:
+        _validate_batch_entry(entry, index)  # in the unit: off the event loop with it when long
+        return runner.entry(tx, entry, index, {})
+
+    return unit
 
 
-async def batch(store: Store, bundle: Json, base: str, paging: Paging) -> list[BatchResult]:
-    """Each entry in its own unit of work; a failing entry's error stands in its place."""
+async def batch(
+    store: Store, bundle: Json, base: str, paging: Paging, *, long: bool = False
+) -> list[BatchResult]:
+    """Each entry in its own unit of work; a failing entry's error stands in its place.
+    ``long``: the body is large, so any entry may be (Store.arun); a GET may be a search.
+
+    Entries before a failure are committed already: even an unexpected error (a bug) fails
+    only its entry, as a 500 in the batch-response, so the client learns what was written
+    and does not retry (duplicate) the rest.
+    """
     runner = EntryRunner(base, paging)
     results: list[BatchResult] = []
     for index, entry in enumerate(bundle.get("entry") or []):
+        get = _is_get(entry)
         try:
-            _validate_batch_entry(entry, index)
-            results.append(await store.arun(_entry_unit(runner, entry, index)))
+            unit = _entry_unit(runner, entry, index)
+            results.append(await store.arun(unit, read_only=get, long=long or get))
         except (FhirError, StoreError) as exc:
             results.append(exc)
+        except Exception:
+            logger.exception("unhandled error in batch entry %d", index)
+            results.append(FhirError(500, [Issue("exception", "Internal server error")]))
     return results

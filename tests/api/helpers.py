@@ -66,3 +66,8 @@ def outcome_codes(response: Any) -> list[str]:
     body = response.json()
     assert body["resourceType"] == "OperationOutcome", body
     return [issue["code"] for issue in body["issue"]]
+
+
+def if_match(resource: dict[str, Any]) -> dict[str, str]:
+    """The If-Match header naming the version ``resource`` was read at."""
+    return {"If-Match": f'W/"{resource["meta"]["versionId"]}"'}

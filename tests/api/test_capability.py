@@ -47,6 +47,15 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "type": False,
         "instance": True,
     },
+    "SearchParameter": {
+        "url": "http://example.org/SearchParameter/probe",
+        "name": "probe",
+        "status": "draft",
+        "description": "probe",
+        "code": "probe",
+        "base": ["Patient"],
+        "type": "token",
+    },
     "AuditEvent": {
         "type": {"code": "rest"},
         "recorded": "2026-01-01T00:00:00Z",
@@ -131,10 +140,18 @@ def test_every_declared_interaction_answers(client):
         body = {"resourceType": resource_type, **MINIMAL[resource_type]}
         codes = {i["code"] for i in entry["interaction"]}
         rid = f"cap-{resource_type.lower()}"
+        if_match = {}
+        if not entry["updateCreate"]:
+            # versioned-update: create with POST, then update naming the version read.
+            assert entry["versioning"] == "versioned-update", resource_type
+            created = client.post(f"/fhir/{resource_type}", json=body)
+            assert created.status_code == 201, (resource_type, created.text)
+            rid = created.json()["id"]
+            if_match = {"If-Match": created.headers["ETag"]}
         calls = {
             "create": lambda b=body, t=resource_type: client.post(f"/fhir/{t}", json=b),
-            "update": lambda b=body, t=resource_type, i=rid: client.put(
-                f"/fhir/{t}/{i}", json={**b, "id": i}
+            "update": lambda b=body, t=resource_type, i=rid, h=if_match: client.put(
+                f"/fhir/{t}/{i}", json={**b, "id": i}, headers=h
             ),
             "read": lambda t=resource_type, i=rid: client.get(f"/fhir/{t}/{i}"),
             "vread": lambda t=resource_type, i=rid: client.get(f"/fhir/{t}/{i}/_history/1"),

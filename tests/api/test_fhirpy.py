@@ -101,3 +101,45 @@ def test_live_server_speaks_http(live_server):
     assert response.headers["Location"].startswith(f"{live_server}/Patient/")
     metadata = requests.get(f"{live_server}/metadata", timeout=10)
     assert metadata.json()["fhirVersion"] == "4.0.1"
+
+
+def test_fhirpy_blind_save_of_a_care_plan_is_refused(live_server):
+    """fhirpy's save() PUTs without If-Match: for a CarePlan (which the service changes with its
+    decisions) that is a 428, and the plan is unchanged. Sending the version read works, as a
+    client header or as a transaction entry's ifMatch."""
+    headers = {"Content-Type": "application/fhir+json"}
+    fhir = SyncFHIRClient(live_server, extra_headers=headers)
+    plan = fhir.resource(
+        "CarePlan", status="draft", intent="plan", subject={"reference": "Patient/p1"}
+    )
+    plan.save()  # create: POST
+    assert plan["meta"]["versionId"] == "1"
+
+    plan["status"] = "active"
+    with pytest.raises(OperationOutcome) as refused:
+        plan.save()
+    assert "If-Match" in str(refused.value)
+    assert fhir.reference("CarePlan", plan.id).to_resource()["status"] == "draft"
+
+    read = fhir.reference("CarePlan", plan.id).to_resource()
+    versioned = SyncFHIRClient(
+        live_server, extra_headers={**headers, "If-Match": f'W/"{read["meta"]["versionId"]}"'}
+    )
+    copy = versioned.resource("CarePlan", **read.serialize())
+    copy["status"] = "active"
+    copy.save()
+    assert copy["meta"]["versionId"] == "2"
+
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {**copy.serialize(), "status": "on-hold"},
+                "request": {"method": "PUT", "url": f"CarePlan/{plan.id}", "ifMatch": 'W/"2"'},
+            }
+        ],
+    }
+    answer = fhir.execute("", method="post", data=bundle)
+    assert answer["entry"][0]["response"]["etag"] == 'W/"3"'
+    assert fhir.reference("CarePlan", plan.id).to_resource()["status"] == "on-hold"

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from prometheus_client.parser import text_string_to_metric_families
 
 from service import cli
 from service.settings import get_settings
@@ -20,6 +21,28 @@ def test_healthz(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_head_healthz_answers_like_get(client):
+    """Load balancers and uptime checkers probe with HEAD: same status and headers, no body."""
+    get, head = client.get("/healthz"), client.head("/healthz")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == get.headers["content-length"]
+
+
+def test_metrics_has_the_standard_process_metrics(client):
+    text = client.get("/metrics").text
+    families = {family.name for family in text_string_to_metric_families(text)}
+    expected = {
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    }
+    assert expected <= families, sorted(families)
 
 
 def test_readyz_at_head(client):

@@ -99,20 +99,18 @@ def test_type_history(client):
 def test_system_history(client):
     pid = client.post("/fhir/Patient", json=patient()).json()["id"]
     client.put(f"/fhir/Patient/{pid}", json={**patient("Later"), "id": pid})
-    plan_id = "plan-1"
+    condition_id = "condition-1"
     client.put(
-        f"/fhir/CarePlan/{plan_id}",
+        f"/fhir/Condition/{condition_id}",
         json={
-            "resourceType": "CarePlan",
-            "id": plan_id,
-            "status": "draft",
-            "intent": "proposal",
+            "resourceType": "Condition",
+            "id": condition_id,
             "subject": {"reference": f"Patient/{pid}"},
         },
     )
     bundle = _history(client, "_history", {"_count": "3"})
     assert _versions(bundle) == [
-        (f"CarePlan/{plan_id}", "PUT", 'W/"1"'),
+        (f"Condition/{condition_id}", "PUT", 'W/"1"'),
         (f"Patient/{pid}", "PUT", 'W/"2"'),
         (f"Patient/{pid}", "POST", 'W/"1"'),
     ]

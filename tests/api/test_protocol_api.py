@@ -181,6 +181,46 @@ def test_apply_errors(client, path, status):
     assert response.json()["resourceType"] == "OperationOutcome"
 
 
+def test_apply_refuses_a_repeated_subject_or_url(client):
+    """Two subjects (or canonicals) are ambiguous: taking one of them silently is a guess."""
+    eligible_patient(client)
+    other = {"resourceType": "Patient", "id": "other-patient", "name": [{"family": "Other"}]}
+    assert client.put("/fhir/Patient/other-patient", json=other).status_code == 201
+    two = f"subject=Patient/{b.PATIENT_ID}&subject=Patient/other-patient"
+    url = "https://fhir.flexion-careplan.org/PlanDefinition/flexion-in-lying-protocol|1.0.0"
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "subject", "valueString": f"Patient/{b.PATIENT_ID}"},
+            {"name": "subject", "valueString": "Patient/other-patient"},
+        ],
+    }
+    twice_url = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "subject", "valueString": f"Patient/{b.PATIENT_ID}"},
+            {"name": "url", "valueUri": url},
+            {"name": "url", "valueUri": url},
+        ],
+    }
+    for response, name in [
+        (client.get(f"{PLAN}/$apply?{two}"), "subject"),
+        (client.post(f"{PLAN}/$apply", json=parameters), "subject"),
+        (
+            client.get(
+                f"/fhir/PlanDefinition/$apply?url={url}&url={url}&subject=Patient/{b.PATIENT_ID}"
+            ),
+            "url",
+        ),
+        (client.post("/fhir/PlanDefinition/$apply", json=twice_url), "url"),
+    ]:
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert issue["code"] == "invalid"
+        assert issue["expression"] == [name]
+        assert "more than once" in issue["diagnostics"]
+
+
 def test_enrol_and_refuse_contradicting_plans(client, app):
     eligible_patient(client)
     care_plan_id = enrol(client)

@@ -8,6 +8,7 @@ from service.cli import main as cli
 from service.protocol.codes import EXT_DECISION_PARAMETER
 from service.settings import get_settings
 from service.usecases.replay import replay
+from tests.api.helpers import if_match
 from tests.api.scenario import PLAN, day, decision_codes, eligible_patient, enrol, put, submit
 from tests.protocol import builders as b
 
@@ -103,7 +104,10 @@ def test_replay_follows_a_clinicians_resume(client, app):
     plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
     for activity in plan["activity"]:
         activity["detail"]["status"] = "in-progress"
-    assert client.put(f"/fhir/CarePlan/{plan_id}", json=plan).status_code == 200
+    assert (
+        client.put(f"/fhir/CarePlan/{plan_id}", json=plan, headers=if_match(plan)).status_code
+        == 200
+    )
     for n in (2, 3):
         assert submit(client, plan_id, [3, 2, 1, 1, 0], day(n)).status_code == 200
     results = replay(app.state.store, plan_id)
@@ -129,7 +133,60 @@ def test_replay_command(client, app, history, monkeypatch, capsys, database_url)
         assert cli(["replay", "--care-plan", history]) == 0
         table = capsys.readouterr()
         assert table.out.splitlines()[0].split()[:3] == ["session", "time", "session"]
-        assert "2 sessions replayed against" in table.err
+        assert "2 decisions replayed against" in table.err and "0 differ" in table.err
         assert cli(["replay", "--care-plan", history, "--plan-version", "9.9"]) == 2
+        assert "not stored" in capsys.readouterr().err
+        _publish_version(client, "1.1.0", **{"severe-pain-threshold": 5})
+        assert cli(["replay", "--care-plan", history, "--plan-version", "1.1.0"]) == 1  # as diff
+        table = capsys.readouterr()
+        assert table.out.splitlines()[-1].endswith("CHANGED")
+        assert "2 decisions replayed against" in table.err and "1 differ" in table.err
     finally:
         get_settings.cache_clear()
+
+
+def _evaluate(client, plan_id: str, at) -> dict:
+    at_text = at.isoformat().replace("+00:00", "Z")
+    body = {"resourceType": "Parameters", "parameter": [{"name": "at", "valueDateTime": at_text}]}
+    response = client.post(f"/fhir/CarePlan/{plan_id}/$evaluate", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_replay_follows_an_evaluation_that_resumed_the_plan(client, app):
+    """A hold, then $evaluate resumed the plan once its retry window opened, then sessions:
+    the same version replayed decides as stored, the evaluation decided again in its turn."""
+    eligible_patient(client, day(0))
+    eligible_patient(client)
+    plan_id = enrol(client)
+    submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    assert decision_codes(submit(client, plan_id, [1, 2, 4, 6], day(2)).json())[0] == "hold-back"
+    assert "R11" in decision_codes(_evaluate(client, plan_id, day(9)))
+    for n in (10, 11):
+        submit(client, plan_id, [3, 2, 1, 1, 0], day(n))
+    results = replay(app.state.store, plan_id)
+    assert [r.session.startswith("evaluation|") for r in results] == [False] * 2 + [True] + [
+        False
+    ] * 2
+    assert "R11" in results[2].replayed.rules
+    assert [r.replayed for r in results] == [r.stored for r in results]
+    assert not any(r.changed for r in results)
+
+
+def test_replay_leaves_out_an_evaluation_a_late_session_made_stale(client, app):
+    """As the plan's own history does: the evaluation re-checked stored data without the
+    session that arrived after it."""
+    eligible_patient(client, day(0))
+    eligible_patient(client)
+    plan_id = enrol(client)
+    submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
+    _evaluate(client, plan_id, day(3))
+    assert decision_codes(submit(client, plan_id, [1, 2, 4, 6], day(2)).json())[0] == "hold-back"
+    assert decision_codes(submit(client, plan_id, [3, 2, 1, 1, 0], day(4)).json())[:2] == [
+        "hold-back",
+        "R11",
+    ]
+    results = replay(app.state.store, plan_id)
+    assert not any(r.session.startswith("evaluation|") for r in results)
+    assert [r.replayed for r in results] == [r.stored for r in results]
+    assert not any(r.changed for r in results)

@@ -9,7 +9,7 @@ import pytest
 
 from service.protocol.codes import PLAN_DEFINITION_URL
 from service.usecases import crud
-from tests.api.helpers import store_snapshot
+from tests.api.helpers import if_match, store_snapshot
 from tests.api.scenario import (
     created,
     day,
@@ -175,7 +175,10 @@ def test_session_for_a_plan_not_on_this_protocol(client, app):
 def test_session_on_a_stopped_plan(client, app, plan_id):
     plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
     plan["status"] = "revoked"
-    assert client.put(f"/fhir/CarePlan/{plan_id}", json=plan).status_code == 200
+    assert (
+        client.put(f"/fhir/CarePlan/{plan_id}", json=plan, headers=if_match(plan)).status_code
+        == 200
+    )
     before = store_snapshot(app)
     assert submit(client, plan_id, [1, 1, 1], day(1)).status_code == 422
     assert store_snapshot(app) == before
@@ -365,7 +368,10 @@ def test_a_plan_stopped_for_review_takes_no_session_until_a_clinician_resumes_it
     plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
     for activity in plan["activity"]:
         activity["detail"]["status"] = "in-progress"
-    assert client.put(f"/fhir/CarePlan/{plan_id}", json=plan).status_code == 200
+    assert (
+        client.put(f"/fhir/CarePlan/{plan_id}", json=plan, headers=if_match(plan)).status_code
+        == 200
+    )
     resumed = submit(client, plan_id, [3, 2, 1, 1, 0], day(3))
     assert resumed.status_code == 200, resumed.text
     assert decision_codes(resumed.json())[0] == "continue"
@@ -374,7 +380,10 @@ def test_a_plan_stopped_for_review_takes_no_session_until_a_clinician_resumes_it
 def test_a_plan_a_clinician_put_on_hold_takes_no_session(client, app, plan_id):
     plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
     plan["status"] = "on-hold"
-    assert client.put(f"/fhir/CarePlan/{plan_id}", json=plan).status_code == 200
+    assert (
+        client.put(f"/fhir/CarePlan/{plan_id}", json=plan, headers=if_match(plan)).status_code
+        == 200
+    )
     before = store_snapshot(app)
     response = submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
     assert response.status_code == 422, response.text
@@ -632,7 +641,10 @@ def test_a_plan_whose_flexion_a_clinician_cancelled_takes_no_session(client, app
     plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
     for activity in plan["activity"]:
         activity["detail"]["status"] = "cancelled"
-    assert client.put(f"/fhir/CarePlan/{plan_id}", json=plan).status_code == 200
+    assert (
+        client.put(f"/fhir/CarePlan/{plan_id}", json=plan, headers=if_match(plan)).status_code
+        == 200
+    )
     before = store_snapshot(app)
     response = submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
     assert response.status_code == 422, response.text

@@ -8,13 +8,27 @@ from typing import Any
 import pytest
 
 from service.auth.compartment import R4_PATIENT_COMPARTMENT
-from tests.auth import test_compartment
 from tests.support.node import NODE_DIR, ensure_node_modules
 from tests.support.r4_examples import EXAMPLES_DIR
 
 pytestmark = pytest.mark.node
 
-STORED_TYPES = set(test_compartment.STORED_TYPES)
+STORED_TYPES = {
+    "Patient",
+    "CarePlan",
+    "ServiceRequest",
+    "Observation",
+    "Condition",
+    "Procedure",
+    "GuidanceResponse",
+    "Task",
+    "DetectedIssue",
+    "CommunicationRequest",
+    "Provenance",
+    "QuestionnaireResponse",
+    "AuditEvent",
+    "Subscription",
+}
 
 
 def _load(name: str) -> dict[str, Any]:

@@ -11,13 +11,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 
-from service.main import StartupError, create_app
+from service.main import StartupError, create_app, wait_for_database
 from service.settings import Settings
 from service.store import migrations
+from tests.conftest import IN_CI, POSTGRES_URL, _postgres_problem
 from tests.deploy.processes import cli_env, free_port, run_cli
 
 EXIT_STARTUP = 2  # `careplan` start-up failure (uvicorn's own is 3)
@@ -94,6 +99,84 @@ def test_invalid_setting_is_one_line(tmp_path: Path) -> None:
     env = cli_env(port="eighty")
     line = _error_line(run_cli(["serve"], env, tmp_path), "serve")
     assert "invalid configuration: CAREPLAN_PORT:" in line
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_unknown_log_level_is_one_line(tmp_path: Path, command: str) -> None:
+    env = cli_env(database_url=f"sqlite:///{tmp_path / 'x.db'}", log_level="LOUD")
+    line = _error_line(run_cli([command], env, tmp_path), command)
+    assert "invalid configuration: CAREPLAN_LOG_LEVEL:" in line
+    assert "'LOUD' is not one of CRITICAL, ERROR, WARNING, INFO, DEBUG" in line
+
+
+@pytest.mark.parametrize("size", ["0", "-5"])
+def test_reindex_refuses_a_batch_size_below_one(tmp_path: Path, size: str) -> None:
+    env = cli_env(database_url=f"sqlite:///{tmp_path / 'x.db'}")
+    assert run_cli(["migrate"], env, tmp_path).returncode == 0
+    line = _error_line(run_cli(["reindex", "--batch-size", size], env, tmp_path), "reindex")
+    assert line == "careplan reindex: --batch-size must be at least 1"
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    problem = _postgres_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"CI must run the PostgreSQL tests: {problem}")
+        pytest.skip(problem)
+    return POSTGRES_URL
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("part", "value", "expected"),
+    [
+        ("database", "careplan_no_such_database", 'database "careplan_no_such_database" does not'),
+        ("username", "careplan_no_such_role", 'role "careplan_no_such_role" does not exist'),
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_a_database_that_refuses_for_good_fails_at_once(
+    tmp_path: Path, postgres_url: str, command: str, part: str, value: str, expected: str
+) -> None:
+    """Not retried like an outage: the server answered, and waiting will not change its answer."""
+    url = make_url(postgres_url).set(**{part: value}).render_as_string(hide_password=False)
+    env = cli_env(
+        database_url=url, db_connect_retries=3, db_connect_backoff_seconds=0.1, port=free_port()
+    )
+    result = run_cli([command], env, tmp_path)
+    line = _error_line(result, command)
+    assert "refused the connection" in line and expected in line
+    assert result.stdout == "", "no retry was logged"
+
+
+@pytest.mark.parametrize(
+    ("answer", "retried"),
+    [
+        ('FATAL:  password authentication failed for user "careplan"', False),
+        ('FATAL:  no pg_hba.conf entry for host "10.0.0.7", user "careplan", SSL off', False),
+        ("fe_sendauth: no password supplied", False),
+        ("FATAL:  the database system is starting up", True),
+        ("Connection refused\n\tIs the server running on that host?", True),
+    ],
+)
+def test_only_a_refusal_that_time_does_not_change_skips_the_retries(
+    answer: str, retried: bool
+) -> None:
+    """The server's answer as psycopg reports it, from a connection factory standing in for
+    the server: credentials are not retried, a server starting up or down is."""
+    attempts: list[int] = []
+
+    def connect() -> Any:
+        attempts.append(1)
+        raise psycopg.OperationalError(f"connection failed: {answer}")
+
+    engine = sa.create_engine("postgresql+psycopg://careplan@db/careplan", creator=connect)
+    with pytest.raises(StartupError) as failed:
+        wait_for_database(engine, retries=2, backoff=0)
+    assert len(attempts) == (3 if retried else 1)
+    assert ("refused the connection" in str(failed.value)) is not retried
+    assert " ".join(answer.split()) in str(failed.value)
 
 
 def test_bare_uvicorn_exits_non_zero_with_one_line(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ inputs nobody on the team wrote: every official R4 example (npm hl7.fhir.r4.exam
 mutations of them that put one malformed value into one element at a time.
 
 The walk may refuse more than the models: nulls, empty strings and containers, numbers written
-as strings, codes outside a required binding, whitespace in ids and URIs, ext-1 and obs-6.
+as strings, codes outside a required binding, whitespace in ids and URIs, ext-1, obs-6 and the
+narrative rules txt-1 and txt-2 (service/fhir/narrative.py).
 Those checks are its own and are tested in tests/api/test_bad_input.py.
 """
 

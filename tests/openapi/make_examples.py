@@ -1,4 +1,6 @@
-"""Build the OpenAPI examples from the protocol test builders: a real session, a hold-back.
+"""Build the OpenAPI examples from the protocol test builders: a real session, a hold-back,
+and the three eligibility inputs $apply reads (the README and the $apply OperationDefinition
+show the same three; tests/api/test_eligibility_docs.py checks they agree and work).
 
     python -m tests.openapi.make_examples     # rewrites service/api/openapi/examples.json
 
@@ -42,6 +44,21 @@ def build() -> dict[str, Any]:
         "ObservationRepetition": {
             "summary": "One repetition of a session: pain 0-10 (LOINC 72514-3)",
             "value": _without_id(members[0]),
+        },
+        # What $apply reads before a start: one example of each eligibility input.
+        "RedFlagScreen": {
+            "summary": "Eligibility input: a negative red-flag screen (valueBoolean false; a "
+            "positive one is true, with one component per flag found)",
+            "value": _without_id(b.red_flag_screen(b.at(-2))),
+        },
+        "EpisodePhase": {
+            "summary": "Eligibility input: the episode phase (acute | recovering | persistent)",
+            "value": _without_id(b.episode_phase(b.at(-20), "recovering")),
+        },
+        "DailyPain": {
+            "summary": "Eligibility input: a daily pain score 0-10 (LOINC 72514-3, no "
+            "repetition-index); valueInteger is accepted too",
+            "value": _without_id(b.daily_pain(b.at(-1, 20), 0)),
         },
         "CarePlan": {
             "summary": "A patient's enrolment at level 1",

@@ -172,7 +172,8 @@ def _level_actions(plan: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 def test_every_file_parses_with_r4b_models() -> None:
     files = sorted(DEFINITIONS_DIR.glob("*.json"))
-    assert len(files) == 10  # 7 protocol artifacts + 3 OperationDefinitions
+    # 7 protocol artifacts + 3 OperationDefinitions + the service's own SearchParameter
+    assert len(files) == 11
     for path in files:
         resource = json.loads(path.read_text(encoding="utf-8"))
         assert path.name == f"{resource['resourceType']}-{resource['id']}.json"
@@ -192,6 +193,7 @@ def test_loader_returns_dependencies_before_the_plan(shipped: list[dict[str, Any
         "OperationDefinition",
         "OperationDefinition",
         "OperationDefinition",
+        "SearchParameter",
     ]
     assert load_shipped_definitions() == shipped  # deterministic
 

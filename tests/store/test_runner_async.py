@@ -1,8 +1,10 @@
 """Store.arun, the store's entry point for async routes (inline on SQLite, in a worker thread
-on PostgreSQL): concurrent units, a failing unit, a lost race and its retry."""
+on PostgreSQL and for long units): concurrent units, a failing unit, a lost race and its retry,
+long units beside the event loop."""
 
 import asyncio
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,3 +208,58 @@ def test_a_cancelled_request_still_commits_its_batch(sqlite_store: Store) -> Non
         lambda tx: sorted(p["id"] for p in tx.find("Patient", [])), read_only=True
     )
     assert ids == ["a", "b"]
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read", "write"])
+def test_a_long_unit_runs_beside_the_event_loop(store: Store, read_only: bool) -> None:
+    release = threading.Event()
+
+    def unit(tx: Tx) -> str:
+        # Set by the event loop: an inline unit would wait here for nothing, the loop blocked.
+        assert release.wait(30), "the event loop was blocked while the unit ran"
+        if read_only:
+            return "read"
+        return tx.create(_patient("long"), "long").id
+
+    async def main() -> str:
+        task = asyncio.create_task(store.arun(unit, read_only=read_only, long=True))
+        await asyncio.sleep(0)  # the unit starts
+        release.set()
+        return await task
+
+    assert asyncio.run(main()) == ("read" if read_only else "long")
+
+
+def test_a_long_write_runs_between_batches_and_later_writes_wait_for_it(
+    sqlite_store: Store,
+) -> None:
+    release = threading.Event()
+    seen: dict[str, bool] = {}
+
+    def long_unit(tx: Tx) -> str:
+        seen["before"] = tx.get("Patient", "before") is not None
+        tx.create(_patient("long"), "long")
+        # A later write that took SQLite's lock on the event loop would block the loop here.
+        assert release.wait(30), "the event loop was blocked while the long unit ran"
+        return "long"
+
+    def after(tx: Tx) -> tuple[bool, str]:
+        return tx.get("Patient", "long") is not None, tx.create(_patient("after"), "after").id
+
+    async def main() -> tuple[str, tuple[bool, str]]:
+        before = asyncio.create_task(
+            sqlite_store.arun(lambda tx: tx.create(_patient("before"), "before").id)
+        )
+        await asyncio.sleep(0)  # its batch is open, not yet committed
+        long = asyncio.create_task(sqlite_store.arun(long_unit, long=True))
+        later = asyncio.create_task(sqlite_store.arun(after))
+        assert await before == "before"
+        for _ in range(5):
+            await asyncio.sleep(0)  # the later write reaches the store while the long one runs
+        assert not later.done()
+        release.set()
+        return await long, await later
+
+    assert asyncio.run(main()) == ("long", (True, "after"))
+    assert seen == {"before": True}  # the long unit started after the open batch committed
+    assert _count(sqlite_store, resource) == 3

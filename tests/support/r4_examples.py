@@ -43,3 +43,14 @@ def load_examples(resource_type: str) -> list[dict[str, Any]]:
     Each call returns fresh copies, so tests may mutate them.
     """
     return [data for _, data in load_examples_named(resource_type)]
+
+
+def r4_search_parameters() -> list[dict[str, Any]]:
+    """The official R4 SearchParameter definitions: the package's search-parameters Bundle
+    (the core ones, each with its base types, type and FHIRPath expression)."""
+    ensure_node_modules(NODE_DIR)
+    path = EXAMPLES_DIR / "Bundle-searchParams.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from hl7.fhir.r4.examples")
+    bundle = json.loads(path.read_text(encoding="utf-8"))
+    return [entry["resource"] for entry in bundle["entry"]]

@@ -230,6 +230,14 @@ def _transaction_input() -> dict[str, dict[str, Any]]:
                 "request": {"$ref": f"{REF}TransactionEntryRequestInput"},
             },
             "required": ["request"],
+            # POST and PUT carry the resource they write (the server answers 400 without it).
+            "if": {
+                "properties": {"request": {"properties": {"method": {"enum": ["POST", "PUT"]}}}}
+            },
+            "then": {
+                "properties": {"resource": {"$ref": f"{REF}StoredResourceInput"}},
+                "required": ["resource"],
+            },
             "additionalProperties": False,
         },
         "SessionBundleInput": {
@@ -308,7 +316,7 @@ def _transaction_input() -> dict[str, dict[str, Any]]:
 def _searchset(resource_type: str, includes: bool) -> dict[str, Any]:
     resource: dict[str, Any] = {"$ref": f"{REF}{resource_type}"}
     if includes:
-        # _include adds the referenced resources (search.mode = include) of other types.
+        # _include and _revinclude add resources (search.mode = include) of other types.
         resource = {"anyOf": [resource, {"$ref": f"{REF}Resource"}]}
     return {
         "type": "object",
@@ -350,7 +358,7 @@ def input_name(name: str) -> str:
 
 @cache
 def _components() -> dict[str, dict[str, Any]]:
-    from service.fhir.search_params import INCLUDES
+    from service.fhir.search_params import INCLUDES, revinclude_sources
 
     defs = _definitions()
     components: dict[str, dict[str, Any]] = {}
@@ -370,7 +378,8 @@ def _components() -> dict[str, dict[str, Any]]:
     components.update(_transaction_input())
     for resource_type in STORED_TYPES:
         components[searchset_name(resource_type)] = _searchset(
-            resource_type, bool(INCLUDES.get(resource_type))
+            resource_type,
+            bool(INCLUDES.get(resource_type) or revinclude_sources(resource_type)),
         )
     return dict(sorted(components.items()))
 
@@ -395,7 +404,7 @@ def _reference_pattern(targets: frozenset[str]) -> str:
     without a slash (#contained, urn:uuid:..., an opaque id); [|version] may follow."""
     names = "|".join(sorted(targets))
     rid = r"[A-Za-z0-9\-.]{1,64}"
-    allowed = rf"(?:https?://[^|]+/)?(?:{names})/{rid}(?:/_history/{rid})?"
+    allowed = rf"(?:https?://[^|{base.PY_WS}]+/)?(?:{names})/{rid}(?:/_history/{rid})?"
     opaque = rf"[^/|]*[^{base.PY_WS}/|][^/|]*"
     return rf"^(?:{allowed}|{opaque})(?:\|[^/]*)?$"
 

@@ -18,7 +18,14 @@ from fastapi.openapi.utils import get_openapi
 from service.api.openapi import component_schemas, input_name, searchset_name
 from service.api.openapi import examples as schema_examples
 from service.api.openapi.base import DATETIME_PATTERN, ID_PATTERN, URI_PATTERN
-from service.fhir.search_params import INCLUDES, include_targets, params_for
+from service.fhir.search_params import (
+    INCLUDES,
+    include_targets,
+    params_for,
+    revinclude_sources,
+)
+from service.settings import Settings
+from service.usecases.crud import VERSIONED_UPDATE_TYPES
 
 FHIR_JSON = "application/fhir+json"
 REF = "#/components/schemas/"
@@ -45,6 +52,7 @@ ERROR_TEXT = {
     413: "The body is larger than the configured limit",
     415: "Content-Type is not application/fhir+json or application/json",
     422: "A business rule of the protocol is violated",
+    428: "If-Match is missing: this type's updates must name the version they were read at",
     500: "Unexpected server error (no internals are disclosed)",
     503: "The store is temporarily unavailable; retry after Retry-After seconds",
 }
@@ -175,6 +183,13 @@ SINCE = _query(
         ]
     },
 )
+# The server takes a page size of at most 18 digits (a 64-bit SQL integer) and clamps it to
+# CAREPLAN_MAX_PAGE_SIZE; more digits are a 400.
+COUNT = _query(
+    "_count",
+    "Page size (clamped to the server's largest page size)",
+    {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+)
 FORMAT = _query(
     "_format",
     "Response format: json, application/fhir+json or application/json (else 406)",
@@ -201,7 +216,7 @@ def search_parameters(resource_type: str) -> list[dict[str, Any]]:
     ]
     sortable = _sortable(resource_type)
     params += [
-        _query("_count", "Page size", {"type": "integer", "minimum": 0}),
+        COUNT,
         _query(
             "_sort",
             f"Sort order: one of {', '.join(sortable)}, '-' for descending",
@@ -234,24 +249,35 @@ def search_parameters(resource_type: str) -> list[dict[str, Any]]:
                 {"type": "string", "enum": values},
             )
         )
+    revincludes = revinclude_sources(resource_type)
+    if revincludes:
+        params.append(
+            _query(
+                "_revinclude",
+                f"Add the resources whose parameter points at a match (Source:param, e.g. "
+                f"{revincludes[0]}); at most 1000 a page",
+                {
+                    "type": "string",
+                    "enum": [*revincludes, *(f"{r}:{resource_type}" for r in revincludes)],
+                },
+            )
+        )
     return params
 
 
 def _if_none_exist(resource_type: str) -> dict[str, Any]:
     tokens = [n for n, p in params_for(resource_type).items() if p.type in ("token", "string")]
     criterion = rf"({'|'.join(tokens)})=[^&=,?\\]+"
+    # A search has at most CAREPLAN_MAX_SEARCH_CLAUSES criteria (400 beyond): the default.
+    most = Settings.model_fields["max_search_clauses"].default
     return _header(
         "If-None-Exist",
         "Conditional create: search criteria (e.g. identifier=system|value). One match: "
         "answer 200 with it, none: create, several: 412. Any search parameter of the type "
-        "may be used; the schema spells out the token and string ones.",
-        # An empty header is the same as none.
-        {
-            "anyOf": [
-                {"type": "string", "pattern": rf"^{criterion}(&{criterion})*$"},
-                {"type": "string", "maxLength": 0},
-            ]
-        },
+        "may be used; the schema spells out the token and string ones. At most "
+        f"{most} criteria (CAREPLAN_MAX_SEARCH_CLAUSES), else 400.",
+        # An empty header is a 400: it must not turn into an unconditional create.
+        {"type": "string", "pattern": rf"^{criterion}(&{criterion}){{0,{most - 1}}}$"},
     )
 
 
@@ -293,19 +319,26 @@ def interaction_docs(interaction: str, resource_type: str) -> dict[str, Any]:
         responses[200] = _resource_response(
             resource_type, "If-None-Exist matched one resource: that one", read_headers, True
         )
+    errors = _ERRORS[interaction]
     if interaction == "update":
-        parameters += [
-            _header(
-                "If-Match",
-                'Optimistic locking: W/"<versionId>" of the version you read (else 412)',
-                {"type": "string", "pattern": '^(W/)?"[0-9]{1,18}"$'},
-            ),
-            PREFER_RETURN,
-        ]
-        responses[200] = _resource_response(resource_type, "Updated", write_headers, True)
-        responses[201] = _resource_response(
-            resource_type, "Created with the given id", write_headers, True
+        versioned_update = resource_type in VERSIONED_UPDATE_TYPES
+        if_match = _header(
+            "If-Match",
+            'Optimistic locking: W/"<versionId>" of the version you read (else 412)',
+            {"type": "string", "pattern": '^(W/)?"[0-9]{1,18}"$'},
         )
+        if versioned_update:
+            # The service changes this type with its decisions: no blind overwrite (428).
+            if_match["required"] = True
+            if_match["description"] += "; required for this type (else 428)"
+            errors = (*errors, 428)
+            summary = "Update a {t} by id (If-Match required; create with POST)"
+        parameters += [if_match, PREFER_RETURN]
+        responses[200] = _resource_response(resource_type, "Updated", write_headers, True)
+        created = (
+            "Created again after its deletion" if versioned_update else "Created with the given id"
+        )
+        responses[201] = _resource_response(resource_type, created, write_headers, True)
     if interaction == "delete":
         responses[204] = {
             "description": "Deleted (also when it was already deleted)",
@@ -320,7 +353,7 @@ def interaction_docs(interaction: str, resource_type: str) -> dict[str, Any]:
     if interaction.startswith("history"):
         parameters += [
             SINCE,
-            _query("_count", "Page size", {"type": "integer", "minimum": 0}),
+            COUNT,
         ]
         responses[200] = {"description": "History Bundle", "content": fhir_content(ref("Bundle"))}
     if interaction not in ("search-type", "search-type-post"):
@@ -357,7 +390,7 @@ def interaction_docs(interaction: str, resource_type: str) -> dict[str, Any]:
             },
         }
     extra["parameters"] = parameters
-    responses.update(error_responses(_ERRORS[interaction]))
+    responses.update(error_responses(errors))
     return {
         "operation_id": f"{prefix}{resource_type}",
         "summary": summary.format(t=resource_type),
@@ -540,14 +573,14 @@ SYSTEM_DOCS: dict[str, dict[str, Any]] = {
             },
             **{
                 str(k): v
-                for k, v in error_responses((400, 404, 409, 410, 412, 413, 415, 422)).items()
+                for k, v in error_responses((400, 404, 409, 410, 412, 413, 415, 422, 428)).items()
             },
         },
     },
     "historySystem": {
         "parameters": [
             SINCE,
-            _query("_count", "Page size", {"type": "integer", "minimum": 0}),
+            COUNT,
             FORMAT,
         ],
         "responses": {
@@ -605,7 +638,7 @@ _SESSION_ERRORS = (400, 404, 409, 410, 413, 415, 422)
 def _operation_overrides() -> dict[str, dict[str, Any]]:
     apply_doc = (
         "The CarePlan the protocol gives the patient now; it is not stored: POST it to "
-        "/fhir/CarePlan to enrol the patient."
+        "/fhir/CarePlan to enrol the patient.\n\n" + schema_examples.eligibility_markdown()
     )
     docs = {
         "applyPlanDefinition": operation_docs(

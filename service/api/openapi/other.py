@@ -248,6 +248,7 @@ class CapabilityResource(Element):
     conditionalCreate: bool | Skip = None
     conditionalUpdate: bool | Skip = None
     conditionalDelete: Literal["not-supported", "single", "multiple"] | Skip = None
+    documentation: String | Skip = None
     searchInclude: List[String] | Skip = None
     searchParam: List[CapabilitySearchParam] | Skip = None
     operation: List[CapabilityOperation] | Skip = None

@@ -688,6 +688,30 @@ class OperationDefinition(_Definition):
     parameter: List[OperationDefinitionParameter] | Skip = None
 
 
+class SearchParameter(DomainResource):  # not a _Definition: R4 gives it no title
+    __doc__ = (
+        "SearchParameter: the service's own search parameters (Observation non-session-date)."
+        + _EXTRA_DOC
+    )
+    resourceType: Literal["SearchParameter"]
+    url: Uri
+    version: String | Skip = None
+    name: String
+    status: PublicationStatus
+    experimental: bool | Skip = None
+    date: DateTime | Skip = None
+    publisher: String | Skip = None
+    description: Markdown
+    code: Code
+    base: List[Code]
+    type: Literal[
+        "number", "date", "string", "token", "reference", "composite", "quantity", "uri", "special"
+    ]
+    expression: String | Skip = None
+    target: List[Code] | Skip = None
+    comparator: List[Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]] | Skip = None
+
+
 STORED_TYPES: dict[str, type[DomainResource]] = {
     model.__name__: model
     for model in (
@@ -699,6 +723,7 @@ STORED_TYPES: dict[str, type[DomainResource]] = {
         CodeSystem,
         Questionnaire,
         OperationDefinition,
+        SearchParameter,
         QuestionnaireResponse,
         ServiceRequest,
         Condition,

@@ -18,12 +18,17 @@ holds one unit: the added cost is a SAVEPOINT, a RELEASE and a few idle loop tur
 Only async write units go through here. A synchronous `Store.run` write on the event loop's
 thread while a batch is open would wait on SQLite's lock for the batch the loop cannot commit:
 the service only writes synchronously at start-up and from the CLI, before or outside the loop.
+
+A unit that may run long (a transaction of many entries, a large body) goes to a worker thread
+instead, through `run_alone`: it waits for the open batch to commit and keeps new batches from
+opening until it has committed on a connection of its own. The units that arrive meanwhile wait
+on the event loop (an await), not on SQLite's lock, which would block the loop.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,6 +44,7 @@ class _Batch:
     connection: Connection
     transaction: RootTransaction
     loop: asyncio.AbstractEventLoop
+    closed: "asyncio.Future[None]"  # done once the batch committed or failed
     waiting: list["asyncio.Future[None]"] = field(default_factory=list)
 
 
@@ -68,11 +74,14 @@ class GroupCommit:
         self.idle_turns = idle_turns
         self.max_units = max_units
         self._batch: _Batch | None = None
+        self._alone: asyncio.Future[None] | None = None  # done when the run_alone unit ends
         self._committers: set[asyncio.Task[None]] = set()
         self.batches = 0  # committed or failed batches, and the units they held (tests, bench)
         self.units = 0
 
     async def run(self, attempt: Attempt[T]) -> T:
+        if self._alone is not None:
+            await self._no_unit_alone()
         batch = self._batch or self._open()
         try:
             result, callbacks = self._attempts(batch, attempt)
@@ -89,6 +98,23 @@ class GroupCommit:
             callback()
         return result
 
+    async def run_alone(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Await ``work`` (a whole unit in a worker thread, with its own transaction) while no
+        batch is open: after the open one has committed, and before the next one opens."""
+        await self._no_unit_alone()
+        alone = self._alone = asyncio.get_running_loop().create_future()
+        try:
+            if self._batch is not None:
+                await asyncio.shield(self._batch.closed)
+            return await work()
+        finally:
+            self._alone = None
+            alone.set_result(None)
+
+    async def _no_unit_alone(self) -> None:
+        while self._alone is not None:  # several may wait: the first to wake takes its turn
+            await asyncio.shield(self._alone)
+
     def _open(self) -> _Batch:
         loop = asyncio.get_running_loop()
         try:
@@ -100,7 +126,7 @@ class GroupCommit:
         except Exception as exc:
             connection.close()
             raise self.failure(exc) from None
-        batch = self._batch = _Batch(connection, transaction, loop)
+        batch = self._batch = _Batch(connection, transaction, loop, loop.create_future())
         committer = loop.create_task(self._commit_when_idle(batch))
         self._committers.add(committer)  # a task only weakly referenced can vanish
         committer.add_done_callback(self._committers.discard)
@@ -143,6 +169,7 @@ class GroupCommit:
                 batch.transaction.rollback()
         finally:
             batch.connection.close()
+            batch.closed.set_result(None)
         self.batches += 1
         self.units += len(batch.waiting)
         for committed in batch.waiting:

@@ -24,7 +24,13 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _REQUIRED = object()
-_CACHE_LIMIT = 2048
+# The caches are bounded by the SQL text they hold, not only by entries: a compiled statement
+# costs about 30 bytes per character of its SQL (measured: a 16-clause search shape's page
+# and count statements, ~5,000 characters, held ~140 KB), and 14 distinct large shapes once
+# grew the process by 250 MB. Statements longer than _MAX_CACHED_CHARS (rare by
+# construction) are compiled each time they run.
+_CACHE_CHARS = 1_000_000
+_MAX_CACHED_CHARS = 32_000
 _CHUNK = 64  # rows per multi-row INSERT (PostgreSQL allows 65,535 parameters)
 Processor = Callable[[Any], Any]
 
@@ -46,28 +52,65 @@ class Prepared:
 
 
 T = TypeVar("T")
-# Caches keyed by the ids of their statement and dialect. Each entry holds those objects and is
-# used only when they are the very ones asked about: a freed object's id can be reused, and
-# a statement compiled for an engine that is gone must not serve a new engine (of another
-# database) that happens to get the same id. Statements are few (constants and search
-# shapes), and so are list lengths.
-_Cache = dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]]
-_compiled: _Cache = {}
-_prepared: _Cache = {}
-_multi_rows: _Cache = {}
+S = TypeVar("S", bound=sa.Executable)
+
+
+class _Cache(dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]]):
+    """Keyed by the ids of a statement and dialect. Each entry holds those objects and is
+    used only when they are the very ones asked about: a freed object's id can be reused, and
+    a statement compiled for an engine that is gone must not serve a new engine (of another
+    database) that happens to get the same id. Statements are few (constants and search
+    shapes), and so are list lengths; `chars` is the SQL text its entries hold."""
+
+    chars = 0
+
+    def clear(self) -> None:
+        super().clear()
+        self.chars = 0
+
+
+_compiled = _Cache()
+_prepared = _Cache()
+_multi_rows = _Cache()
 
 
 def _memo(
-    cache: _Cache, key: tuple[Any, ...], owners: tuple[Any, ...], build: Callable[[], T]
+    cache: _Cache,
+    key: tuple[Any, ...],
+    owners: tuple[Any, ...],
+    build: Callable[[], T],
+    chars: Callable[[T], int] = lambda _value: 0,
 ) -> T:
+    """`build()`, kept in `cache` unless its SQL (`chars`) is too long or `owners[0]` is a
+    statement built for one call (`one_off`). A cache whose SQL would exceed _CACHE_CHARS
+    starts over (the hot statements come back at once)."""
     hit = cache.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], owners, strict=True)):
         return hit[1]  # type: ignore[no-any-return]
     value = build()
-    if len(cache) >= _CACHE_LIMIT:
+    size = chars(value)
+    if size > _MAX_CACHED_CHARS or not _cacheable(owners[0]):
+        return value
+    if cache.chars + size > _CACHE_CHARS:
         cache.clear()
     cache[key] = (owners, value)
+    cache.chars += size
     return value
+
+
+# The execution option that marks a statement built for one call (`one_off`).
+_ONE_OFF = "careplan_one_off"
+
+
+def one_off(stmt: S) -> S:
+    """`stmt` marked as built for one call: the caches here do not keep it (its id would
+    only ever be asked about once)."""
+    return stmt.execution_options(**{_ONE_OFF: True})
+
+
+def _cacheable(stmt: Any) -> bool:
+    options = getattr(stmt, "_execution_options", None)
+    return options is None or not options.get(_ONE_OFF, False)
 
 
 def _compile(stmt: Any, dialect: Dialect, keys: tuple[str, ...]) -> SQLCompiler | None:
@@ -151,12 +194,20 @@ def prepared(stmt: Any, dialect: Dialect, params: Mapping[str, Any]) -> Prepared
     keys = _insert_keys(stmt, params)
     owners = (stmt, dialect)
     key: tuple[Any, ...] = (id(dialect), id(stmt), keys)
-    compiled = _memo(_compiled, key, owners, lambda: _compile(stmt, dialect, keys))
+    compiled = _memo(
+        _compiled,
+        key,
+        owners,
+        lambda: _compile(stmt, dialect, keys),
+        lambda c: 0 if c is None else len(c.string),
+    )
     if compiled is None:
         return None
     lengths = {bind.key: len(params.get(bind.key) or ()) for bind in compiled.post_compile_params}
     key = (*key, tuple(lengths.values()))
-    return _memo(_prepared, key, owners, lambda: _prepare(compiled, dialect, lengths))
+    return _memo(
+        _prepared, key, owners, lambda: _prepare(compiled, dialect, lengths), lambda p: len(p.sql)
+    )
 
 
 def _values(p: Prepared, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:

@@ -104,9 +104,7 @@ def _create_patient_by_mrn(
         "birthDate": "1970-01-01",
     }
     criteria = [("identifier", f"urn:mrn|{mrn}")]
-    created, _ = store.run(
-        lambda tx: tx.create_conditional(patient, _query("Patient", criteria), criteria)
-    )
+    created, _ = store.run(lambda tx: tx.create_conditional(patient, _query("Patient", criteria)))
     return created, patient, criteria
 
 
