@@ -140,7 +140,12 @@ def capability_statement(request: Request) -> dict[str, Any]:
     operation_id="capabilities",
     summary="The CapabilityStatement of this server",
     response_class=Response,
-    responses={400: {"description": "A parameter holds a control character (OperationOutcome)"}},
+    responses={
+        400: {
+            "$ref": "#/components/responses/Error400",
+            "description": "A parameter holds a control character (OperationOutcome)",
+        }
+    },
 )
 async def metadata(request: Request) -> Response:
     return fhir_response(request, capability_statement(request))

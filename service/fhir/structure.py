@@ -388,17 +388,21 @@ def _check_single(spec: FieldSpec, item: Any, where: str, issues: list[Issue]) -
 def _check_reference_target(
     targets: frozenset[str], item: dict[str, Any], where: str, issues: list[Issue]
 ) -> None:
-    """A literal reference Type/id must name a type the element allows (R4 type profile)."""
+    """A literal reference names its target: [base/]Type/id[/_history/v] of a type the element
+    allows (R4 type profile), or a value without a slash (#contained, urn:uuid:...)."""
     reference = item.get("reference")
     if not isinstance(reference, str):
         return
-    target_type, _ = parse_reference(reference.partition("|")[0])
-    if target_type is not None and _is_known_type(target_type) and target_type not in targets:
-        allowed = ", ".join(sorted(targets))
-        issues.append(
-            Issue(
-                "structure",
-                f"A reference to {target_type} is not allowed here; allowed: {allowed}",
-                expression=(f"{where}.reference",),
-            )
+    head = reference.partition("|")[0]
+    target_type, _ = parse_reference(head)
+    problem = None
+    if not head.strip():
+        problem = "A reference must name what it points at"
+    elif target_type is not None and target_type not in targets:
+        problem = f"A reference to {target_type} is not allowed here; allowed: " + ", ".join(
+            sorted(targets)
         )
+    elif target_type is None and "/" in head:
+        problem = "A reference with a slash must be [base/]Type/id[/_history/version]"
+    if problem:
+        issues.append(Issue("structure", problem, expression=(f"{where}.reference",)))

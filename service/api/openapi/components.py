@@ -404,7 +404,7 @@ def _reference_pattern(targets: frozenset[str]) -> str:
     without a slash (#contained, urn:uuid:..., an opaque id); [|version] may follow."""
     names = "|".join(sorted(targets))
     rid = r"[A-Za-z0-9\-.]{1,64}"
-    allowed = rf"(?:https?://[^|]+/)?(?:{names})/{rid}(?:/_history/{rid})?"
+    allowed = rf"(?:https?://[^|{base.PY_WS}]+/)?(?:{names})/{rid}(?:/_history/{rid})?"
     opaque = rf"[^/|]*[^{base.PY_WS}/|][^/|]*"
     return rf"^(?:{allowed}|{opaque})(?:\|[^/]*)?$"
 

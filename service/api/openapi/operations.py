@@ -24,6 +24,7 @@ from service.fhir.search_params import (
     params_for,
     revinclude_sources,
 )
+from service.settings import Settings
 from service.usecases.crud import VERSIONED_UPDATE_TYPES
 
 FHIR_JSON = "application/fhir+json"
@@ -182,6 +183,13 @@ SINCE = _query(
         ]
     },
 )
+# The server takes a page size of at most 18 digits (a 64-bit SQL integer) and clamps it to
+# CAREPLAN_MAX_PAGE_SIZE; more digits are a 400.
+COUNT = _query(
+    "_count",
+    "Page size (clamped to the server's largest page size)",
+    {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+)
 FORMAT = _query(
     "_format",
     "Response format: json, application/fhir+json or application/json (else 406)",
@@ -208,7 +216,7 @@ def search_parameters(resource_type: str) -> list[dict[str, Any]]:
     ]
     sortable = _sortable(resource_type)
     params += [
-        _query("_count", "Page size", {"type": "integer", "minimum": 0}),
+        COUNT,
         _query(
             "_sort",
             f"Sort order: one of {', '.join(sortable)}, '-' for descending",
@@ -260,13 +268,16 @@ def search_parameters(resource_type: str) -> list[dict[str, Any]]:
 def _if_none_exist(resource_type: str) -> dict[str, Any]:
     tokens = [n for n, p in params_for(resource_type).items() if p.type in ("token", "string")]
     criterion = rf"({'|'.join(tokens)})=[^&=,?\\]+"
+    # A search has at most CAREPLAN_MAX_SEARCH_CLAUSES criteria (400 beyond): the default.
+    most = Settings.model_fields["max_search_clauses"].default
     return _header(
         "If-None-Exist",
         "Conditional create: search criteria (e.g. identifier=system|value). One match: "
         "answer 200 with it, none: create, several: 412. Any search parameter of the type "
-        "may be used; the schema spells out the token and string ones.",
+        "may be used; the schema spells out the token and string ones. At most "
+        f"{most} criteria (CAREPLAN_MAX_SEARCH_CLAUSES), else 400.",
         # An empty header is a 400: it must not turn into an unconditional create.
-        {"type": "string", "pattern": rf"^{criterion}(&{criterion})*$"},
+        {"type": "string", "pattern": rf"^{criterion}(&{criterion}){{0,{most - 1}}}$"},
     )
 
 
@@ -342,7 +353,7 @@ def interaction_docs(interaction: str, resource_type: str) -> dict[str, Any]:
     if interaction.startswith("history"):
         parameters += [
             SINCE,
-            _query("_count", "Page size", {"type": "integer", "minimum": 0}),
+            COUNT,
         ]
         responses[200] = {"description": "History Bundle", "content": fhir_content(ref("Bundle"))}
     if interaction not in ("search-type", "search-type-post"):
@@ -569,7 +580,7 @@ SYSTEM_DOCS: dict[str, dict[str, Any]] = {
     "historySystem": {
         "parameters": [
             SINCE,
-            _query("_count", "Page size", {"type": "integer", "minimum": 0}),
+            COUNT,
             FORMAT,
         ],
         "responses": {
