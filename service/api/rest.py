@@ -30,6 +30,9 @@ from service.api.http import (
     write_response,
 )
 from service.api.openapi.operations import interaction_docs
+from service.api.openapi.security import security_for
+from service.api.security import caller_of, guard
+from service.auth.permissions import Interaction, interaction_need
 from service.fhir import bundles
 from service.fhir.dates import parse_range
 from service.fhir.errors import fhir_error
@@ -62,7 +65,7 @@ def route_name(interaction: str, resource_type: str | None = None) -> str:
 def _read(resource_type: str) -> Handler:
     async def read(request: Request, id: str) -> Response:
         check_id(id)
-        stored = await crud.read(store_of(request), resource_type, id)
+        stored = await crud.read(store_of(request), resource_type, id, caller_of(request))
         summary = request.query_params.get("_summary")
         if summary is not None and summary not in SUMMARY_VALUES:
             raise fhir_error(400, "invalid", f"_summary must be one of {sorted(SUMMARY_VALUES)}")
@@ -79,7 +82,7 @@ def _vread(resource_type: str) -> Handler:
         # ASCII digits only (str.isdigit() accepts "²"), and small enough for an SQL integer.
         if not DIGITS_RE.match(vid):
             raise fhir_error(404, "not-found", f"Version {vid!r} is not known")
-        entry = await crud.vread(store_of(request), resource_type, id, int(vid))
+        entry = await crud.vread(store_of(request), resource_type, id, int(vid), caller_of(request))
         headers = {
             "ETag": f'W/"{entry.version}"',
             "Last-Modified": bundles.http_date(entry.last_updated),
@@ -95,7 +98,9 @@ def _create(resource_type: str) -> Handler:
         body.pop("id", None)  # the server assigns ids on create
         if_none_exist = request.headers.get("if-none-exist")
         store, limits = store_of(request), search_limits(request)
-        stored, created = await crud.create(store, body, if_none_exist, limits, long=large)
+        stored, created = await crud.create(
+            store, body, if_none_exist, caller_of(request), limits, long=large
+        )
         return write_response(request, stored, 201 if created else 200, location=created)
 
     return create
@@ -113,7 +118,9 @@ def _update(resource_type: str) -> Handler:
                 f"The body's id {body.get('id')!r} does not match the URL id {id!r}",
                 "id",
             )
-        stored, created = await crud.update(store_of(request), body, id, if_match, long=large)
+        stored, created = await crud.update(
+            store_of(request), body, id, if_match, caller_of(request), long=large
+        )
         return write_response(request, stored, 201 if created else 200, location=True)
 
     return update
@@ -122,7 +129,7 @@ def _update(resource_type: str) -> Handler:
 def _delete(resource_type: str) -> Handler:
     async def delete(request: Request, id: str) -> Response:
         check_id(id)
-        stored = await crud.delete(store_of(request), resource_type, id)
+        stored = await crud.delete(store_of(request), resource_type, id, caller_of(request))
         headers = {"ETag": stored.etag} if stored else {}
         return Response(status_code=204, headers=headers)
 
@@ -156,7 +163,9 @@ async def _run_search(
         limits=search_limits(request),
     )
 
-    return fhir_response(request, await crud.search(store_of(request), query, base))
+    return fhir_response(
+        request, await crud.search(store_of(request), query, base, caller_of(request))
+    )
 
 
 def _search(resource_type: str) -> Handler:
@@ -216,6 +225,7 @@ async def history_response(
         count,
         cursor,
         link_params,
+        caller_of(request),
     )
     return fhir_response(request, bundle)
 
@@ -237,17 +247,18 @@ def _instance_history(resource_type: str) -> Handler:
 
 # --- registration --------------------------------------------------------------------------
 
-# (interaction, method, path suffix, factory, status); order matters: literal segments first.
-_INTERACTIONS: list[tuple[str, str, str, Callable[[str], Handler], int]] = [
-    ("history-type", "GET", "/_history", _type_history, 200),
-    ("search-type", "GET", "", _search, 200),
-    ("search-type-post", "POST", "/_search", _search_post, 200),
-    ("create", "POST", "", _create, 201),
-    ("history-instance", "GET", "/{id}/_history", _instance_history, 200),
-    ("vread", "GET", "/{id}/_history/{vid}", _vread, 200),
-    ("read", "GET", "/{id}", _read, 200),
-    ("update", "PUT", "/{id}", _update, 200),
-    ("delete", "DELETE", "/{id}", _delete, 204),
+# (interaction, method, path suffix, factory, status, what it needs); order matters: literal
+# segments first.
+_INTERACTIONS: list[tuple[str, str, str, Callable[[str], Handler], int, Interaction]] = [
+    ("history-type", "GET", "/_history", _type_history, 200, Interaction.HISTORY),
+    ("search-type", "GET", "", _search, 200, Interaction.SEARCH),
+    ("search-type-post", "POST", "/_search", _search_post, 200, Interaction.SEARCH),
+    ("create", "POST", "", _create, 201, Interaction.CREATE),
+    ("history-instance", "GET", "/{id}/_history", _instance_history, 200, Interaction.HISTORY),
+    ("vread", "GET", "/{id}/_history/{vid}", _vread, 200, Interaction.VREAD),
+    ("read", "GET", "/{id}", _read, 200, Interaction.READ),
+    ("update", "PUT", "/{id}", _update, 200, Interaction.UPDATE),
+    ("delete", "DELETE", "/{id}", _delete, 204, Interaction.DELETE),
 ]
 
 
@@ -279,9 +290,10 @@ def resource_routers() -> list[TypeRouter]:
 
 
 def type_router(resource_type: str) -> TypeRouter:
-    router = TypeRouter(resource_type, dependencies=[Depends(negotiate)])
-    for interaction, method, suffix, factory, status in _INTERACTIONS:
+    router = TypeRouter(resource_type)
+    for interaction, method, suffix, factory, status, needs in _INTERACTIONS:
         docs = interaction_docs(interaction, resource_type)
+        need = interaction_need(needs, resource_type)
         router.add_api_route(
             f"/fhir/{resource_type}{suffix}",
             factory(resource_type),
@@ -290,6 +302,9 @@ def type_router(resource_type: str) -> TypeRouter:
             tags=[resource_type],
             status_code=status,
             response_class=Response,
+            # The token first: a caller without one learns nothing else (not even a 406).
+            dependencies=[Depends(guard(need)), Depends(negotiate)],
+            openapi_extra={**docs.pop("openapi_extra", {}), "security": security_for(need)},
             **docs,
         )
     return router

@@ -346,11 +346,22 @@ def _plan_driver(b: _Binds, query: SearchQuery) -> tuple[Node | None, list[Claus
     return node, remaining
 
 
+def _plan_access(b: _Binds, groups: tuple[tuple[Clause, ...], ...]) -> Node:
+    """The caller's limit: any group whose clauses all hold."""
+    if not groups:
+        return ("false",)
+    if not all(groups):
+        return ("true",)
+    return ("or", tuple(("and", tuple(_plan_clause(b, c) for c in group)) for group in groups))
+
+
 def where(query: SearchQuery) -> Where:
     """The query's filter, values validated (400 on a malformed one) in request order."""
     b = _Binds(query.base_url)
     driver, remaining = _plan_driver(b, query)
     nodes = tuple(_plan_clause(b, c) for c in remaining)
+    if query.access is not None:
+        nodes = (*nodes, _plan_access(b, query.access))
     size = len(b.values) + len(nodes) + (driver is not None)
     return Where((query.resource_type, driver, nodes, size), b.values)
 
@@ -382,6 +393,10 @@ def _build(node: Node) -> sa.ColumnElement[bool]:
 
 def _build_or(nodes: tuple[Node, ...]) -> sa.ColumnElement[bool]:
     return sa.or_(*(_build(n) for n in nodes))
+
+
+def _build_and(nodes: tuple[Node, ...]) -> sa.ColumnElement[bool]:
+    return sa.and_(*(_build(n) for n in nodes))
 
 
 def _build_not(node: Node) -> sa.ColumnElement[bool]:
@@ -568,6 +583,7 @@ _BUILDERS: dict[str, Callable[..., Any]] = {
     "true": sa.true,
     "false": sa.false,
     "or": _build_or,
+    "and": _build_and,
     "not": _build_not,
     "exists": _build_exists,
     "token": _build_token,

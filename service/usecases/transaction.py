@@ -4,6 +4,10 @@ A transaction is one database transaction: entries run in the spec's order (DELE
 PUT, GET), ``urn:uuid:`` fullUrls are given ids first and every reference to them rewritten,
 and any failing entry rolls the whole Bundle back. A batch runs each entry in its own unit of
 work: one failing entry fails alone.
+
+Every entry is held against the caller's scopes: a transaction with one entry its scopes do
+not allow is refused whole (403) before anything runs, and one that writes outside the
+caller's patient compartment or restriction rolls back; in a batch such an entry fails alone.
 """
 
 import logging
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from service.fhir import bundles
+from service.auth.permissions import InsufficientScope, Interaction, Need, interaction_need
 from service.fhir.dates import format_instant
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.etags import parse_if_match
@@ -23,7 +27,8 @@ from service.fhir.validate import validate_resource
 from service.store.errors import RetryTransaction, StoreError
 from service.store.repository import Stored, Tx
 from service.store.runner import Store
-from service.usecases import crud
+from service.usecases import access, crud
+from service.usecases.access import Caller
 
 Json = dict[str, Any]
 logger = logging.getLogger("careplan.transaction")
@@ -83,12 +88,32 @@ def _rewrite(value: Any, ids: dict[str, str]) -> Any:
     return value
 
 
+def entry_need(entry: Json, index: int) -> Need:
+    """The permission an entry needs: by its method, on the type its url names."""
+    method, url = _request_of(entry, index)
+    segments, _ = _split_url(url)
+    resource_type = segments[0] if segments else ""
+    if method == "GET":
+        interaction = Interaction.READ if len(segments) == 2 else Interaction.SEARCH
+    elif method == "POST":
+        interaction = Interaction.CREATE
+        body = entry.get("resource")
+        if isinstance(body, dict) and isinstance(body.get("resourceType"), str):
+            resource_type = body["resourceType"]
+    elif method == "PUT":
+        interaction = Interaction.UPDATE
+    else:
+        interaction = Interaction.DELETE
+    return interaction_need(interaction, resource_type)
+
+
 class EntryRunner:
     """Runs one Bundle entry inside a unit of work and answers its response entry."""
 
-    def __init__(self, base: str, paging: Paging) -> None:
+    def __init__(self, base: str, paging: Paging, caller: Caller) -> None:
         self.base = base
         self.paging = paging
+        self.caller = caller
 
     def entry(self, tx: Tx, entry: Json, index: int, assigned: dict[int, str]) -> Json:
         method, url = _request_of(entry, index)
@@ -99,7 +124,7 @@ class EntryRunner:
         if method == "DELETE":
             if len(segments) != 2:
                 raise fhir_error(400, "not-supported", "DELETE needs Type/id", where)
-            stored = crud.delete_in(tx, segments[0], segments[1])
+            stored = crud.delete_in(tx, segments[0], segments[1], caller=self.caller)
             return {
                 "response": {"status": "204 No Content"} | ({"etag": stored.etag} if stored else {})
             }
@@ -112,7 +137,7 @@ class EntryRunner:
             if_none_exist = entry["request"].get("ifNoneExist")
             body = {k: v for k, v in body.items() if k != "id"}
             stored, created = crud.create_in(
-                tx, body, if_none_exist, assigned.get(index), self.paging.limits
+                tx, body, if_none_exist, assigned.get(index), self.paging.limits, caller=self.caller
             )
             if index in assigned and stored.id != assigned[index]:
                 # Another writer created the match after our id mapping: redo the transaction.
@@ -124,7 +149,9 @@ class EntryRunner:
             raise fhir_error(400, "invalid", "Resource id does not match request.url", where)
         if_match = entry["request"].get("ifMatch")
         version = parse_if_match(if_match, f"{where}.request.ifMatch") if if_match else None
-        stored, created = crud.update_in(tx, body, segments[1], version, f"{where}.request.ifMatch")
+        stored, created = crud.update_in(
+            tx, body, segments[1], version, f"{where}.request.ifMatch", caller=self.caller
+        )
         return self._written(stored, "201 Created" if created else "200 OK")
 
     def _written(self, stored: Stored, status: str) -> Json:
@@ -141,7 +168,7 @@ class EntryRunner:
 
     def _get(self, tx: Tx, segments: list[str], params: list[tuple[str, str]], where: str) -> Json:
         if len(segments) == 2:
-            stored = tx.read(segments[0], segments[1])
+            stored = crud.read_in(tx, segments[0], segments[1], self.caller)
             return {"resource": stored.body, "response": {"status": "200 OK", "etag": stored.etag}}
         if len(segments) == 1:
             query = parse_search(
@@ -152,9 +179,8 @@ class EntryRunner:
                 base_url=self.base,
                 limits=self.paging.limits,
             )
-            page = tx.search(query)
             return {
-                "resource": bundles.searchset(self.base, query, page, segments[0]),
+                "resource": crud.search_in(tx, query, self.base, segments[0], self.caller),
                 "response": {"status": "200 OK"},
             }
         raise fhir_error(400, "not-supported", "GET supports Type/id and Type?query", where)
@@ -277,16 +303,18 @@ def _is_get(entry: Any) -> bool:
 
 
 async def transaction(
-    store: Store, bundle: Json, base: str, paging: Paging, *, long: bool = False
+    store: Store, bundle: Json, base: str, paging: Paging, caller: Caller, *, long: bool = False
 ) -> Json:
     """A transaction-response Bundle; any failing entry raises and nothing is written.
     ``long``: the body is large (Store.arun)."""
     entries = bundle.get("entry") or []
-    runner = EntryRunner(base, paging)
+    runner = EntryRunner(base, paging, caller)
     long = long or len(entries) > INLINE_ENTRIES or any(_is_get(e) for e in entries)
 
     def unit(tx: Tx) -> Json:
         _validate_entries(entries)  # in the unit: off the event loop with it when long
+        # One entry the scopes do not allow refuses the whole transaction before any runs.
+        access.require(runner.caller, [entry_need(entry, i) for i, entry in enumerate(entries)])
         urn_to_ref, assigned = _assign_ids(tx, entries, paging.limits)
         rewritten = [_rewrite(e, urn_to_ref) for e in entries]
         _check_resolved(rewritten)
@@ -306,19 +334,26 @@ async def transaction(
 
 
 # An entry's answer, or the error that failed it (the API makes it an OperationOutcome).
-BatchResult = Json | FhirError | StoreError
+BatchResult = Json | FhirError | StoreError | InsufficientScope
 
 
 def _entry_unit(runner: EntryRunner, entry: Json, index: int) -> Callable[[Tx], Json]:
     def unit(tx: Tx) -> Json:
         _validate_batch_entry(entry, index)  # in the unit: off the event loop with it when long
+        access.require(runner.caller, [entry_need(entry, index)])
         return runner.entry(tx, entry, index, {})
 
     return unit
 
 
 async def batch(
-    store: Store, bundle: Json, base: str, paging: Paging, *, long: bool = False
+    store: Store,
+    bundle: Json,
+    base: str,
+    paging: Paging,
+    caller: Caller,
+    *,
+    long: bool = False,
 ) -> list[BatchResult]:
     """Each entry in its own unit of work; a failing entry's error stands in its place.
     ``long``: the body is large, so any entry may be (Store.arun); a GET may be a search.
@@ -327,14 +362,14 @@ async def batch(
     only its entry, as a 500 in the batch-response, so the client learns what was written
     and does not retry (duplicate) the rest.
     """
-    runner = EntryRunner(base, paging)
+    runner = EntryRunner(base, paging, caller)
     results: list[BatchResult] = []
     for index, entry in enumerate(bundle.get("entry") or []):
         get = _is_get(entry)
         try:
             unit = _entry_unit(runner, entry, index)
             results.append(await store.arun(unit, read_only=get, long=long or get))
-        except (FhirError, StoreError) as exc:
+        except (FhirError, StoreError, InsufficientScope) as exc:
             results.append(exc)
         except Exception:
             logger.exception("unhandled error in batch entry %d", index)

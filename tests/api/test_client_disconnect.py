@@ -7,7 +7,7 @@ from typing import Any
 from service.api import errors
 
 
-def _post_then_disconnect(app: Any) -> list[dict[str, Any]]:
+def _post_then_disconnect(app: Any, authorization: str) -> list[dict[str, Any]]:
     """Drive the ASGI app directly: headers arrive, then the client is gone."""
     sent: list[dict[str, Any]] = []
     scope = {
@@ -20,7 +20,11 @@ def _post_then_disconnect(app: Any) -> list[dict[str, Any]]:
         "raw_path": b"/fhir/Observation",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"application/fhir+json"), (b"content-length", b"100")],
+        "headers": [
+            (b"content-type", b"application/fhir+json"),
+            (b"content-length", b"100"),
+            (b"authorization", authorization.encode()),
+        ],
         "client": ("127.0.0.1", 1),
         "server": ("testserver", 80),
     }
@@ -36,7 +40,7 @@ def _post_then_disconnect(app: Any) -> list[dict[str, Any]]:
 
 
 def test_client_disconnect_is_not_an_unhandled_error(client, app, log_stream) -> None:
-    sent = _post_then_disconnect(app)
+    sent = _post_then_disconnect(app, client.headers["authorization"])
     assert sent[0]["status"] == 400
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
     mine = [line for line in lines if "disconnected" in line["message"]]

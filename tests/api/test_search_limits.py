@@ -13,7 +13,7 @@ import pytest
 from service.main import create_app
 from service.observability import METRICS
 from tests.api.helpers import entry_ids, outcome_codes, patient, store_snapshot
-from tests.conftest import FhirClient
+from tests.conftest import FhirClient, authorize
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
@@ -24,6 +24,7 @@ def limited(settings, r4_validator) -> Iterator[tuple[FhirClient, Any]]:
     app = create_app(settings.model_copy(update={"max_search_clauses": 4, "max_search_values": 6}))
     with FhirClient(app) as client:
         client.validator = r4_validator
+        authorize(client)
         client.headers["content-type"] = "application/fhir+json"
         yield client, app
 

@@ -32,7 +32,12 @@ def counter(postgres_schema_url: str) -> RoundTripCounter:
 @pytest.fixture
 def client(postgres_schema_url: str, counter: RoundTripCounter) -> Iterator[TestClient]:
     truncate_postgres(postgres_schema_url)
-    settings = Settings(database_url=counter.url(postgres_schema_url), db_connect_retries=0)
+    # The store's own round trips: token checks (which read the database only when their
+    # short-lived caches expire, see usecases/credentials.py) would make the counts depend on
+    # timing.
+    settings = Settings(
+        database_url=counter.url(postgres_schema_url), db_connect_retries=0, auth="off"
+    )
     with TestClient(create_app(settings)) as test_client:
         test_client.headers["content-type"] = "application/fhir+json"
         yield test_client
