@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from service.api.audit import audit_of
 from service.api.http import base_url, check_id, checked_body, fhir_response, json_body, negotiate
 from service.api.openapi.security import security_for
 from service.api.rest import store_of
@@ -72,7 +73,13 @@ async def _apply(request: Request, resource_id: str | None) -> Response:
     subject = _subject(_apply_input(request, params, "subject"))
     url = _apply_input(request, params, "url")
     applied = await enrolment.apply_plan_definition(
-        store_of(request), resource_id, url, subject, datetime.now(UTC), caller_of(request)
+        store_of(request),
+        resource_id,
+        url,
+        subject,
+        datetime.now(UTC),
+        caller_of(request),
+        audit_of(request),
     )
     return fhir_response(request, applied)
 
@@ -115,7 +122,15 @@ async def submit_session(request: Request, id: str) -> Response:
     now = datetime.now(UTC)
     base = base_url(request)
     answer = await sessions.submit(
-        store_of(request), id, bundle, now, base, where, caller_of(request), long=large
+        store_of(request),
+        id,
+        bundle,
+        now,
+        base,
+        where,
+        caller_of(request),
+        audit_of(request),
+        long=large,
     )
     return fhir_response(request, answer)
 
@@ -129,7 +144,9 @@ async def evaluate(request: Request, id: str) -> Response:
         if text is not None:
             at = sessions.parse_clock(str(text))
     now = datetime.now(UTC)
-    answer = await sessions.reevaluate(store_of(request), id, at, now, caller_of(request))
+    answer = await sessions.reevaluate(
+        store_of(request), id, at, now, caller_of(request), audit_of(request)
+    )
     return fhir_response(request, answer)
 
 

@@ -15,6 +15,7 @@ from starlette._utils import get_route_path
 from starlette.routing import Match
 from starlette.types import Scope
 
+from service.api.audit import audit_of
 from service.api.http import (
     base_url,
     check_content_type,
@@ -32,6 +33,7 @@ from service.api.http import (
 from service.api.openapi.operations import interaction_docs
 from service.api.openapi.security import security_for
 from service.api.security import caller_of, guard
+from service.audit.events import RESOURCE_TYPE as AUDIT_EVENT
 from service.auth.permissions import Interaction, interaction_need
 from service.fhir import bundles
 from service.fhir.dates import parse_range
@@ -44,6 +46,9 @@ from service.store.runner import Store
 from service.usecases import crud
 
 RESOURCE_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
+# Types the API reads but never writes (crud.check_writable refuses them in Bundles too).
+READ_ONLY_TYPES = frozenset({AUDIT_EVENT})
+_WRITES = frozenset({"create", "update", "delete"})
 # A version, page size or cursor: ASCII digits that fit a 64-bit SQL integer.
 DIGITS_RE = re.compile(r"^[0-9]{1,18}$")
 Handler = Callable[..., Awaitable[Response]]
@@ -65,10 +70,12 @@ def route_name(interaction: str, resource_type: str | None = None) -> str:
 def _read(resource_type: str) -> Handler:
     async def read(request: Request, id: str) -> Response:
         check_id(id)
-        stored = await crud.read(store_of(request), resource_type, id, caller_of(request))
         summary = request.query_params.get("_summary")
         if summary is not None and summary not in SUMMARY_VALUES:
             raise fhir_error(400, "invalid", f"_summary must be one of {sorted(SUMMARY_VALUES)}")
+        stored = await crud.read(
+            store_of(request), resource_type, id, caller_of(request), audit_of(request)
+        )
         elements = request.query_params.get("_elements")
         body = subset(stored.body or {}, summary, elements.split(",") if elements else None)
         return fhir_response(request, body, 200, resource_headers(request, stored, False))
@@ -82,7 +89,9 @@ def _vread(resource_type: str) -> Handler:
         # ASCII digits only (str.isdigit() accepts "²"), and small enough for an SQL integer.
         if not DIGITS_RE.match(vid):
             raise fhir_error(404, "not-found", f"Version {vid!r} is not known")
-        entry = await crud.vread(store_of(request), resource_type, id, int(vid), caller_of(request))
+        entry = await crud.vread(
+            store_of(request), resource_type, id, int(vid), caller_of(request), audit_of(request)
+        )
         headers = {
             "ETag": f'W/"{entry.version}"',
             "Last-Modified": bundles.http_date(entry.last_updated),
@@ -99,7 +108,7 @@ def _create(resource_type: str) -> Handler:
         if_none_exist = request.headers.get("if-none-exist")
         store, limits = store_of(request), search_limits(request)
         stored, created = await crud.create(
-            store, body, if_none_exist, caller_of(request), limits, long=large
+            store, body, if_none_exist, caller_of(request), limits, audit_of(request), long=large
         )
         return write_response(request, stored, 201 if created else 200, location=created)
 
@@ -119,7 +128,7 @@ def _update(resource_type: str) -> Handler:
                 "id",
             )
         stored, created = await crud.update(
-            store_of(request), body, id, if_match, caller_of(request), long=large
+            store_of(request), body, id, if_match, caller_of(request), audit_of(request), long=large
         )
         return write_response(request, stored, 201 if created else 200, location=True)
 
@@ -129,7 +138,9 @@ def _update(resource_type: str) -> Handler:
 def _delete(resource_type: str) -> Handler:
     async def delete(request: Request, id: str) -> Response:
         check_id(id)
-        stored = await crud.delete(store_of(request), resource_type, id, caller_of(request))
+        stored = await crud.delete(
+            store_of(request), resource_type, id, caller_of(request), audit_of(request)
+        )
         headers = {"ETag": stored.etag} if stored else {}
         return Response(status_code=204, headers=headers)
 
@@ -149,7 +160,7 @@ def _search_items(
 
 
 async def _run_search(
-    request: Request, resource_type: str, items: list[tuple[str, str]]
+    request: Request, resource_type: str, items: list[tuple[str, str]], form: str = ""
 ) -> Response:
     settings = settings_of(request)
     base = base_url(request)
@@ -162,10 +173,9 @@ async def _run_search(
         base_url=base,
         limits=search_limits(request),
     )
-
-    return fhir_response(
-        request, await crud.search(store_of(request), query, base, caller_of(request))
-    )
+    audit = audit_of(request, form=form)
+    answer = await crud.search(store_of(request), query, base, caller_of(request), audit)
+    return fhir_response(request, answer)
 
 
 def _search(resource_type: str) -> Handler:
@@ -182,10 +192,11 @@ def _search_post(resource_type: str) -> Handler:
             # An empty POST _search (all parameters in the URL) needs no Content-Type.
             check_content_type(request, ("application/x-www-form-urlencoded",))
         try:
-            form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise fhir_error(400, "structure", "The form body is not UTF-8") from None
-        return await _run_search(request, resource_type, _search_items(request, form))
+        form = parse_qsl(text, keep_blank_values=True, strict_parsing=False)
+        return await _run_search(request, resource_type, _search_items(request, form), text)
 
     return search_post
 
@@ -226,6 +237,7 @@ async def history_response(
         cursor,
         link_params,
         caller_of(request),
+        audit_of(request),
     )
     return fhir_response(request, bundle)
 
@@ -292,6 +304,8 @@ def resource_routers() -> list[TypeRouter]:
 def type_router(resource_type: str) -> TypeRouter:
     router = TypeRouter(resource_type)
     for interaction, method, suffix, factory, status, needs in _INTERACTIONS:
+        if resource_type in READ_ONLY_TYPES and interaction in _WRITES:
+            continue  # no route: the method answers 405 (and the CapabilityStatement omits it)
         docs = interaction_docs(interaction, resource_type)
         need = interaction_need(needs, resource_type)
         router.add_api_route(

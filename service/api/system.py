@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from service.api.audit import audit_of
 from service.api.errors import as_fhir_error
 from service.api.http import base_url, checked_body, fhir_response, negotiate, settings_of
 from service.api.openapi.security import security_for
@@ -75,11 +76,16 @@ async def batch_or_transaction(request: Request) -> Response:
     store, base, paging = store_of(request), base_url(request), paging_of(request)
     caller = caller_of(request)
     kind = bundle.get("type")
+    if kind == "batch":
+        request.state.audit_interaction = "batch"
+    audit = audit_of(request)
     if kind == "transaction":
-        answer = await transaction.transaction(store, bundle, base, paging, caller, long=large)
+        answer = await transaction.transaction(
+            store, bundle, base, paging, caller, audit, long=large
+        )
         return fhir_response(request, answer)
     if kind == "batch":
-        results = await transaction.batch(store, bundle, base, paging, caller, long=large)
+        results = await transaction.batch(store, bundle, base, paging, caller, audit, long=large)
         return fhir_response(request, _batch_response(results))
     raise fhir_error(
         400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type"

@@ -33,7 +33,7 @@ MODIFIERS = {
     "token": {"missing", "not"},
     "uri": {"missing", "below"},
     "string": {"missing", "exact", "contains"},
-    "reference": {"missing"},
+    "reference": {"missing", "identifier"},
     "date": {"missing"},
     "quantity": {"missing"},
 }

@@ -103,6 +103,12 @@ def _kind(param: SearchParam) -> str:
     return "token" if param.type == "uri" else param.type
 
 
+def _clause_kind(clause: Clause) -> str:
+    """The index table a clause reads: `reference:identifier` reads the Reference.identifier
+    token rows."""
+    return "token" if clause.modifier == "identifier" else _kind(clause.param)
+
+
 def _escape_like(value: str) -> str:
     """What ``autoescape=True`` does to a LIKE operand, done before binding it."""
     escaped = value.replace(_ESCAPE, _ESCAPE + _ESCAPE)
@@ -239,7 +245,9 @@ def _plan_value(b: _Binds, clause: Clause, value: str) -> Node:
 
 def _plan_values(b: _Binds, clause: Clause) -> Node:
     """The OR of a clause's values."""
-    if clause.param.type == "token" and clause.modifier is None:
+    if (clause.param.type == "token" and clause.modifier is None) or (
+        clause.modifier == "identifier"
+    ):
         return _plan_tokens(b, clause.values)
     return ("or", tuple(_plan_value(b, clause, v) for v in clause.values))
 
@@ -264,7 +272,7 @@ def _plan_clause(b: _Binds, clause: Clause) -> Node:
         if clause.modifier == "missing":
             return ("false",) if clause.values[0] == "true" else ("true",)
         return _plan_envelope(b, clause)
-    kind = _kind(clause.param)
+    kind = _clause_kind(clause)
     if clause.modifier == "missing":
         present: Node = ("exists", kind, name, None)
         return ("not", present) if clause.values[0] == "true" else present
@@ -283,7 +291,7 @@ def _driver_rank(clause: Clause) -> int | None:
     param = clause.param
     if clause.modifier in ("missing", "not") or param.name in ("_id", "_lastUpdated"):
         return None
-    if param.name == "identifier":
+    if param.name == "identifier" or clause.modifier == "identifier":
         return 0
     if param.type == "uri" or (param.type == "token" and all("|" in v for v in clause.values)):
         return 1
@@ -342,7 +350,13 @@ def _plan_driver(b: _Binds, query: SearchQuery) -> tuple[Node | None, list[Claus
         return None, remaining
     driver = remaining.pop(min(ranked)[1])
     param = driver.param
-    node = ("driver", query.resource_type, _kind(param), param.name, _plan_values(b, driver))
+    node = (
+        "driver",
+        query.resource_type,
+        _clause_kind(driver),
+        param.name,
+        _plan_values(b, driver),
+    )
     return node, remaining
 
 

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from service.audit import events as audit_events
+from service.audit.subjects import queried_patients, version_reference
 from service.auth.permissions import InsufficientScope, Interaction, interaction_need
 from service.fhir import bundles
 from service.fhir.errors import fhir_error
@@ -23,6 +25,8 @@ from service.store.repository import HistoryEntry, Stored, Tx
 from service.store.runner import Store
 from service.usecases import access, enrolment, session_observations
 from service.usecases.access import Caller
+from service.usecases.audit_trail import Audit, Touched, record
+from service.usecases.audit_trail import read as audited_read
 
 Json = dict[str, Any]
 
@@ -52,6 +56,18 @@ def parse_if_none_exist(
     return query
 
 
+def check_writable(resource_type: str) -> None:
+    """405 for a type the API never writes: AuditEvents come only from the service itself, so
+    the trail cannot be forged, changed or erased through the API."""
+    if resource_type == audit_events.RESOURCE_TYPE:
+        raise fhir_error(
+            405,
+            "not-supported",
+            "AuditEvent is written by the service only: it cannot be created, updated or "
+            "deleted through the API",
+        )
+
+
 def check_business_rules(tx: Tx, body: Json) -> None:
     """422 when a resource breaks a rule of the protocol; may read through the Tx."""
     if body["resourceType"] == "CarePlan":
@@ -73,6 +89,7 @@ def create_in(
     caller: Caller,
 ) -> tuple[Stored, bool]:
     """Create (conditionally with If-None-Exist criteria); returns (stored, created)."""
+    check_writable(body["resourceType"])
     need = interaction_need(Interaction.CREATE, body["resourceType"])
     found = access.permits(caller, need)
     if not access.admits(found, body):
@@ -120,6 +137,7 @@ def update_in(
     If-Match's place in a Bundle entry (REST: the header, no element). A limited caller must
     be allowed both the stored version and the new one: otherwise an update could take a
     resource out of another caller's reach, or into its own."""
+    check_writable(body["resourceType"])
     check_if_match_required(body["resourceType"], if_match, where)
     need = interaction_need(Interaction.UPDATE, body["resourceType"])
     found = access.permits(caller, need)
@@ -136,6 +154,7 @@ def update_in(
 
 def delete_in(tx: Tx, resource_type: str, resource_id: str, *, caller: Caller) -> Stored | None:
     """The deletion's version, or None when the resource was deleted already."""
+    check_writable(resource_type)
     need = interaction_need(Interaction.DELETE, resource_type)
     if access.permits(caller, need) is not None:
         current = tx.get(resource_type, resource_id)
@@ -178,21 +197,35 @@ def _version_body(tx: Tx, resource_type: str, resource_id: str, version: int) ->
 # --- the use cases, one unit of work each ------------------------------------------------------
 
 
-async def read(store: Store, resource_type: str, resource_id: str, caller: Caller) -> Stored:
-    return await store.arun(
-        lambda tx: read_in(tx, resource_type, resource_id, caller), read_only=True
+def _touched(stored: Stored) -> Touched:
+    return Touched((version_reference(stored.type, stored.id, stored.version),), (stored.body,))
+
+
+async def read(
+    store: Store, resource_type: str, resource_id: str, caller: Caller, audit: Audit | None = None
+) -> Stored:
+    return await audited_read(
+        store, audit, lambda tx: read_in(tx, resource_type, resource_id, caller), _touched
     )
 
 
 async def vread(
-    store: Store, resource_type: str, resource_id: str, version: int, caller: Caller
+    store: Store,
+    resource_type: str,
+    resource_id: str,
+    version: int,
+    caller: Caller,
+    audit: Audit | None = None,
 ) -> HistoryEntry:
     def unit(tx: Tx) -> HistoryEntry:
         entry = tx.vread(resource_type, resource_id, version)
         access.check_readable(caller, Interaction.VREAD, resource_type, resource_id, entry.body)
         return entry
 
-    return await store.arun(unit, read_only=True)
+    def touched(entry: HistoryEntry) -> Touched:
+        return Touched((version_reference(entry.type, entry.id, entry.version),), (entry.body,))
+
+    return await audited_read(store, audit, unit, touched)
 
 
 # ``long``: the body is large, so storing it may take long (Store.arun).
@@ -204,13 +237,16 @@ async def create(
     if_none_exist: str | None,
     caller: Caller,
     limits: SearchLimits | None = None,
+    audit: Audit | None = None,
     *,
     long: bool = False,
 ) -> tuple[Stored, bool]:
-    return await store.arun(
-        lambda tx: create_in(tx, dict(body), if_none_exist, limits=limits, caller=caller),
-        long=long,
-    )
+    def unit(tx: Tx) -> tuple[Stored, bool]:
+        stored, created = create_in(tx, dict(body), if_none_exist, limits=limits, caller=caller)
+        record(tx, audit, _touched(stored))
+        return stored, created
+
+    return await store.arun(unit, long=long)
 
 
 async def update(
@@ -219,19 +255,38 @@ async def update(
     resource_id: str,
     if_match: int | None,
     caller: Caller,
+    audit: Audit | None = None,
     *,
     long: bool = False,
 ) -> tuple[Stored, bool]:
+    check_writable(body["resourceType"])
     check_if_match_required(body["resourceType"], if_match, None)  # before a unit of work
-    return await store.arun(
-        lambda tx: update_in(tx, body, resource_id, if_match, caller=caller), long=long
-    )
+
+    def unit(tx: Tx) -> tuple[Stored, bool]:
+        stored, created = update_in(tx, body, resource_id, if_match, caller=caller)
+        record(tx, audit, _touched(stored))
+        return stored, created
+
+    return await store.arun(unit, long=long)
 
 
 async def delete(
-    store: Store, resource_type: str, resource_id: str, caller: Caller
+    store: Store,
+    resource_type: str,
+    resource_id: str,
+    caller: Caller,
+    audit: Audit | None = None,
 ) -> Stored | None:
-    return await store.arun(lambda tx: delete_in(tx, resource_type, resource_id, caller=caller))
+    def unit(tx: Tx) -> Stored | None:
+        # The version deleted, for the patients it concerned (the deletion has no body).
+        before = tx.get(resource_type, resource_id) if audit is not None else None
+        stored = delete_in(tx, resource_type, resource_id, caller=caller)
+        version = stored.version if stored else None
+        reference = version_reference(resource_type, resource_id, version)
+        record(tx, audit, Touched((reference,), (before.body if before else None,)))
+        return stored
+
+    return await store.arun(unit)
 
 
 def search_in(tx: Tx, query: SearchQuery, base: str, path: str, caller: Caller) -> Json:
@@ -253,11 +308,23 @@ def search_in(tx: Tx, query: SearchQuery, base: str, path: str, caller: Caller) 
     return bundles.searchset(base, query, page, path)
 
 
-async def search(store: Store, query: SearchQuery, base: str, caller: Caller) -> Json:
+async def search(
+    store: Store, query: SearchQuery, base: str, caller: Caller, audit: Audit | None = None
+) -> Json:
+    """A search; its event names the patients of the criteria and of every resource the page
+    holds (BALP Query: the request itself is the event's Query entity)."""
+
+    def touched(bundle: Json) -> Touched:
+        bodies = tuple(e.get("resource") for e in bundle.get("entry", ()))
+        patients = queried_patients(query.resource_type, query.link_params)
+        return Touched((), bodies, tuple(patients))
+
     # Any search may take long: a page of up to max_page_size bodies, includes, scans.
-    return await store.arun(
+    return await audited_read(
+        store,
+        audit,
         lambda tx: search_in(tx, query, base, query.resource_type, caller),
-        read_only=True,
+        touched,
         long=True,
     )
 
@@ -277,6 +344,7 @@ async def history(
     cursor: int | None,
     link_params: list[tuple[str, str]],
     caller: Caller,
+    audit: Audit | None = None,
 ) -> Json:
     """A history Bundle of the system, a type or one resource (``target``), newest first.
     For a limited caller, entries it may not read are left out (and the total, which would
@@ -307,7 +375,14 @@ async def history(
                 break
         return bundles.history(base, path, kept, None, link_params, next_seq)
 
-    return await store.arun(unit, read_only=True, long=True)  # a page of bodies, as a search
+    def touched(bundle: Json) -> Touched:
+        bodies = tuple(e.get("resource") for e in bundle.get("entry", ()))
+        if resource_type and resource_id:
+            return Touched((version_reference(resource_type, resource_id, None),), bodies)
+        return Touched((), bodies)
+
+    # A page of bodies, as a search.
+    return await audited_read(store, audit, unit, touched, long=True)
 
 
 def _check_instance_history(tx: Tx, resource_type: str, resource_id: str, caller: Caller) -> None:

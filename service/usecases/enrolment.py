@@ -13,6 +13,8 @@ from service.store.repository import Tx
 from service.store.runner import Store
 from service.usecases import access
 from service.usecases.access import Caller
+from service.usecases.audit_trail import Audit, Touched
+from service.usecases.audit_trail import read as audited_read
 from service.usecases.records import find_canonical, load_record, plan_definition_for
 from service.usecases.sessions import unprocessable
 
@@ -68,13 +70,20 @@ async def apply_plan_definition(
     subject: str,
     at: datetime,
     caller: Caller,
+    audit: Audit | None = None,
 ) -> Json:
-    """$apply of the PlanDefinition with that id, or (type level) with that canonical url."""
+    """$apply of the PlanDefinition with that id, or (type level) with that canonical url.
+    Its event names the PlanDefinition applied and the patient."""
 
-    def unit(tx: Tx) -> Json:
-        return apply(tx, _plan_definition(tx, plan_definition_id, url), subject, at, caller)
+    def unit(tx: Tx) -> tuple[Json, Json]:
+        plan_definition = _plan_definition(tx, plan_definition_id, url)
+        return plan_definition, apply(tx, plan_definition, subject, at, caller)
 
-    return await store.arun(unit, read_only=True)
+    def touched(result: tuple[Json, Json]) -> Touched:
+        return Touched.of([result[0]], [subject] if subject.startswith("Patient/") else [])
+
+    _, care_plan = await audited_read(store, audit, unit, touched)
+    return care_plan
 
 
 def validate_care_plan(tx: Tx, care_plan: Json) -> None:

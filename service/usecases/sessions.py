@@ -33,6 +33,7 @@ from service.store.repository import Read, Stored, Tx, live
 from service.store.runner import Store
 from service.usecases import access
 from service.usecases.access import Caller
+from service.usecases.audit_trail import Audit, Touched, record
 from service.usecases.records import (
     canonical_read,
     known_plan_definition,
@@ -462,6 +463,12 @@ def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime, *, caller: 
     return answer
 
 
+def answer_touched(answer: Json) -> Touched:
+    """What a $submit-session or $evaluate answer holds: the decision, the CarePlan and what
+    the decision created, each at the version stored (the patient: the CarePlan's)."""
+    return Touched.of(part.get("resource") for part in answer.get("parameter", ()))
+
+
 async def submit(
     store: Store,
     care_plan_id: str,
@@ -470,21 +477,37 @@ async def submit(
     base: str,
     where: str,
     caller: Caller,
+    audit: Audit | None = None,
     *,
     long: bool = False,
 ) -> Json:
-    """$submit-session as one unit of work (see submit_session); ``long``: a large body."""
-    return await store.arun(
-        lambda tx: submit_session(tx, care_plan_id, bundle, now, base, where, caller=caller),
-        long=long,
-    )
+    """$submit-session as one unit of work (see submit_session), its event in it; ``long``:
+    a large body."""
+
+    def unit(tx: Tx) -> Json:
+        answer = submit_session(tx, care_plan_id, bundle, now, base, where, caller=caller)
+        record(tx, audit, answer_touched(answer))
+        return answer
+
+    return await store.arun(unit, long=long)
 
 
 async def reevaluate(
-    store: Store, care_plan_id: str, at: datetime, now: datetime, caller: Caller
+    store: Store,
+    care_plan_id: str,
+    at: datetime,
+    now: datetime,
+    caller: Caller,
+    audit: Audit | None = None,
 ) -> Json:
-    """$evaluate as one unit of work (see evaluate)."""
-    return await store.arun(lambda tx: evaluate(tx, care_plan_id, at, now, caller=caller))
+    """$evaluate as one unit of work (see evaluate), its event in it."""
+
+    def unit(tx: Tx) -> Json:
+        answer = evaluate(tx, care_plan_id, at, now, caller=caller)
+        record(tx, audit, answer_touched(answer))
+        return answer
+
+    return await store.arun(unit)
 
 
 def parse_clock(text: str) -> datetime:

@@ -12,10 +12,12 @@ caller's patient compartment or restriction rolls back; in a batch such an entry
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from service.audit.interactions import interaction_for, raw_query, searches
+from service.audit.subjects import version_reference
 from service.auth.permissions import InsufficientScope, Interaction, Need, interaction_need
 from service.fhir.dates import format_instant
 from service.fhir.errors import FhirError, Issue, fhir_error
@@ -29,6 +31,7 @@ from service.store.repository import Stored, Tx
 from service.store.runner import Store
 from service.usecases import access, crud
 from service.usecases.access import Caller
+from service.usecases.audit_trail import Audit, Touched, record, record_failure
 
 Json = dict[str, Any]
 logger = logging.getLogger("careplan.transaction")
@@ -186,6 +189,45 @@ class EntryRunner:
         raise fhir_error(400, "not-supported", "GET supports Type/id and Type?query", where)
 
 
+def _touched(entry: Json, result: Json) -> Touched:
+    """What one entry read or wrote: its resource (a search: the patients of its matches)."""
+    method = entry["request"]["method"]
+    resource = result.get("resource")
+    if method == "DELETE":
+        segments = _split_url(entry["request"]["url"])[0]
+        etag = (result.get("response") or {}).get("etag", "")
+        version = etag.removeprefix('W/"').removesuffix('"') or None
+        return Touched((version_reference(segments[0], segments[1], version),))
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        return Touched((), tuple(e.get("resource") for e in resource.get("entry", ())))
+    return Touched.of([resource] if isinstance(resource, dict) else [])
+
+
+def _all_touched(touched: list[Touched]) -> Touched:
+    return Touched(
+        tuple(r for t in touched for r in t.resources),
+        tuple(b for t in touched for b in t.bodies),
+        tuple(p for t in touched for p in t.patients),
+    )
+
+
+def _entry_audit(audit: Audit | None, entry: Any) -> Audit | None:
+    """A batch entry's own audit: the interaction its request is, within the batch."""
+    if audit is None:
+        return None
+    request = entry.get("request") if isinstance(entry, dict) else None
+    method = request.get("method") if isinstance(request, dict) else None
+    url = request.get("url") if isinstance(request, dict) else None
+    if not isinstance(method, str) or not isinstance(url, str):
+        interaction = replace(audit.circumstances.interaction, code="batch")
+        return replace(audit, circumstances=replace(audit.circumstances, interaction=interaction))
+    parts = urlsplit(url)
+    interaction = replace(interaction_for(method, parts.path), in_batch=True)
+    query = raw_query(parts.path.strip("/"), parts.query) if searches(interaction) else None
+    circumstances = replace(audit.circumstances, interaction=interaction, query=query)
+    return replace(audit, circumstances=circumstances)
+
+
 def _assign_ids(
     tx: Tx, entries: list[Json], limits: SearchLimits | None
 ) -> tuple[dict[str, str], dict[int, str]]:
@@ -303,10 +345,18 @@ def _is_get(entry: Any) -> bool:
 
 
 async def transaction(
-    store: Store, bundle: Json, base: str, paging: Paging, caller: Caller, *, long: bool = False
+    store: Store,
+    bundle: Json,
+    base: str,
+    paging: Paging,
+    caller: Caller,
+    audit: Audit | None = None,
+    *,
+    long: bool = False,
 ) -> Json:
-    """A transaction-response Bundle; any failing entry raises and nothing is written.
-    ``long``: the body is large (Store.arun)."""
+    """A transaction-response Bundle; any failing entry raises and nothing is written. Its one
+    event names every resource the entries read or wrote. ``long``: the body is large
+    (Store.arun)."""
     entries = bundle.get("entry") or []
     runner = EntryRunner(base, paging, caller)
     long = long or len(entries) > INLINE_ENTRIES or any(_is_get(e) for e in entries)
@@ -328,6 +378,8 @@ async def transaction(
         answer: Json = {"resourceType": "Bundle", "type": "transaction-response"}
         if entries:  # FHIR forbids empty arrays
             answer["entry"] = [results[i] for i in range(len(entries))]
+        touched = [_touched(rewritten[i], results[i]) for i in range(len(entries))]
+        record(tx, audit, _all_touched(touched))
         return answer
 
     return await store.arun(unit, long=long)
@@ -337,11 +389,15 @@ async def transaction(
 BatchResult = Json | FhirError | StoreError | InsufficientScope
 
 
-def _entry_unit(runner: EntryRunner, entry: Json, index: int) -> Callable[[Tx], Json]:
+def _entry_unit(
+    runner: EntryRunner, entry: Json, index: int, audit: Audit | None
+) -> Callable[[Tx], Json]:
     def unit(tx: Tx) -> Json:
         _validate_batch_entry(entry, index)  # in the unit: off the event loop with it when long
         access.require(runner.caller, [entry_need(entry, index)])
-        return runner.entry(tx, entry, index, {})
+        result = runner.entry(tx, entry, index, {})
+        record(tx, audit, _touched(entry, result))
+        return result
 
     return unit
 
@@ -352,11 +408,14 @@ async def batch(
     base: str,
     paging: Paging,
     caller: Caller,
+    audit: Audit | None = None,
     *,
     long: bool = False,
 ) -> list[BatchResult]:
     """Each entry in its own unit of work; a failing entry's error stands in its place.
     ``long``: the body is large, so any entry may be (Store.arun); a GET may be a search.
+    Each entry has its own event (subtype: its interaction and batch), stored with its work,
+    or after it when it failed.
 
     Entries before a failure are committed already: even an unexpected error (a bug) fails
     only its entry, as a 500 in the batch-response, so the client learns what was written
@@ -366,12 +425,20 @@ async def batch(
     results: list[BatchResult] = []
     for index, entry in enumerate(bundle.get("entry") or []):
         get = _is_get(entry)
+        entry_audit = _entry_audit(audit, entry)
+        # An audited GET stores its event: a write unit, then.
+        read_only = get and entry_audit is None
         try:
-            unit = _entry_unit(runner, entry, index)
-            results.append(await store.arun(unit, read_only=get, long=long or get))
+            unit = _entry_unit(runner, entry, index, entry_audit)
+            results.append(await store.arun(unit, read_only=read_only, long=long or get))
         except (FhirError, StoreError, InsufficientScope) as exc:
             results.append(exc)
+            if entry_audit is not None:
+                await record_failure(store, entry_audit, *entry_audit.explain(exc))
         except Exception:
             logger.exception("unhandled error in batch entry %d", index)
-            results.append(FhirError(500, [Issue("exception", "Internal server error")]))
+            error = FhirError(500, [Issue("exception", "Internal server error")])
+            results.append(error)
+            if entry_audit is not None:
+                await record_failure(store, entry_audit, *entry_audit.explain(error))
     return results

@@ -13,7 +13,7 @@ from joserfc.jwk import OctKey
 from service.api.capability import api_routes
 from service.main import create_app
 from tests.api.conftest import as_ehr
-from tests.api.helpers import outcome_codes, patient, store_snapshot
+from tests.api.helpers import audit_events, outcome_codes, patient, store_snapshot
 from tests.conftest import FhirClient, authorize
 from tests.support.tokens import (
     EXTERNAL_ISSUER,
@@ -370,9 +370,22 @@ def test_a_bad_token_is_401_and_changes_nothing(
     make, reason = BAD_TOKENS[name]
     good = as_ehr("system/*.cruds")
     assert _create_without(ehr_client, good).status_code == 201  # the issuer itself is trusted
-    before = store_snapshot(ehr_app)
-    _unauthorized(_create_without(ehr_client, {"Authorization": f"Bearer {make()}"}), reason)
+    before, events = store_snapshot(ehr_app), len(audit_events(ehr_app))
+    token = make()
+    _unauthorized(_create_without(ehr_client, {"Authorization": f"Bearer {token}"}), reason)
     assert store_snapshot(ehr_app) == before
+    _refusal_audited(ehr_app, events, token)
+
+
+def _refusal_audited(app: Any, events_before: int, token: str) -> None:
+    """The refused request left one AuditEvent: failed (outcome 4), no caller, no token."""
+    new = audit_events(app)[events_before:]
+    assert len(new) == 1, new
+    assert new[0]["outcome"] == "4"
+    assert "No usable bearer token" in new[0]["outcomeDesc"]
+    assert new[0]["agent"][0]["who"] == {"display": "no verified access token"}
+    if token.strip():
+        assert token.strip() not in json.dumps(new[0])
 
 
 @pytest.mark.parametrize(
@@ -382,9 +395,10 @@ def test_a_bad_token_is_401_and_changes_nothing(
 def test_a_missing_huge_or_malformed_authorization_header_is_401(
     client: FhirClient, app: Any, value: str
 ) -> None:
-    before = store_snapshot(app)
+    before, events = store_snapshot(app), len(audit_events(app))
     _unauthorized(_create_without(client, {"Authorization": value}))
     assert store_snapshot(app) == before
+    _refusal_audited(app, events, value.removeprefix("Bearer").strip() or value)
 
 
 def test_an_external_issuers_token_with_an_scp_list_works(ehr_client: FhirClient) -> None:

@@ -4,6 +4,8 @@ import asyncio
 import json
 from typing import Any
 
+from starlette.requests import Request
+
 from service.api import errors
 
 
@@ -49,7 +51,8 @@ def test_client_disconnect_is_not_an_unhandled_error(client, app, log_stream) ->
 
 
 def test_other_errors_are_still_logged_with_their_trace(log_stream) -> None:
-    response = asyncio.run(errors._unexpected(None, RuntimeError("boom")))  # type: ignore[arg-type]
+    request = Request({"type": "http", "method": "GET", "path": "/elsewhere", "headers": []})
+    response = asyncio.run(errors._unexpected(request, RuntimeError("boom")))
     assert response.status_code == 500
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
     assert any(line["message"] == "unhandled error" and line["level"] == "ERROR" for line in lines)

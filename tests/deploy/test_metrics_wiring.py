@@ -67,15 +67,17 @@ def test_metrics_and_logs_of_a_real_session(client: Any, log_stream: io.StringIO
     decided = submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
     assert decided.status_code == 200, decided.text
 
-    # A database that went away: the store answers 503 and counts a connect error.
+    # A database that went away: the store answers 503 and counts a connect error, for the
+    # read and for its AuditEvent (a read stores its event in a write unit: on SQLite through
+    # the group commit, which holds the engine too).
     store = client.app.state.store
     working = store.engine
     broken = create_db_engine(f"postgresql+psycopg://careplan@127.0.0.1:{free_port()}/careplan")
-    store.engine = broken
+    store.engine = store.group.engine = broken
     try:
         failed = client.get(f"/fhir/Patient/{PATIENT_ID}")
     finally:
-        store.engine = working
+        store.engine = store.group.engine = working
         broken.dispose()
     assert failed.status_code == 503, failed.text
     assert failed.headers["retry-after"] == "1"
@@ -102,7 +104,8 @@ def test_metrics_and_logs_of_a_real_session(client: Any, log_stream: io.StringIO
         >= 1
     )
     assert value("careplan_decisions_total", code="continue") == decisions_before + 1
-    assert value("careplan_database_errors_total", kind="connect") == connect_errors_before + 1
+    # The read, then the AuditEvent of its failure, which could not be stored either.
+    assert value("careplan_database_errors_total", kind="connect") == connect_errors_before + 2
 
     access_token = client.headers["authorization"].split()[1]
     secrets = [PATIENT_ID, MRN, FAMILY, f"Patient/{b.PATIENT_ID}", plan_id, access_token]
