@@ -69,7 +69,7 @@ def fill(store: Store, plan_id: str, patient_id: str, count: int) -> None:
     now = datetime.now(UTC)
     for k in range(count):
         bundle = session_at(plan_id, patient_id, k)
-        store.run(lambda tx, bd=bundle: sessions.submit_session(tx, plan_id, bd, now))
+        store.run(lambda tx, bd=bundle: sessions.submit_session(tx, plan_id, bd, now, caller=None))
         if k and k % 1000 == 0:
             print(f"  {patient_id}: {k} sessions", flush=True)
         if store.engine.dialect.name == "postgresql" and k in (100, 1000, 5000):
@@ -81,7 +81,7 @@ def measure_once(store: Store, plan_id: str, bundle: dict, now: datetime) -> flo
     with store.engine.connect() as connection, connection.begin() as transaction:
         started = time.perf_counter()
         tx = Tx(connection)
-        sessions.submit_session(tx, plan_id, bundle, now)
+        sessions.submit_session(tx, plan_id, bundle, now, caller=None)
         tx.flush()  # what Store.run sends before COMMIT
         elapsed = (time.perf_counter() - started) * 1000
         transaction.rollback()

@@ -2,7 +2,8 @@
 -- /fhir/Observation. Request g (unique across threads) is one minute after request g - 1, with
 -- score g % 11. Anything but 201 is counted; done() prints "non-201: N" for the driver to check.
 -- Env: BENCH_PATIENT (Patient id the Observations are about), BENCH_BASE (epoch s),
--- BENCH_THREADS (wrk -t, so request numbers do not collide between threads).
+-- BENCH_THREADS (wrk -t, so request numbers do not collide between threads), BENCH_AUTHORIZATION
+-- (an Authorization header value, sent when set).
 local patient = os.getenv("BENCH_PATIENT") or "example"
 local base = tonumber(os.getenv("BENCH_BASE") or "1577836800")
 local threads = {}
@@ -25,6 +26,7 @@ local tpl = '{"resourceType":"Observation","status":"final",'
   .. '"subject":{"reference":"Patient/%s"},"effectiveDateTime":"%s",'
   .. '"valueQuantity":{"value":%d,"unit":"{score}","system":"http://unitsofmeasure.org","code":"{score}"}}'
 local headers = {["Content-Type"] = "application/fhir+json"}
+if os.getenv("BENCH_AUTHORIZATION") then headers["Authorization"] = os.getenv("BENCH_AUTHORIZATION") end
 
 function request()
   local g = counter * nthreads + tid

@@ -53,7 +53,9 @@ def main() -> int:
         bundle = session_at(plan, "p1", k)
         with counter.counting() as counted:
             store.run(
-                lambda tx, bd=bundle: sessions.submit_session(tx, plan, bd, datetime.now(UTC))
+                lambda tx, bd=bundle: sessions.submit_session(
+                    tx, plan, bd, datetime.now(UTC), caller=None
+                )
             )
         counts.append(counted[0])
     print(f"round trips per session submission: {counts}")

@@ -3,7 +3,8 @@
 -- (4 sessions a day, the protocol's dose),
 -- so every CarePlan sees its sessions in time order and no identifier repeats.
 -- Env: BENCH_PLANS (comma-separated CarePlan ids), BENCH_PATIENT_PREFIX, BENCH_BASE (epoch s),
--- BENCH_PATH ("submit" for $submit-session, "echo" for the bare endpoint).
+-- BENCH_PATH ("submit" for $submit-session, "echo" for the bare endpoint), BENCH_AUTHORIZATION
+-- (an Authorization header value, sent when set).
 local plans = {}
 for id in string.gmatch(os.getenv("BENCH_PLANS") or "", "[^,]+") do plans[#plans + 1] = id end
 local base = tonumber(os.getenv("BENCH_BASE") or "1577836800")
@@ -45,7 +46,9 @@ function request()
   local body = '{"resourceType":"Bundle","type":"collection","entry":[' .. panel .. "," .. table.concat(reps, ",") .. "]}"
   local path = "/echo"
   if mode == "submit" then path = "/fhir/CarePlan/" .. plan .. "/$submit-session" end
-  return wrk.format("POST", path, {["Content-Type"] = "application/fhir+json"}, body)
+  local headers = {["Content-Type"] = "application/fhir+json"}
+  if os.getenv("BENCH_AUTHORIZATION") then headers["Authorization"] = os.getenv("BENCH_AUTHORIZATION") end
+  return wrk.format("POST", path, headers, body)
 end
 
 local errors = 0

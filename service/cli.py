@@ -1,9 +1,12 @@
-"""The ``careplan`` command: serve, migrate, reindex, openapi, load-protocol, replay."""
+"""The ``careplan`` command: serve, migrate, reindex, openapi, load-protocol, replay, clients,
+keys."""
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +16,7 @@ from service.settings import get_settings
 
 if TYPE_CHECKING:
     from service.store.reindex import ReindexReport
+    from service.usecases.authorization import Authorization
     from service.usecases.replay import Outcome, ReplayedDecision
 
 OPENAPI_PATH = Path("openapi/openapi.json")
@@ -21,22 +25,33 @@ OPENAPI_PATH = Path("openapi/openapi.json")
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.main import prepare_database
+    from service.main import check_auth_settings, check_signing_keys, prepare_database
     from service.observability import configure_logging
     from service.server import BoundedHttpProtocol
+    from service.usecases.credentials import DatabaseKeyStore
 
+    if args.host:
+        # The app decides whether tokens are needed by the address it is bound to
+        # (CAREPLAN_AUTH=auto): it reads that from its settings, in every worker process.
+        os.environ["CAREPLAN_HOST"] = args.host
+        get_settings.cache_clear()
     settings = get_settings()
     configure_logging(settings.log_level)
+    check_auth_settings(settings)  # CAREPLAN_AUTH=off off loopback ends here, exit code 2
     # Fail fast, before uvicorn starts: a wrong URL, a database that stays down through the
     # bounded retries or a schema behind the code ends here with one line and exit code 2
     # (main() prints the StartupError). With CAREPLAN_MIGRATE_ON_START this also migrates,
     # once, before any worker starts. The lifespan checks again (the database may go away in
     # between); uvicorn then exits with code 3.
-    prepare_database(settings).dispose()
+    engine = prepare_database(settings)
+    try:
+        check_signing_keys(DatabaseKeyStore(engine, settings.auth_key_encryption_key))
+    finally:
+        engine.dispose()
     uvicorn.run(
         "service.main:create_app",
         factory=True,
-        host=args.host or settings.host,
+        host=settings.host,
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
@@ -178,6 +193,82 @@ def _replay_table(results: "list[ReplayedDecision]") -> str:
     )
 
 
+def _authorization() -> "Authorization":
+    """The built-in authorization server over the configured database (not migrated here)."""
+    from service.main import check_auth_settings, prepare_database
+    from service.usecases.authorization import Authorization
+
+    settings = get_settings().model_copy(update={"migrate_on_start": False})
+    policy, issuers = check_auth_settings(settings)
+    return Authorization(
+        prepare_database(settings),
+        policy,
+        issuers=issuers,
+        token_lifetime=settings.auth_token_lifetime_seconds,
+        key_encryption_key=settings.auth_key_encryption_key,
+    )
+
+
+def _clients_add(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from service.auth.clients import ClientRegistrationError, new_client
+
+    jwks = None
+    if args.jwks_file:
+        try:
+            jwks = json.loads(Path(args.jwks_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            print(f"careplan clients add: cannot read {args.jwks_file}: {error}", file=sys.stderr)
+            return 2
+        if not isinstance(jwks, dict):
+            print("careplan clients add: the JWKS file must hold a JSON object", file=sys.stderr)
+            return 2
+    authorization = _authorization()
+    try:
+        client = new_client(
+            args.client_id,
+            args.scope,
+            datetime.now(UTC),
+            jwks=jwks,
+            jwks_url=args.jwks_url,
+        )
+        authorization.clients.add(client)
+    except ClientRegistrationError as error:
+        print(f"careplan clients add: {error}", file=sys.stderr)
+        return 2
+    print(f"registered {client.client_id}: {client.allowed_scopes}")
+    return 0
+
+
+def _clients_list(_args: argparse.Namespace) -> int:
+    for client in _authorization().clients.list_clients():
+        inline = client.jwks or {}
+        keys = client.jwks_url or f"{len(inline.get('keys', []))} key(s) inline"
+        created = client.created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{client.client_id}\t{client.allowed_scopes}\t{keys}\t{created}")
+    return 0
+
+
+def _clients_remove(args: argparse.Namespace) -> int:
+    if not _authorization().clients.remove(args.client_id):
+        print(f"careplan clients remove: no client {args.client_id!r}", file=sys.stderr)
+        return 2
+    print(f"removed {args.client_id}: its tokens are refused from now on")
+    return 0
+
+
+def _keys_rotate(_args: argparse.Namespace) -> int:
+    keys = _authorization().keys
+    now = time.time()
+    new = keys.rotate(now)
+    retired = keys.prune(now)
+    print(f"new signing key {new.kid}; older keys verify until their tokens have expired")
+    for kid in retired:
+        print(f"retired {kid}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="careplan", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +301,26 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--plan-version", help="PlanDefinition version (default: the plan's own)")
     replay.add_argument("--json", action="store_true", help="one JSON object per line")
     replay.set_defaults(func=_replay)
+    clients = commands.add_parser(
+        "clients", help="clients of the built-in authorization server"
+    ).add_subparsers(dest="action", required=True)
+    add = clients.add_parser("add", help="register a client (SMART Backend Services)")
+    add.add_argument("--client-id", required=True)
+    keys_from = add.add_mutually_exclusive_group(required=True)
+    keys_from.add_argument("--jwks-file", help="the client's public keys (a JWKS file)")
+    keys_from.add_argument("--jwks-url", help="where the client publishes its keys (https)")
+    add.add_argument("--scope", required=True, help='the scopes it may get, e.g. "system/*.rs"')
+    add.set_defaults(func=_clients_add)
+    clients.add_parser("list", help="the registered clients").set_defaults(func=_clients_list)
+    remove = clients.add_parser("remove", help="remove a client; its tokens stop working")
+    remove.add_argument("client_id")
+    remove.set_defaults(func=_clients_remove)
+    keys = commands.add_parser("keys", help="the built-in server's signing keys").add_subparsers(
+        dest="action", required=True
+    )
+    keys.add_parser(
+        "rotate", help="new signing key; the old one verifies until its tokens expire"
+    ).set_defaults(func=_keys_rotate)
     return parser
 
 

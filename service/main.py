@@ -1,26 +1,43 @@
 """The application factory: ``service.main:create_app()``."""
 
 import gc
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from sqlalchemy.engine import Engine
 
 from service import __version__
-from service.api import capability, docs, health, operations, system
-from service.api.errors import UnexpectedErrorMiddleware, install_error_handlers
+from service.api import authorization, capability, docs, health, operations, system
+from service.api.errors import (
+    UnexpectedErrorMiddleware,
+    bearer_challenge,
+    install_error_handlers,
+    outcome_response,
+)
 from service.api.limits import RequestLimits
 from service.api.rest import resource_routers
 from service.api.slashes import StripTrailingSlash
+from service.auth.verify import TrustedIssuer
+from service.fhir.errors import Issue
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
 from service.settings import Settings, get_settings
 from service.store import migrations, reindex
 from service.store.db import create_db_engine, limit_statement_time
 from service.store.runner import Store
+from service.usecases.authorization import (
+    AuthConfigError,
+    Authorization,
+    AuthPolicy,
+    check_key_encryption_key,
+    check_policy,
+    trusted_issuers,
+)
+from service.usecases.credentials import DatabaseKeyStore, KeyDecryptionError
 from service.usecases.knowledge import load_definitions, shipped_definitions
 
 logger = logging.getLogger("careplan")
@@ -180,8 +197,53 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
+def check_auth_settings(settings: Settings) -> tuple[AuthPolicy, list[TrustedIssuer]]:
+    """The authorization mode and trusted issuers; StartupError (one line) when they cannot
+    be used: CAREPLAN_AUTH=off off loopback, malformed issuers, a malformed encryption key."""
+    try:
+        policy = check_policy(settings.auth, settings.host)
+        issuers = trusted_issuers(settings.auth_issuers, settings.base_url)
+        check_key_encryption_key(settings.auth_key_encryption_key)
+    except AuthConfigError as error:
+        raise StartupError(str(error)) from None
+    return policy, issuers
+
+
+def check_signing_keys(key_store: DatabaseKeyStore) -> None:
+    """StartupError unless the stored signing keys can be read with the configured key."""
+    try:
+        key_store.check_readable()
+    except KeyDecryptionError as error:
+        raise StartupError(str(error)) from None
+
+
+def _start_authorization(
+    settings: Settings, engine: Engine, policy: AuthPolicy, issuers: list[TrustedIssuer]
+) -> Authorization:
+    authorization = Authorization(
+        engine,
+        policy,
+        issuers=issuers,
+        token_lifetime=settings.auth_token_lifetime_seconds,
+        key_encryption_key=settings.auth_key_encryption_key,
+    )
+    check_signing_keys(authorization.key_store)
+    if policy.open_at_start:
+        how = "CAREPLAN_AUTH=off" if settings.auth == "off" else "CAREPLAN_AUTH=auto"
+        logger.warning(
+            "tokens are not required: the service is bound to the loopback address %s (%s); "
+            "anyone on this machine can read and change every record. Set "
+            "CAREPLAN_AUTH=required before exposing it.",
+            settings.host,
+            how,
+        )
+    return authorization
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Refused before anything starts: an app that would run open off loopback is never built.
+    policy, issuers = check_auth_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -190,6 +252,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             limit_statement_time(engine, settings.db_statement_timeout_ms)
             app.state.store = Store(engine)
+            app.state.authorization = _start_authorization(settings, engine, policy, issuers)
             if settings.load_protocol:
                 load_definitions(app.state.store, shipped_definitions())
             _freeze_startup_objects()
@@ -223,6 +286,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(capability.router)
+    app.include_router(authorization.router)
     app.include_router(system.router)
     # Operations first: /fhir/PlanDefinition/$apply must not be read as an id.
     app.include_router(operations.router)
@@ -231,8 +295,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        if not _metrics_allowed(request, policy, settings.metrics_token):
+            challenge = bearer_challenge("invalid_token", "/metrics needs CAREPLAN_METRICS_TOKEN")
+            issue = Issue("login", "/metrics needs its own bearer token (CAREPLAN_METRICS_TOKEN)")
+            return outcome_response(401, [issue], {"WWW-Authenticate": challenge})
         body, content_type = metrics_response()
         return Response(body, media_type=content_type)
 
     return app
+
+
+def _metrics_allowed(request: Request, policy: AuthPolicy, token: str) -> bool:
+    """Open with the service; else only with CAREPLAN_METRICS_TOKEN as a bearer token (none
+    configured: never)."""
+    server = request.scope.get("server")
+    if policy.is_open(server[0] if server else None):
+        return True
+    if not token:
+        return False
+    sent = request.headers.get("authorization", "")
+    return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())

@@ -1,6 +1,7 @@
 """Service settings, read from the environment (prefix ``CAREPLAN_``) or a ``.env`` file."""
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,10 +29,11 @@ class Settings(BaseSettings):
     default_page_size: int = Field(20, ge=1, description="Search page size without _count.")
     max_page_size: int = Field(500, ge=1, description="Upper bound on _count.")
     max_search_clauses: int = Field(
-        16,
+        32,
         ge=1,
         description="Most criteria one search may have (search parameters, `_sort` keys and "
-        "`_include`s together); more answer 400.",
+        "`_include`s together); more answer 400. The default admits every parameter of a "
+        "type once.",
     )
     max_search_values: int = Field(
         100,
@@ -91,6 +93,36 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="How long in-flight requests may run after SIGTERM."
     )
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="Bearer tokens: `required`; `auto` = required unless bound to a loopback "
+        "address (then open, with a warning); `off` = open, refused unless bound to loopback.",
+    )
+    auth_issuers: str = Field(
+        "",
+        description="Trusted external token issuers, a JSON list of "
+        "{issuer, jwks_uri | jwks, audience} (audience defaults to CAREPLAN_BASE_URL).",
+    )
+    auth_token_lifetime_seconds: int = Field(
+        300, ge=60, le=3600, description="Lifetime of the access tokens the built-in server issues."
+    )
+    auth_key_encryption_key: str = Field(
+        "",
+        description="Fernet key (urlsafe base64 of 32 bytes) that encrypts the built-in "
+        "server's signing keys in the database; empty = stored unencrypted.",
+    )
+    metrics_token: str = Field(
+        "",
+        description="Bearer token /metrics requires while tokens are required; empty = "
+        "/metrics answers only when the service runs open.",
+    )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_long_enough(cls, value: str) -> str:
+        if value and len(value) < 16:
+            raise ValueError("use at least 16 characters (or leave it empty)")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -1,6 +1,10 @@
 """Shared fixtures: the service on SQLite and PostgreSQL, a FHIR test client whose every
 response is checked by an independent R4 validator, and database helpers.
 
+The service runs with CAREPLAN_AUTH=required, as in production: ``client`` sends a real
+``system/*.cruds`` token from the app's built-in authorization server (``client.tokens`` gets
+others; drop ``client.headers["authorization"]`` to call without one).
+
 PostgreSQL tests need CAREPLAN_TEST_POSTGRES_URL. Without it they skip with that reason on a
 developer machine; in CI (CI=true) a missing or unreachable PostgreSQL fails the run instead.
 """
@@ -25,6 +29,7 @@ from service.store import migrations
 from service.store.db import create_db_engine
 from service.store.tables import metadata
 from tests.support.r4_validator import R4Validator, node_available, validator_or_skip
+from tests.support.tokens import Tokens
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get("CAREPLAN_TEST_POSTGRES_URL", "")
@@ -100,7 +105,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, db_connect_retries=0)
+    return Settings(database_url=database_url, db_connect_retries=0, auth="required")
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +125,7 @@ class FhirClient(TestClient):
 
     validator: R4Validator | None = None
     checked = 0
+    tokens: Tokens
 
     def request(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         response = super().request(*args, **kwargs)
@@ -138,10 +144,32 @@ def app(settings: Settings) -> Any:
     return create_app(settings)
 
 
+def tokens_for(test_client: TestClient) -> Tokens:
+    """Tokens of the started app behind ``test_client``, requested through it."""
+
+    def post(url: str, form: Any) -> tuple[int, Any]:
+        response = test_client.post(
+            url, data=form, headers={"content-type": "application/x-www-form-urlencoded"}
+        )
+        return response.status_code, response.json()
+
+    state = test_client.app.state  # type: ignore[attr-defined]
+    base = state.settings.base_url.rstrip("/") or "http://testserver/fhir"
+    return Tokens(state.authorization, post, base)
+
+
+def authorize(test_client: TestClient, scope: str = "system/*.cruds") -> Tokens:
+    """Send ``scope``'s token with every request of ``test_client`` (a started app)."""
+    tokens = tokens_for(test_client)
+    test_client.headers["authorization"] = f"Bearer {tokens.token(scope)}"
+    return tokens
+
+
 @pytest.fixture
 def client(app: Any, r4_validator: R4Validator | None) -> Iterator[FhirClient]:
     with FhirClient(app) as test_client:
         test_client.validator = r4_validator
+        test_client.tokens = authorize(test_client)
         test_client.headers["content-type"] = "application/fhir+json"
         yield test_client
 

@@ -65,6 +65,18 @@ def test_protocol_is_pure() -> None:
     assert _violations("protocol", allowed) == []
 
 
+def test_audit_is_a_pure_builder() -> None:
+    """audit/ builds AuditEvents from plain values: the standard library, the wire rules
+    (fhir/) and itself; no framework, no store, no token handling."""
+
+    def allowed(name: str) -> bool:
+        return _top(name) in sys.stdlib_module_names or _within(
+            name, "service.audit", "service.fhir"
+        )
+
+    assert _violations("audit", allowed) == []
+
+
 def test_store_never_speaks_http() -> None:
     web = ("fastapi", "starlette", "service.api", "service.usecases")
     assert _violations("store", lambda name: not _within(name, *web)) == []

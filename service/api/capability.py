@@ -9,7 +9,9 @@ from fastapi.routing import APIRoute
 
 from service import __version__
 from service.api.http import base_url, fhir_response, negotiate
+from service.api.security import authorization_of
 from service.fhir.search_params import INCLUDES, params_for, revinclude_sources
+from service.usecases.authorization import token_url
 from service.usecases.crud import VERSIONED_UPDATE_TYPES
 
 router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
@@ -117,6 +119,9 @@ def capability_statement(request: Request) -> dict[str, Any]:
     }
     if system_ops:
         rest["operation"] = [{"name": n, "definition": d} for n, d in sorted(system_ops)]
+    server = request.scope.get("server")
+    if not authorization_of(request).policy.is_open(server[0] if server else None):
+        rest["security"] = _security(base_url(request))
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -131,6 +136,36 @@ def capability_statement(request: Request) -> dict[str, Any]:
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "rest": [rest],
+    }
+
+
+def _security(base: str) -> dict[str, Any]:
+    """SMART on FHIR (App Launch 2.x, "Conformance"): the service coding and the token
+    endpoint in the oauth-uris extension."""
+    return {
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": token_url(base)}],
+            }
+        ],
+        "cors": False,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                        "display": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 bearer tokens (SMART Backend Services)",
+            }
+        ],
+        "description": "Every request needs Authorization: Bearer <token> from the token "
+        f"endpoint (SMART Backend Services, see {base}/.well-known/smart-configuration) or "
+        "from a trusted issuer. SMART v1 and v2 scopes; patient/ scopes see only their "
+        "patient's compartment.",
     }
 
 

@@ -43,6 +43,9 @@ def swagger_ui(request: Request) -> HTMLResponse:
         swagger_js_url=f"{ASSETS_PREFIX}/swagger-ui-bundle.js",
         swagger_css_url=f"{ASSETS_PREFIX}/swagger-ui.css",
         swagger_favicon_url=f"{ASSETS_PREFIX}/favicon.png",
+        # "Authorize" takes a bearer token (openapi/security.py); keep it across reloads so
+        # "Try it out" keeps working while one explores.
+        swagger_ui_parameters={"persistAuthorization": True},
     )
 
 

@@ -10,6 +10,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.audit import record_error
+from service.auth.permissions import InsufficientScope
+from service.auth.verify import InvalidToken, KeysUnavailable
 from service.fhir.errors import FhirError, Issue, operation_outcome
 from service.store import errors as store_errors
 
@@ -56,10 +59,23 @@ _STORE_ERRORS: dict[type[store_errors.StoreError], tuple[int, str]] = {
 }
 
 
-def as_fhir_error(exc: FhirError | store_errors.StoreError) -> FhirError:
+REALM = "flexion-careplan"
+
+
+def bearer_challenge(error: str, description: str, scope: str | None = None) -> str:
+    """A ``WWW-Authenticate`` value (RFC 6750 section 3); descriptions are fixed texts."""
+    value = f'Bearer realm="{REALM}", error="{error}", error_description="{description}"'
+    return value + (f', scope="{scope}"' if scope else "")
+
+
+def as_fhir_error(exc: FhirError | store_errors.StoreError | InsufficientScope) -> FhirError:
     """A domain error as the OperationOutcome, status and headers a FHIR client gets."""
     if isinstance(exc, FhirError):
         return exc
+    if isinstance(exc, InsufficientScope):
+        scope = " ".join(f"system/{need}" for need in exc.needs)
+        challenge = bearer_challenge("insufficient_scope", exc.reason, scope)
+        return FhirError(403, [Issue("forbidden", exc.reason)], {"WWW-Authenticate": challenge})
     status, code = _STORE_ERRORS.get(type(exc), (500, "exception"))
     if isinstance(exc, store_errors.PreconditionFailed) and exc.ambiguous:
         code = "duplicate"
@@ -68,10 +84,29 @@ def as_fhir_error(exc: FhirError | store_errors.StoreError) -> FhirError:
     return FhirError(status, [Issue(code, str(exc))], headers)
 
 
-async def _fhir_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, (FhirError, store_errors.StoreError))
+async def audited_outcome(
+    request: Request, status: int, issues: list[Issue], headers: dict[str, str] | None = None
+) -> Response:
+    """An error answer, and its AuditEvent (api/audit.py)."""
+    await record_error(request, status, "; ".join(issue.diagnostics for issue in issues))
+    return outcome_response(status, issues, headers)
+
+
+async def _fhir_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, (FhirError, store_errors.StoreError, InsufficientScope))
     error = as_fhir_error(exc)
-    return outcome_response(error.status, error.issues, error.headers)
+    return await audited_outcome(request, error.status, error.issues, error.headers)
+
+
+async def _invalid_token(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidToken)
+    if isinstance(exc, KeysUnavailable):
+        # The issuer's fault, not necessarily the token's: the caller may try again.
+        issue = Issue("transient", f"The token could not be checked: {exc.reason}")
+        return await audited_outcome(request, 503, [issue], {"Retry-After": "60"})
+    challenge = bearer_challenge("invalid_token", exc.reason)
+    issue = Issue("login", f"No usable bearer token: {exc.reason}")
+    return await audited_outcome(request, 401, [issue], {"WWW-Authenticate": challenge})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -83,10 +118,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         text = str(exc.detail)
     code = _HTTP_CODES.get(exc.status_code, "exception")
-    return outcome_response(exc.status_code, [Issue(code, text)], dict(exc.headers or {}))
+    issues = [Issue(code, text)]
+    return await audited_outcome(request, exc.status_code, issues, dict(exc.headers or {}))
 
 
-async def _validation_error(_request: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     issues = [
         Issue(
@@ -94,7 +130,7 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
         )
         for e in exc.errors()
     ]
-    return outcome_response(400, issues or [Issue("invalid", "Invalid request")])
+    return await audited_outcome(request, 400, issues or [Issue("invalid", "Invalid request")])
 
 
 async def _client_disconnect(_request: Request, _exc: Exception) -> Response:
@@ -106,10 +142,10 @@ async def _client_disconnect(_request: Request, _exc: Exception) -> Response:
     return outcome_response(400, [Issue("incomplete", "The client disconnected")])
 
 
-async def _unexpected(_request: Request, exc: Exception) -> Response:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     # Log the stack trace for operators; the caller gets no internals.
     logger.exception("unhandled error", exc_info=exc)
-    return outcome_response(500, [Issue("exception", "Internal server error")])
+    return await audited_outcome(request, 500, [Issue("exception", "Internal server error")])
 
 
 class UnexpectedErrorMiddleware:
@@ -147,6 +183,8 @@ class UnexpectedErrorMiddleware:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(store_errors.StoreError, _fhir_error)
+    app.add_exception_handler(InsufficientScope, _fhir_error)
+    app.add_exception_handler(InvalidToken, _invalid_token)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)

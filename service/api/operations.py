@@ -6,14 +6,18 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from service.api.audit import audit_of
 from service.api.http import base_url, check_id, checked_body, fhir_response, json_body, negotiate
+from service.api.openapi.security import security_for
 from service.api.rest import store_of
+from service.api.security import caller_of, guard
+from service.auth.permissions import operation_needs
 from service.fhir.errors import fhir_error
 from service.fhir.validate import validate_resource
 from service.protocol.codes import CANONICAL_BASE
 from service.usecases import enrolment, sessions
 
-router = APIRouter(dependencies=[Depends(negotiate)])
+router = APIRouter()
 Json = dict[str, Any]
 OD_BASE = f"{CANONICAL_BASE}/OperationDefinition"
 
@@ -69,7 +73,13 @@ async def _apply(request: Request, resource_id: str | None) -> Response:
     subject = _subject(_apply_input(request, params, "subject"))
     url = _apply_input(request, params, "url")
     applied = await enrolment.apply_plan_definition(
-        store_of(request), resource_id, url, subject, datetime.now(UTC)
+        store_of(request),
+        resource_id,
+        url,
+        subject,
+        datetime.now(UTC),
+        caller_of(request),
+        audit_of(request),
     )
     return fhir_response(request, applied)
 
@@ -111,7 +121,17 @@ async def submit_session(request: Request, id: str) -> Response:
         raise fhir_error(400, "invalid", "The body must be Parameters or a Bundle", "resourceType")
     now = datetime.now(UTC)
     base = base_url(request)
-    answer = await sessions.submit(store_of(request), id, bundle, now, base, where, long=large)
+    answer = await sessions.submit(
+        store_of(request),
+        id,
+        bundle,
+        now,
+        base,
+        where,
+        caller_of(request),
+        audit_of(request),
+        long=large,
+    )
     return fhir_response(request, answer)
 
 
@@ -124,7 +144,9 @@ async def evaluate(request: Request, id: str) -> Response:
         if text is not None:
             at = sessions.parse_clock(str(text))
     now = datetime.now(UTC)
-    answer = await sessions.reevaluate(store_of(request), id, at, now)
+    answer = await sessions.reevaluate(
+        store_of(request), id, at, now, caller_of(request), audit_of(request)
+    )
     return fhir_response(request, answer)
 
 
@@ -137,6 +159,8 @@ def _add(
     tag: str,
     summary: str,
 ) -> None:
+    # fhir:op:<name>:...: the operation's declared needs (permissions.OPERATION_NEEDS).
+    needs = operation_needs(f"${name.split(':')[2]}")
     router.add_api_route(
         path,
         endpoint,
@@ -146,6 +170,8 @@ def _add(
         tags=[tag],
         summary=summary,
         response_class=Response,
+        dependencies=[Depends(guard(*needs)), Depends(negotiate)],
+        openapi_extra={"security": security_for(*needs)},
     )
 
 

@@ -15,6 +15,7 @@ from starlette._utils import get_route_path
 from starlette.routing import Match
 from starlette.types import Scope
 
+from service.api.audit import audit_of
 from service.api.http import (
     base_url,
     check_content_type,
@@ -30,6 +31,10 @@ from service.api.http import (
     write_response,
 )
 from service.api.openapi.operations import interaction_docs
+from service.api.openapi.security import security_for
+from service.api.security import caller_of, guard
+from service.audit.events import RESOURCE_TYPE as AUDIT_EVENT
+from service.auth.permissions import Interaction, interaction_need
 from service.fhir import bundles
 from service.fhir.dates import parse_range
 from service.fhir.errors import fhir_error
@@ -41,6 +46,9 @@ from service.store.runner import Store
 from service.usecases import crud
 
 RESOURCE_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
+# Types the API reads but never writes (crud.check_writable refuses them in Bundles too).
+READ_ONLY_TYPES = frozenset({AUDIT_EVENT})
+_WRITES = frozenset({"create", "update", "delete"})
 # A version, page size or cursor: ASCII digits that fit a 64-bit SQL integer.
 DIGITS_RE = re.compile(r"^[0-9]{1,18}$")
 Handler = Callable[..., Awaitable[Response]]
@@ -62,10 +70,12 @@ def route_name(interaction: str, resource_type: str | None = None) -> str:
 def _read(resource_type: str) -> Handler:
     async def read(request: Request, id: str) -> Response:
         check_id(id)
-        stored = await crud.read(store_of(request), resource_type, id)
         summary = request.query_params.get("_summary")
         if summary is not None and summary not in SUMMARY_VALUES:
             raise fhir_error(400, "invalid", f"_summary must be one of {sorted(SUMMARY_VALUES)}")
+        stored = await crud.read(
+            store_of(request), resource_type, id, caller_of(request), audit_of(request)
+        )
         elements = request.query_params.get("_elements")
         body = subset(stored.body or {}, summary, elements.split(",") if elements else None)
         return fhir_response(request, body, 200, resource_headers(request, stored, False))
@@ -79,7 +89,9 @@ def _vread(resource_type: str) -> Handler:
         # ASCII digits only (str.isdigit() accepts "²"), and small enough for an SQL integer.
         if not DIGITS_RE.match(vid):
             raise fhir_error(404, "not-found", f"Version {vid!r} is not known")
-        entry = await crud.vread(store_of(request), resource_type, id, int(vid))
+        entry = await crud.vread(
+            store_of(request), resource_type, id, int(vid), caller_of(request), audit_of(request)
+        )
         headers = {
             "ETag": f'W/"{entry.version}"',
             "Last-Modified": bundles.http_date(entry.last_updated),
@@ -95,7 +107,9 @@ def _create(resource_type: str) -> Handler:
         body.pop("id", None)  # the server assigns ids on create
         if_none_exist = request.headers.get("if-none-exist")
         store, limits = store_of(request), search_limits(request)
-        stored, created = await crud.create(store, body, if_none_exist, limits, long=large)
+        stored, created = await crud.create(
+            store, body, if_none_exist, caller_of(request), limits, audit_of(request), long=large
+        )
         return write_response(request, stored, 201 if created else 200, location=created)
 
     return create
@@ -113,7 +127,9 @@ def _update(resource_type: str) -> Handler:
                 f"The body's id {body.get('id')!r} does not match the URL id {id!r}",
                 "id",
             )
-        stored, created = await crud.update(store_of(request), body, id, if_match, long=large)
+        stored, created = await crud.update(
+            store_of(request), body, id, if_match, caller_of(request), audit_of(request), long=large
+        )
         return write_response(request, stored, 201 if created else 200, location=True)
 
     return update
@@ -122,7 +138,9 @@ def _update(resource_type: str) -> Handler:
 def _delete(resource_type: str) -> Handler:
     async def delete(request: Request, id: str) -> Response:
         check_id(id)
-        stored = await crud.delete(store_of(request), resource_type, id)
+        stored = await crud.delete(
+            store_of(request), resource_type, id, caller_of(request), audit_of(request)
+        )
         headers = {"ETag": stored.etag} if stored else {}
         return Response(status_code=204, headers=headers)
 
@@ -142,7 +160,7 @@ def _search_items(
 
 
 async def _run_search(
-    request: Request, resource_type: str, items: list[tuple[str, str]]
+    request: Request, resource_type: str, items: list[tuple[str, str]], form: str = ""
 ) -> Response:
     settings = settings_of(request)
     base = base_url(request)
@@ -155,8 +173,9 @@ async def _run_search(
         base_url=base,
         limits=search_limits(request),
     )
-
-    return fhir_response(request, await crud.search(store_of(request), query, base))
+    audit = audit_of(request, form=form)
+    answer = await crud.search(store_of(request), query, base, caller_of(request), audit)
+    return fhir_response(request, answer)
 
 
 def _search(resource_type: str) -> Handler:
@@ -173,10 +192,11 @@ def _search_post(resource_type: str) -> Handler:
             # An empty POST _search (all parameters in the URL) needs no Content-Type.
             check_content_type(request, ("application/x-www-form-urlencoded",))
         try:
-            form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise fhir_error(400, "structure", "The form body is not UTF-8") from None
-        return await _run_search(request, resource_type, _search_items(request, form))
+        form = parse_qsl(text, keep_blank_values=True, strict_parsing=False)
+        return await _run_search(request, resource_type, _search_items(request, form), text)
 
     return search_post
 
@@ -216,6 +236,8 @@ async def history_response(
         count,
         cursor,
         link_params,
+        caller_of(request),
+        audit_of(request),
     )
     return fhir_response(request, bundle)
 
@@ -237,17 +259,18 @@ def _instance_history(resource_type: str) -> Handler:
 
 # --- registration --------------------------------------------------------------------------
 
-# (interaction, method, path suffix, factory, status); order matters: literal segments first.
-_INTERACTIONS: list[tuple[str, str, str, Callable[[str], Handler], int]] = [
-    ("history-type", "GET", "/_history", _type_history, 200),
-    ("search-type", "GET", "", _search, 200),
-    ("search-type-post", "POST", "/_search", _search_post, 200),
-    ("create", "POST", "", _create, 201),
-    ("history-instance", "GET", "/{id}/_history", _instance_history, 200),
-    ("vread", "GET", "/{id}/_history/{vid}", _vread, 200),
-    ("read", "GET", "/{id}", _read, 200),
-    ("update", "PUT", "/{id}", _update, 200),
-    ("delete", "DELETE", "/{id}", _delete, 204),
+# (interaction, method, path suffix, factory, status, what it needs); order matters: literal
+# segments first.
+_INTERACTIONS: list[tuple[str, str, str, Callable[[str], Handler], int, Interaction]] = [
+    ("history-type", "GET", "/_history", _type_history, 200, Interaction.HISTORY),
+    ("search-type", "GET", "", _search, 200, Interaction.SEARCH),
+    ("search-type-post", "POST", "/_search", _search_post, 200, Interaction.SEARCH),
+    ("create", "POST", "", _create, 201, Interaction.CREATE),
+    ("history-instance", "GET", "/{id}/_history", _instance_history, 200, Interaction.HISTORY),
+    ("vread", "GET", "/{id}/_history/{vid}", _vread, 200, Interaction.VREAD),
+    ("read", "GET", "/{id}", _read, 200, Interaction.READ),
+    ("update", "PUT", "/{id}", _update, 200, Interaction.UPDATE),
+    ("delete", "DELETE", "/{id}", _delete, 204, Interaction.DELETE),
 ]
 
 
@@ -279,9 +302,12 @@ def resource_routers() -> list[TypeRouter]:
 
 
 def type_router(resource_type: str) -> TypeRouter:
-    router = TypeRouter(resource_type, dependencies=[Depends(negotiate)])
-    for interaction, method, suffix, factory, status in _INTERACTIONS:
+    router = TypeRouter(resource_type)
+    for interaction, method, suffix, factory, status, needs in _INTERACTIONS:
+        if resource_type in READ_ONLY_TYPES and interaction in _WRITES:
+            continue  # no route: the method answers 405 (and the CapabilityStatement omits it)
         docs = interaction_docs(interaction, resource_type)
+        need = interaction_need(needs, resource_type)
         router.add_api_route(
             f"/fhir/{resource_type}{suffix}",
             factory(resource_type),
@@ -290,6 +316,9 @@ def type_router(resource_type: str) -> TypeRouter:
             tags=[resource_type],
             status_code=status,
             response_class=Response,
+            # The token first: a caller without one learns nothing else (not even a 406).
+            dependencies=[Depends(guard(need)), Depends(negotiate)],
+            openapi_extra={**docs.pop("openapi_extra", {}), "security": security_for(need)},
             **docs,
         )
     return router

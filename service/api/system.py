@@ -6,15 +6,20 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from service.api.audit import audit_of
 from service.api.errors import as_fhir_error
 from service.api.http import base_url, checked_body, fhir_response, negotiate, settings_of
+from service.api.openapi.security import security_for
 from service.api.rest import history_response, route_name, search_limits, store_of
+from service.api.security import caller_of, guard
 from service.fhir.errors import fhir_error, operation_outcome
 from service.fhir.validate import validate_resource
 from service.usecases import transaction
 from service.usecases.transaction import BatchResult, Paging
 
-router = APIRouter(tags=["system"], dependencies=[Depends(negotiate)])
+# What these need depends on the Bundle's entries and on the types in the history: their use
+# cases check it. The guard only authenticates.
+router = APIRouter(tags=["system"], dependencies=[Depends(guard()), Depends(negotiate)])
 
 
 def paging_of(request: Request) -> Paging:
@@ -61,18 +66,26 @@ def _batch_response(results: list[BatchResult]) -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "content": {"application/fhir+json": {"schema": {"type": "object"}}},
-        }
+        },
+        # Each entry needs its interaction's scope on its type.
+        "security": security_for(),
     },
 )
 async def batch_or_transaction(request: Request) -> Response:
     bundle, large = await checked_body(request, _checked_bundle)
     store, base, paging = store_of(request), base_url(request), paging_of(request)
+    caller = caller_of(request)
     kind = bundle.get("type")
+    if kind == "batch":
+        request.state.audit_interaction = "batch"
+    audit = audit_of(request)
     if kind == "transaction":
-        answer = await transaction.transaction(store, bundle, base, paging, long=large)
+        answer = await transaction.transaction(
+            store, bundle, base, paging, caller, audit, long=large
+        )
         return fhir_response(request, answer)
     if kind == "batch":
-        results = await transaction.batch(store, bundle, base, paging, long=large)
+        results = await transaction.batch(store, bundle, base, paging, caller, audit, long=large)
         return fhir_response(request, _batch_response(results))
     raise fhir_error(
         400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type"
@@ -98,6 +111,8 @@ def _checked_bundle(body: Any) -> dict[str, Any]:
     operation_id="historySystem",
     summary="History of every resource",
     response_class=Response,
+    # Shows the types the token may search (and, within them, what it may read).
+    openapi_extra={"security": security_for()},
 )
 async def system_history(request: Request) -> Response:
     return await history_response(request, None, None, "_history")

@@ -33,6 +33,11 @@ class JwksUnavailable(Exception):
     """A key set could not be fetched or is not a key set."""
 
 
+class FetchDeferred(Exception):
+    """Raised by a fetcher that may not block where it was called (an event loop): nothing is
+    recorded, so the caller can run the same check again where blocking is allowed."""
+
+
 class KeySource(Protocol):
     """Where the verification key of a ``kid`` comes from."""
 
@@ -179,13 +184,17 @@ class RemoteJwks:
         return last is None or now - last >= self._refetch_interval or now < last
 
     def _refresh(self, now: float) -> None:
-        self._last_attempt = now
         try:
-            self._keys = verification_keys(self._fetch(self.url))
+            keys = verification_keys(self._fetch(self.url))
+        except FetchDeferred:
+            raise
         except Exception:
             # Any failure of the fetcher (network, a bad body) means: no keys now.
+            self._last_attempt = now
             self._last_attempt_failed = True
         else:
+            self._last_attempt = now
+            self._keys = keys
             self._last_attempt_failed = False
 
 

@@ -73,6 +73,18 @@ OPERATION_NEEDS: Mapping[str, tuple[Need, ...]] = {
 }
 
 
+class InsufficientScope(Exception):
+    """The token does not allow what was asked (403, ``insufficient_scope``): its scopes lack
+    ``needs``, or the resource lies outside the patient compartment or restriction its scopes
+    are limited to. The message names scopes and types, never a resource's content."""
+
+    def __init__(self, needs: Iterable[Need], reason: str | None = None) -> None:
+        self.needs = tuple(needs)
+        wanted = ", ".join(str(need) for need in self.needs)
+        self.reason = reason or f"the token's scopes do not allow {wanted}"
+        super().__init__(self.reason)
+
+
 class UnknownOperation(KeyError):
     """An operation without declared needs: it is refused rather than let through."""
 

@@ -106,10 +106,12 @@ def history(
     base: str,
     path: str,
     entries: Sequence[Version],
-    total: int,
+    total: int | None,
     link_params: list[tuple[str, str]],
     next_seq: int | None,
 ) -> dict[str, Any]:
+    """A history Bundle; ``total`` None leaves it out (a page filtered for the caller)."""
+
     def url(extra: list[tuple[str, str]]) -> str:
         params = link_params + extra
         return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
@@ -117,12 +119,10 @@ def history(
     links = [_link("self", url([]))]
     if next_seq is not None:
         links.append(_link("next", url([("_cursor", str(next_seq))])))
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "history",
-        "total": total,
-        "link": links,
-    }
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
     items = []
     for entry in entries:
         item: dict[str, Any] = {"fullUrl": f"{base}/{entry.type}/{entry.id}"}

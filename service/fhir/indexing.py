@@ -17,7 +17,7 @@ _REFERENCE_RE = re.compile(
 _STRING_LIMIT = 512
 # Bump when a change here alters the rows a resource gets (tests/store/test_reindex.py pins the rows
 # of the official examples to it): stored rows are then rebuilt on `careplan migrate`.
-INDEXER_VERSION = 2
+INDEXER_VERSION = 3
 
 
 def normalize_string(text: str) -> str:
@@ -125,6 +125,16 @@ def _rows_for(param: SearchParam, value: Any) -> Iterator[tuple[str, dict[str, A
         row = _reference_row(value)
         if row and (not param.targets or row["target_type"] in param.targets):
             yield "reference", row
+        # Reference.identifier, for `param:identifier=system|value` (a token row under the
+        # reference parameter's name; a reference parameter has no token rows otherwise). A
+        # parameter limited to some types takes it only from a Reference that names its type.
+        identifier = value.get("identifier") if isinstance(value, dict) else None
+        typed = not param.targets or (
+            isinstance(value, dict) and value.get("type") in param.targets
+        )
+        if isinstance(identifier, dict) and typed:
+            for system, code in _token_rows(identifier):
+                yield "token", {"system": system, "code": code[:_STRING_LIMIT]}
     elif kind == "date":
         row = _date_row(value)
         if row:

@@ -33,7 +33,7 @@ MODIFIERS = {
     "token": {"missing", "not"},
     "uri": {"missing", "below"},
     "string": {"missing", "exact", "contains"},
-    "reference": {"missing"},
+    "reference": {"missing", "identifier"},
     "date": {"missing"},
     "quantity": {"missing"},
 }
@@ -82,6 +82,9 @@ class SearchQuery:
     link_params: list[tuple[str, str]] = field(default_factory=list)
     # This server's FHIR base URL: an absolute reference under it names a local resource.
     base_url: str | None = None
+    # What the caller may see, added by the server (never from the query string): a match
+    # must satisfy every clause of at least one group. None: no such limit.
+    access: tuple[tuple[Clause, ...], ...] | None = None
 
 
 def split_values(text: str) -> list[str]:

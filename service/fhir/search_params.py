@@ -711,6 +711,65 @@ SEARCH_PARAMS: dict[str, list[SearchParam]] = {
             definition=f"{SPEC_BASE}/Provenance-agent",
         ),
     ],
+    "AuditEvent": [
+        _p(
+            "date",
+            "date",
+            "recorded",
+            "Time when the event was recorded",
+            definition=f"{SPEC_BASE}/AuditEvent-date",
+        ),
+        _p(
+            "type",
+            "token",
+            "type",
+            "Type/identifier of event",
+            definition=f"{SPEC_BASE}/AuditEvent-type",
+        ),
+        _p(
+            "subtype",
+            "token",
+            "subtype",
+            "More specific type/id for the event",
+            definition=f"{SPEC_BASE}/AuditEvent-subtype",
+        ),
+        _p(
+            "action",
+            "token",
+            "action",
+            "Type of action performed during the event",
+            definition=f"{SPEC_BASE}/AuditEvent-action",
+        ),
+        _p(
+            "outcome",
+            "token",
+            "outcome",
+            "Whether the event succeeded or failed",
+            definition=f"{SPEC_BASE}/AuditEvent-outcome",
+        ),
+        _p(
+            "agent",
+            "reference",
+            "agent.who",
+            "Identifier of who (agent:identifier=<issuer>|<client id> finds a client)",
+            definition=f"{SPEC_BASE}/AuditEvent-agent",
+        ),
+        _p(
+            "entity",
+            "reference",
+            "entity.what",
+            "Specific instance of resource",
+            definition=f"{SPEC_BASE}/AuditEvent-entity",
+        ),
+        _p(
+            "patient",
+            "reference",
+            "agent.who entity.what",
+            "Identifier of the patient",
+            ("Patient",),
+            definition=f"{SPEC_BASE}/AuditEvent-patient",
+        ),
+    ],
 }
 
 # Parameters every type supports; they read the envelope, not the body.

@@ -78,8 +78,13 @@ _IGNORED_FIELDS = {"fhir_comments"}
 # tests/openapi/test_schemas.py): without this entry any comparator string was accepted.
 _QUANTITY_COMPARATOR = frozenset({"<", "<=", ">=", ">"})
 _MISSING_BINDINGS: dict[tuple[str, str], frozenset[str]] = {
-    (name, "comparator"): _QUANTITY_COMPARATOR
-    for name in ("Quantity", "Age", "Count", "Distance", "Duration", "MoneyQuantity")
+    **{
+        (name, "comparator"): _QUANTITY_COMPARATOR
+        for name in ("Quantity", "Age", "Count", "Distance", "Duration", "MoneyQuantity")
+    },
+    ("AuditEvent", "action"): frozenset({"C", "R", "U", "D", "E"}),
+    ("AuditEvent", "outcome"): frozenset({"0", "4", "8", "12"}),
+    ("AuditEventAgentNetwork", "type"): frozenset({"1", "2", "3", "4", "5"}),
 }
 
 

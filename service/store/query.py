@@ -103,6 +103,12 @@ def _kind(param: SearchParam) -> str:
     return "token" if param.type == "uri" else param.type
 
 
+def _clause_kind(clause: Clause) -> str:
+    """The index table a clause reads: `reference:identifier` reads the Reference.identifier
+    token rows."""
+    return "token" if clause.modifier == "identifier" else _kind(clause.param)
+
+
 def _escape_like(value: str) -> str:
     """What ``autoescape=True`` does to a LIKE operand, done before binding it."""
     escaped = value.replace(_ESCAPE, _ESCAPE + _ESCAPE)
@@ -239,7 +245,9 @@ def _plan_value(b: _Binds, clause: Clause, value: str) -> Node:
 
 def _plan_values(b: _Binds, clause: Clause) -> Node:
     """The OR of a clause's values."""
-    if clause.param.type == "token" and clause.modifier is None:
+    if (clause.param.type == "token" and clause.modifier is None) or (
+        clause.modifier == "identifier"
+    ):
         return _plan_tokens(b, clause.values)
     return ("or", tuple(_plan_value(b, clause, v) for v in clause.values))
 
@@ -264,7 +272,7 @@ def _plan_clause(b: _Binds, clause: Clause) -> Node:
         if clause.modifier == "missing":
             return ("false",) if clause.values[0] == "true" else ("true",)
         return _plan_envelope(b, clause)
-    kind = _kind(clause.param)
+    kind = _clause_kind(clause)
     if clause.modifier == "missing":
         present: Node = ("exists", kind, name, None)
         return ("not", present) if clause.values[0] == "true" else present
@@ -283,7 +291,7 @@ def _driver_rank(clause: Clause) -> int | None:
     param = clause.param
     if clause.modifier in ("missing", "not") or param.name in ("_id", "_lastUpdated"):
         return None
-    if param.name == "identifier":
+    if param.name == "identifier" or clause.modifier == "identifier":
         return 0
     if param.type == "uri" or (param.type == "token" and all("|" in v for v in clause.values)):
         return 1
@@ -342,8 +350,23 @@ def _plan_driver(b: _Binds, query: SearchQuery) -> tuple[Node | None, list[Claus
         return None, remaining
     driver = remaining.pop(min(ranked)[1])
     param = driver.param
-    node = ("driver", query.resource_type, _kind(param), param.name, _plan_values(b, driver))
+    node = (
+        "driver",
+        query.resource_type,
+        _clause_kind(driver),
+        param.name,
+        _plan_values(b, driver),
+    )
     return node, remaining
+
+
+def _plan_access(b: _Binds, groups: tuple[tuple[Clause, ...], ...]) -> Node:
+    """The caller's limit: any group whose clauses all hold."""
+    if not groups:
+        return ("false",)
+    if not all(groups):
+        return ("true",)
+    return ("or", tuple(("and", tuple(_plan_clause(b, c) for c in group)) for group in groups))
 
 
 def where(query: SearchQuery) -> Where:
@@ -351,6 +374,8 @@ def where(query: SearchQuery) -> Where:
     b = _Binds(query.base_url)
     driver, remaining = _plan_driver(b, query)
     nodes = tuple(_plan_clause(b, c) for c in remaining)
+    if query.access is not None:
+        nodes = (*nodes, _plan_access(b, query.access))
     size = len(b.values) + len(nodes) + (driver is not None)
     return Where((query.resource_type, driver, nodes, size), b.values)
 
@@ -382,6 +407,10 @@ def _build(node: Node) -> sa.ColumnElement[bool]:
 
 def _build_or(nodes: tuple[Node, ...]) -> sa.ColumnElement[bool]:
     return sa.or_(*(_build(n) for n in nodes))
+
+
+def _build_and(nodes: tuple[Node, ...]) -> sa.ColumnElement[bool]:
+    return sa.and_(*(_build(n) for n in nodes))
 
 
 def _build_not(node: Node) -> sa.ColumnElement[bool]:
@@ -568,6 +597,7 @@ _BUILDERS: dict[str, Callable[..., Any]] = {
     "true": sa.true,
     "false": sa.false,
     "or": _build_or,
+    "and": _build_and,
     "not": _build_not,
     "exists": _build_exists,
     "token": _build_token,

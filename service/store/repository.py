@@ -145,16 +145,11 @@ class Tx:
         return live(self.get(resource_type, resource_id, lock=lock), resource_type, resource_id)
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> HistoryEntry:
-        row = self.conn.execute(
-            sa.select(resource_history).where(
-                resource_history.c.res_type == resource_type,
-                resource_history.c.res_id == resource_id,
-                resource_history.c.version == version,
-            )
-        ).first()
-        if row is None:
+        params = {"type_": resource_type, "id_": resource_id, "version_": version}
+        rows = self.db.rows(st.VREAD, params)  # prepared: a BEGIN goes with it
+        if not rows:
             raise NotFound(f"{resource_type}/{resource_id} has no version {version}")
-        entry = _history(row)
+        entry = HistoryEntry(*rows[0])
         if entry.deleted:
             raise Gone(f"Version {version} of {resource_type}/{resource_id} is a deletion")
         return entry

@@ -21,6 +21,12 @@ HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "method", "d
 # One history row, its parameters named after the columns plus "_" (it also runs as a CTE).
 HISTORY = resource_history.insert().values({c: sa.bindparam(f"{c}_") for c in HISTORY_COLUMNS})
 HISTORY_ROWS = resource_history.insert()  # the same, for many rows named after the columns
+# One version (its columns in the order of repository.HistoryEntry's fields).
+VREAD = sa.select(resource_history).where(
+    resource_history.c.res_type == sa.bindparam("type_"),
+    resource_history.c.res_id == sa.bindparam("id_"),
+    resource_history.c.version == sa.bindparam("version_"),
+)
 INSERT_INDEX = {kind: table.insert() for kind, table in INDEX_TABLES.items()}
 # Optimistic: the row is still the version that was read (else someone wrote in between).
 UPDATE = (

@@ -176,6 +176,37 @@ conditional_key = sa.Table(
     ),
 )
 
+# The built-in authorization server (service/auth): registered clients, the service's signing
+# keys (times in epoch seconds, as the tokens carry them) and the client-assertion ids already
+# used. The primary key of auth_used_jti is what refuses a replayed assertion.
+auth_client = sa.Table(
+    "auth_client",
+    metadata,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    sa.Column("allowed_scopes", sa.Text, nullable=False),
+    sa.Column("jwks", sa.JSON, nullable=True),
+    sa.Column("jwks_url", sa.String(2048), nullable=True),
+    sa.Column("created", sa.DateTime, nullable=False),
+)
+
+auth_signing_key = sa.Table(
+    "auth_signing_key",
+    metadata,
+    sa.Column("kid", sa.String(128), primary_key=True),
+    sa.Column("private_jwk", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("superseded_at", sa.Float, nullable=True),
+)
+
+auth_used_jti = sa.Table(
+    "auth_used_jti",
+    metadata,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    sa.Column("jti", sa.String(256), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_auth_used_jti_expires_at", "expires_at"),
+)
+
 INDEX_TABLES = {
     "token": idx_token,
     "string": idx_string,

@@ -4,18 +4,29 @@ type, and the same writes as steps of a larger unit of work (a transaction Bundl
 A write checks its type's business rules first (a CarePlan that claims the protocol must not
 contradict it, a pain score must be 0-10) and, once stored, lets a session it completes be
 decided: ``session_observations.decide_completed_sessions``.
+
+Each takes the caller (``access.Caller``): what it reads is held against the caller's permits
+(404 when it may not see it), what it writes too (403), searches and history are narrowed.
 """
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from service.audit import events as audit_events
+from service.audit.subjects import queried_patients, version_reference
+from service.auth.permissions import InsufficientScope, Interaction, interaction_need
 from service.fhir import bundles
 from service.fhir.errors import fhir_error
 from service.fhir.search import SearchLimits, SearchQuery, parse_search
+from service.store.errors import Gone, NotFound
 from service.store.repository import HistoryEntry, Stored, Tx
 from service.store.runner import Store
-from service.usecases import enrolment, session_observations
+from service.usecases import access, enrolment, session_observations
+from service.usecases.access import Caller
+from service.usecases.audit_trail import Audit, Touched, record
+from service.usecases.audit_trail import read as audited_read
 
 Json = dict[str, Any]
 
@@ -45,6 +56,18 @@ def parse_if_none_exist(
     return query
 
 
+def check_writable(resource_type: str) -> None:
+    """405 for a type the API never writes: AuditEvents come only from the service itself, so
+    the trail cannot be forged, changed or erased through the API."""
+    if resource_type == audit_events.RESOURCE_TYPE:
+        raise fhir_error(
+            405,
+            "not-supported",
+            "AuditEvent is written by the service only: it cannot be created, updated or "
+            "deleted through the API",
+        )
+
+
 def check_business_rules(tx: Tx, body: Json) -> None:
     """422 when a resource breaks a rule of the protocol; may read through the Tx."""
     if body["resourceType"] == "CarePlan":
@@ -62,12 +85,23 @@ def create_in(
     if_none_exist: str | None = None,
     resource_id: str | None = None,
     limits: SearchLimits | None = None,
+    *,
+    caller: Caller,
 ) -> tuple[Stored, bool]:
     """Create (conditionally with If-None-Exist criteria); returns (stored, created)."""
+    check_writable(body["resourceType"])
+    need = interaction_need(Interaction.CREATE, body["resourceType"])
+    found = access.permits(caller, need)
+    if not access.admits(found, body):
+        access.check_writable(caller, need, body)
     check_business_rules(tx, body)
     if if_none_exist is not None:
         query = parse_if_none_exist(body["resourceType"], if_none_exist, limits)
         stored, created = tx.create_conditional(body, query, resource_id)
+        if not created and not access.admits(found, stored.body):
+            raise InsufficientScope(
+                (need,), "If-None-Exist matches a resource outside what the token allows"
+            )
     else:
         stored, created = tx.create(body, resource_id), True
     if created:
@@ -91,33 +125,107 @@ def check_if_match_required(resource_type: str, if_match: int | None, where: str
 
 
 def update_in(
-    tx: Tx, body: Json, resource_id: str, if_match: int | None, where: str | None = None
+    tx: Tx,
+    body: Json,
+    resource_id: str,
+    if_match: int | None,
+    where: str | None = None,
+    *,
+    caller: Caller,
 ) -> tuple[Stored, bool]:
     """Update, or create with the client's id; returns (stored, created). ``where`` names the
-    If-Match's place in a Bundle entry (REST: the header, no element)."""
+    If-Match's place in a Bundle entry (REST: the header, no element). A limited caller must
+    be allowed both the stored version and the new one: otherwise an update could take a
+    resource out of another caller's reach, or into its own."""
+    check_writable(body["resourceType"])
     check_if_match_required(body["resourceType"], if_match, where)
+    need = interaction_need(Interaction.UPDATE, body["resourceType"])
+    found = access.permits(caller, need)
+    if found is not None:
+        access.check_writable(caller, need, body)
+        current = tx.get(body["resourceType"], resource_id)
+        if current is not None and not current.deleted:
+            access.check_writable(caller, need, current.body)
     check_business_rules(tx, body)
     stored, created = tx.update(body, resource_id, if_match)
     session_observations.decide_completed_sessions(tx, [stored])
     return stored, created
 
 
-def delete_in(tx: Tx, resource_type: str, resource_id: str) -> Stored | None:
+def delete_in(tx: Tx, resource_type: str, resource_id: str, *, caller: Caller) -> Stored | None:
     """The deletion's version, or None when the resource was deleted already."""
+    check_writable(resource_type)
+    need = interaction_need(Interaction.DELETE, resource_type)
+    if access.permits(caller, need) is not None:
+        current = tx.get(resource_type, resource_id)
+        if current is not None and not current.deleted:
+            access.check_writable(caller, need, current.body)
     return tx.delete(resource_type, resource_id)
+
+
+def read_in(
+    tx: Tx,
+    resource_type: str,
+    resource_id: str,
+    caller: Caller,
+    interaction: Interaction = Interaction.READ,
+) -> Stored:
+    """The current version, 404 when the caller may not see it. A deleted resource is 410 to
+    a caller who could see its last version, else 404 as well."""
+    try:
+        stored = tx.read(resource_type, resource_id)
+    except Gone:
+        if access.limited(caller, interaction_need(interaction, resource_type)) is not None:
+            found = tx.get(resource_type, resource_id)
+            version = found.version - 1 if found else 0
+            last = _version_body(tx, resource_type, resource_id, version)
+            access.check_readable(caller, interaction, resource_type, resource_id, last)
+        raise
+    access.check_readable(caller, interaction, resource_type, resource_id, stored.body)
+    return stored
+
+
+def _version_body(tx: Tx, resource_type: str, resource_id: str, version: int) -> Json | None:
+    if version < 1:
+        return None
+    try:
+        return tx.vread(resource_type, resource_id, version).body
+    except (NotFound, Gone):
+        return None
 
 
 # --- the use cases, one unit of work each ------------------------------------------------------
 
 
-async def read(store: Store, resource_type: str, resource_id: str) -> Stored:
-    return await store.arun(lambda tx: tx.read(resource_type, resource_id), read_only=True)
+def _touched(stored: Stored) -> Touched:
+    return Touched((version_reference(stored.type, stored.id, stored.version),), (stored.body,))
 
 
-async def vread(store: Store, resource_type: str, resource_id: str, version: int) -> HistoryEntry:
-    return await store.arun(
-        lambda tx: tx.vread(resource_type, resource_id, version), read_only=True
+async def read(
+    store: Store, resource_type: str, resource_id: str, caller: Caller, audit: Audit | None = None
+) -> Stored:
+    return await audited_read(
+        store, audit, lambda tx: read_in(tx, resource_type, resource_id, caller), _touched
     )
+
+
+async def vread(
+    store: Store,
+    resource_type: str,
+    resource_id: str,
+    version: int,
+    caller: Caller,
+    audit: Audit | None = None,
+) -> HistoryEntry:
+    def unit(tx: Tx) -> HistoryEntry:
+        entry = tx.vread(resource_type, resource_id, version)
+        access.check_readable(caller, Interaction.VREAD, resource_type, resource_id, entry.body)
+        return entry
+
+    def touched(entry: HistoryEntry) -> Touched:
+        return Touched((version_reference(entry.type, entry.id, entry.version),), (entry.body,))
+
+    return await audited_read(store, audit, unit, touched)
 
 
 # ``long``: the body is large, so storing it may take long (Store.arun).
@@ -127,28 +235,65 @@ async def create(
     store: Store,
     body: Json,
     if_none_exist: str | None,
+    caller: Caller,
     limits: SearchLimits | None = None,
+    audit: Audit | None = None,
     *,
     long: bool = False,
 ) -> tuple[Stored, bool]:
-    return await store.arun(
-        lambda tx: create_in(tx, dict(body), if_none_exist, limits=limits), long=long
-    )
+    def unit(tx: Tx) -> tuple[Stored, bool]:
+        stored, created = create_in(tx, dict(body), if_none_exist, limits=limits, caller=caller)
+        record(tx, audit, _touched(stored))
+        return stored, created
+
+    return await store.arun(unit, long=long)
 
 
 async def update(
-    store: Store, body: Json, resource_id: str, if_match: int | None, *, long: bool = False
+    store: Store,
+    body: Json,
+    resource_id: str,
+    if_match: int | None,
+    caller: Caller,
+    audit: Audit | None = None,
+    *,
+    long: bool = False,
 ) -> tuple[Stored, bool]:
+    check_writable(body["resourceType"])
     check_if_match_required(body["resourceType"], if_match, None)  # before a unit of work
-    return await store.arun(lambda tx: update_in(tx, body, resource_id, if_match), long=long)
+
+    def unit(tx: Tx) -> tuple[Stored, bool]:
+        stored, created = update_in(tx, body, resource_id, if_match, caller=caller)
+        record(tx, audit, _touched(stored))
+        return stored, created
+
+    return await store.arun(unit, long=long)
 
 
-async def delete(store: Store, resource_type: str, resource_id: str) -> Stored | None:
-    return await store.arun(lambda tx: delete_in(tx, resource_type, resource_id))
+async def delete(
+    store: Store,
+    resource_type: str,
+    resource_id: str,
+    caller: Caller,
+    audit: Audit | None = None,
+) -> Stored | None:
+    def unit(tx: Tx) -> Stored | None:
+        # The version deleted, for the patients it concerned (the deletion has no body).
+        before = tx.get(resource_type, resource_id) if audit is not None else None
+        stored = delete_in(tx, resource_type, resource_id, caller=caller)
+        version = stored.version if stored else None
+        reference = version_reference(resource_type, resource_id, version)
+        record(tx, audit, Touched((reference,), (before.body if before else None,)))
+        return stored
+
+    return await store.arun(unit)
 
 
-def search_in(tx: Tx, query: SearchQuery, base: str, path: str) -> Json:
-    """A searchset Bundle (or just its total for ``_summary=count``)."""
+def search_in(tx: Tx, query: SearchQuery, base: str, path: str, caller: Caller) -> Json:
+    """A searchset Bundle (or just its total for ``_summary=count``), of what the caller may
+    see: the permits narrow the query, and ``_include``d resources it may not read are left
+    out."""
+    access.restrict_search(caller, query)
     if query.summary == "count":
         return {
             "resourceType": "Bundle",
@@ -156,14 +301,37 @@ def search_in(tx: Tx, query: SearchQuery, base: str, path: str) -> Json:
             "total": tx.count(query),
             "link": [{"relation": "self", "url": bundles.search_url(base, path, query)}],
         }
-    return bundles.searchset(base, query, tx.search(query), path)
+    page = tx.search(query)
+    if page.included and caller is not None:
+        may_read = access.readable(caller)
+        page.included = [s for s in page.included if may_read(s.type, s.body)]
+    return bundles.searchset(base, query, page, path)
 
 
-async def search(store: Store, query: SearchQuery, base: str) -> Json:
+async def search(
+    store: Store, query: SearchQuery, base: str, caller: Caller, audit: Audit | None = None
+) -> Json:
+    """A search; its event names the patients of the criteria and of every resource the page
+    holds (BALP Query: the request itself is the event's Query entity)."""
+
+    def touched(bundle: Json) -> Touched:
+        bodies = tuple(e.get("resource") for e in bundle.get("entry", ()))
+        patients = queried_patients(query.resource_type, query.link_params)
+        return Touched((), bodies, tuple(patients))
+
     # Any search may take long: a page of up to max_page_size bodies, includes, scans.
-    return await store.arun(
-        lambda tx: search_in(tx, query, base, query.resource_type), read_only=True, long=True
+    return await audited_read(
+        store,
+        audit,
+        lambda tx: search_in(tx, query, base, query.resource_type, caller),
+        touched,
+        long=True,
     )
+
+
+# A page of history for a limited caller reads at most this many pages' worth of entries to
+# fill itself; the next link goes on from where it stopped, so nothing is skipped.
+_HISTORY_SCAN_PAGES = 10
 
 
 async def history(
@@ -175,14 +343,64 @@ async def history(
     count: int,
     cursor: int | None,
     link_params: list[tuple[str, str]],
+    caller: Caller,
+    audit: Audit | None = None,
 ) -> Json:
-    """A history Bundle of the system, a type or one resource (``target``), newest first."""
+    """A history Bundle of the system, a type or one resource (``target``), newest first.
+    For a limited caller, entries it may not read are left out (and the total, which would
+    count them, is not given)."""
     resource_type, resource_id = target
 
     def unit(tx: Tx) -> Json:
         if resource_type and resource_id:
-            tx.get(resource_type, resource_id) or tx.read(resource_type, resource_id)
-        entries, next_seq, total = tx.history(resource_type, resource_id, since, count, cursor)
-        return bundles.history(base, path, entries, total, link_params, next_seq)
+            _check_instance_history(tx, resource_type, resource_id, caller)
+        shows = access.history_filter(caller, resource_type)
+        if shows is None:
+            entries, after, total = tx.history(resource_type, resource_id, since, count, cursor)
+            return bundles.history(base, path, entries, total, link_params, after)
+        kept: list[HistoryEntry] = []
+        next_seq: int | None = cursor
+        for _ in range(_HISTORY_SCAN_PAGES):
+            entries, next_seq, _total = tx.history(
+                resource_type, resource_id, since, count, next_seq
+            )
+            for index, entry in enumerate(entries):
+                if _shown(tx, shows, entry):
+                    kept.append(entry)
+                if len(kept) == count:
+                    more = index < len(entries) - 1 or next_seq is not None
+                    next_seq = entry.seq if more else None
+                    break
+            if len(kept) == count or next_seq is None:
+                break
+        return bundles.history(base, path, kept, None, link_params, next_seq)
 
-    return await store.arun(unit, read_only=True, long=True)  # a page of bodies, as a search
+    def touched(bundle: Json) -> Touched:
+        bodies = tuple(e.get("resource") for e in bundle.get("entry", ()))
+        if resource_type and resource_id:
+            return Touched((version_reference(resource_type, resource_id, None),), bodies)
+        return Touched((), bodies)
+
+    # A page of bodies, as a search.
+    return await audited_read(store, audit, unit, touched, long=True)
+
+
+def _check_instance_history(tx: Tx, resource_type: str, resource_id: str, caller: Caller) -> None:
+    """404 for a resource never stored, or one the caller may not see (a deleted one by its
+    last version); a deleted resource still has its history."""
+    current = tx.get(resource_type, resource_id)
+    if current is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if access.limited(caller, interaction_need(Interaction.HISTORY, resource_type)) is not None:
+        body = current.body
+        if current.deleted:
+            body = _version_body(tx, resource_type, resource_id, current.version - 1)
+        access.check_readable(caller, Interaction.HISTORY, resource_type, resource_id, body)
+
+
+def _shown(tx: Tx, shows: Callable[[str, Json | None], bool], entry: HistoryEntry) -> bool:
+    """A deletion carries no body: it is shown when the version it deleted is."""
+    body = entry.body
+    if entry.deleted:
+        body = _version_body(tx, entry.type, entry.id, entry.version - 1)
+    return shows(entry.type, body)

@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Any
 
+from service.auth.permissions import Interaction
 from service.fhir.errors import fhir_error
 from service.protocol.apply import apply_plan
 from service.protocol.codes import PLAN_DEFINITION_URL
@@ -10,6 +11,10 @@ from service.protocol.conformance import check_care_plan
 from service.protocol.parameters import read_params
 from service.store.repository import Tx
 from service.store.runner import Store
+from service.usecases import access
+from service.usecases.access import Caller
+from service.usecases.audit_trail import Audit, Touched
+from service.usecases.audit_trail import read as audited_read
 from service.usecases.records import find_canonical, load_record, plan_definition_for
 from service.usecases.sessions import unprocessable
 
@@ -32,14 +37,16 @@ def _activity_definitions(tx: Tx, plan_definition: Json) -> dict[str, Json]:
     return found
 
 
-def apply(tx: Tx, plan_definition: Json, subject: str, at: datetime) -> Json:
-    """The CarePlan for `subject` (not stored, as the spec says of $apply)."""
+def apply(tx: Tx, plan_definition: Json, subject: str, at: datetime, caller: Caller) -> Json:
+    """The CarePlan for `subject` (not stored, as the spec says of $apply); a patient the
+    caller may not read is 404."""
     subject_type, _, patient_id = subject.partition("/")
     if subject_type != "Patient" or not patient_id:
         raise fhir_error(
             400, "invalid", f"subject must be Patient/<id>, not {subject!r}", "subject"
         )
     patient = tx.read("Patient", patient_id).body or {}
+    access.check_readable(caller, Interaction.READ, "Patient", patient_id, patient)
     record = load_record(tx, patient, None, read_params(plan_definition), at, earlier_decisions=[])
     applied = apply_plan(plan_definition, _activity_definitions(tx, plan_definition), record, at)
     return applied.care_plan
@@ -57,14 +64,26 @@ def _plan_definition(tx: Tx, resource_id: str | None, url: str | None) -> Json:
 
 
 async def apply_plan_definition(
-    store: Store, plan_definition_id: str | None, url: str | None, subject: str, at: datetime
+    store: Store,
+    plan_definition_id: str | None,
+    url: str | None,
+    subject: str,
+    at: datetime,
+    caller: Caller,
+    audit: Audit | None = None,
 ) -> Json:
-    """$apply of the PlanDefinition with that id, or (type level) with that canonical url."""
+    """$apply of the PlanDefinition with that id, or (type level) with that canonical url.
+    Its event names the PlanDefinition applied and the patient."""
 
-    def unit(tx: Tx) -> Json:
-        return apply(tx, _plan_definition(tx, plan_definition_id, url), subject, at)
+    def unit(tx: Tx) -> tuple[Json, Json]:
+        plan_definition = _plan_definition(tx, plan_definition_id, url)
+        return plan_definition, apply(tx, plan_definition, subject, at, caller)
 
-    return await store.arun(unit, read_only=True)
+    def touched(result: tuple[Json, Json]) -> Touched:
+        return Touched.of([result[0]], [subject] if subject.startswith("Patient/") else [])
+
+    _, care_plan = await audited_read(store, audit, unit, touched)
+    return care_plan
 
 
 def validate_care_plan(tx: Tx, care_plan: Json) -> None:

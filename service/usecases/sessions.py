@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from service.auth.permissions import Need
 from service.fhir.dates import MAX_DT, parse_range
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.ids import new_resource_id
@@ -30,6 +31,9 @@ from service.protocol.plan_start import PlanStart, before_plan_start, plan_start
 from service.protocol.session_checks import check_session
 from service.store.repository import Read, Stored, Tx, live
 from service.store.runner import Store
+from service.usecases import access
+from service.usecases.access import Caller
+from service.usecases.audit_trail import Audit, Touched, record
 from service.usecases.records import (
     canonical_read,
     known_plan_definition,
@@ -45,6 +49,10 @@ _STOPPED_PLAN = {"revoked", "completed", "entered-in-error"}
 # are skipped, and a session arriving later than this many decisions is very rare.
 _LATER_DECISIONS = 50
 _OFFSET = re.compile(r"(?P<sign>[+-])(?P<h>\d{2}):(?P<m>\d{2})$")
+# What $submit-session and $evaluate change (permissions.OPERATION_NEEDS): the caller must be
+# allowed these on the very resources, not only on their types.
+_PLAN_UPDATE = Need("CarePlan", "u")
+_SESSION_CREATE = Need("Observation", "c")
 
 
 def unprocessable(problems: list[Problem]) -> FhirError:
@@ -160,7 +168,9 @@ def plan_started(tx: Tx, care_plan: Stored) -> PlanStart | None:
     return plan_start(body, shown)
 
 
-def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, list[str]]:
+def _store_session(
+    tx: Tx, session: Session, care_plan: Json, caller: Caller
+) -> tuple[Session, list[str]]:
     """Store the repetitions and the panel pointing at them; returns the stored session."""
     plan_ref = {"reference": f"CarePlan/{care_plan['id']}"}
     subject = care_plan.get("subject")
@@ -175,6 +185,8 @@ def _store_session(tx: Tx, session: Session, care_plan: Json) -> tuple[Session, 
     panel.setdefault("subject", subject)
     panel.setdefault("basedOn", [plan_ref])
     panel["id"] = new_resource_id()
+    for body in [*members, panel]:
+        access.check_writable(caller, _SESSION_CREATE, body)
     stored = [s.body or {} for s in tx.create_many([(r, r["id"]) for r in [*members, panel]])]
     stored_panel, stored_members = stored[-1], stored[:-1]
     refs = [f"Observation/{m['id']}" for m in [stored_panel, *stored_members]]
@@ -393,12 +405,15 @@ def submit_session(
     now: datetime,
     base: str | None = None,
     where: str = "Bundle",
+    *,
+    caller: Caller,
 ) -> Json:
     """`base`: this server's FHIR base URL; references under it count as local. `where`: the
     Bundle's path in the request body, for the paths of the 422s."""
     # Locked: two sessions of one plan are decided one after the other, never interleaved.
     care_plan = tx.read("CarePlan", care_plan_id, lock=True)
     plan_body = care_plan.body or {}
+    access.check_writable(caller, _PLAN_UPDATE, plan_body)
     canonical = protocol_canonical(plan_body)  # 422 unless on this protocol
     bundle = local_references(bundle, base)
     session = _session_from(bundle, where)
@@ -420,7 +435,7 @@ def submit_session(
         if answer is not None:
             return answer
     check_plan_open(plan_body, read_params(plan_definition))
-    stored_session, refs = _store_session(tx, session, plan_body)
+    stored_session, refs = _store_session(tx, session, plan_body, caller)
     clock = session_clock(session)
     patient_body = live(patient, "Patient", patient_id).body or {}
     _, answer = decide_and_store(
@@ -429,11 +444,12 @@ def submit_session(
     return answer
 
 
-def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime) -> Json:
+def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime, *, caller: Caller) -> Json:
     """Decide from stored data at clock `at` (not in the future: 422)."""
     if at > now:
         raise fhir_error(422, "business-rule", "at: the decision clock lies in the future", "at")
     care_plan = tx.read("CarePlan", care_plan_id, lock=True)
+    access.check_writable(caller, _PLAN_UPDATE, care_plan.body)
     before = before_plan_start([("at", at)], plan_started(tx, care_plan), care_plan.id)
     if before:
         raise unprocessable(before)
@@ -447,6 +463,12 @@ def evaluate(tx: Tx, care_plan_id: str, at: datetime, now: datetime) -> Json:
     return answer
 
 
+def answer_touched(answer: Json) -> Touched:
+    """What a $submit-session or $evaluate answer holds: the decision, the CarePlan and what
+    the decision created, each at the version stored (the patient: the CarePlan's)."""
+    return Touched.of(part.get("resource") for part in answer.get("parameter", ()))
+
+
 async def submit(
     store: Store,
     care_plan_id: str,
@@ -454,18 +476,38 @@ async def submit(
     now: datetime,
     base: str,
     where: str,
+    caller: Caller,
+    audit: Audit | None = None,
     *,
     long: bool = False,
 ) -> Json:
-    """$submit-session as one unit of work (see submit_session); ``long``: a large body."""
-    return await store.arun(
-        lambda tx: submit_session(tx, care_plan_id, bundle, now, base, where), long=long
-    )
+    """$submit-session as one unit of work (see submit_session), its event in it; ``long``:
+    a large body."""
+
+    def unit(tx: Tx) -> Json:
+        answer = submit_session(tx, care_plan_id, bundle, now, base, where, caller=caller)
+        record(tx, audit, answer_touched(answer))
+        return answer
+
+    return await store.arun(unit, long=long)
 
 
-async def reevaluate(store: Store, care_plan_id: str, at: datetime, now: datetime) -> Json:
-    """$evaluate as one unit of work (see evaluate)."""
-    return await store.arun(lambda tx: evaluate(tx, care_plan_id, at, now))
+async def reevaluate(
+    store: Store,
+    care_plan_id: str,
+    at: datetime,
+    now: datetime,
+    caller: Caller,
+    audit: Audit | None = None,
+) -> Json:
+    """$evaluate as one unit of work (see evaluate), its event in it."""
+
+    def unit(tx: Tx) -> Json:
+        answer = evaluate(tx, care_plan_id, at, now, caller=caller)
+        record(tx, audit, answer_touched(answer))
+        return answer
+
+    return await store.arun(unit)
 
 
 def parse_clock(text: str) -> datetime:

@@ -4,15 +4,21 @@ A transaction is one database transaction: entries run in the spec's order (DELE
 PUT, GET), ``urn:uuid:`` fullUrls are given ids first and every reference to them rewritten,
 and any failing entry rolls the whole Bundle back. A batch runs each entry in its own unit of
 work: one failing entry fails alone.
+
+Every entry is held against the caller's scopes: a transaction with one entry its scopes do
+not allow is refused whole (403) before anything runs, and one that writes outside the
+caller's patient compartment or restriction rolls back; in a batch such an entry fails alone.
 """
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from service.fhir import bundles
+from service.audit.interactions import interaction_for, raw_query, searches
+from service.audit.subjects import version_reference
+from service.auth.permissions import InsufficientScope, Interaction, Need, interaction_need
 from service.fhir.dates import format_instant
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.etags import parse_if_match
@@ -23,7 +29,9 @@ from service.fhir.validate import validate_resource
 from service.store.errors import RetryTransaction, StoreError
 from service.store.repository import Stored, Tx
 from service.store.runner import Store
-from service.usecases import crud
+from service.usecases import access, crud
+from service.usecases.access import Caller
+from service.usecases.audit_trail import Audit, Touched, record, record_failure
 
 Json = dict[str, Any]
 logger = logging.getLogger("careplan.transaction")
@@ -83,12 +91,32 @@ def _rewrite(value: Any, ids: dict[str, str]) -> Any:
     return value
 
 
+def entry_need(entry: Json, index: int) -> Need:
+    """The permission an entry needs: by its method, on the type its url names."""
+    method, url = _request_of(entry, index)
+    segments, _ = _split_url(url)
+    resource_type = segments[0] if segments else ""
+    if method == "GET":
+        interaction = Interaction.READ if len(segments) == 2 else Interaction.SEARCH
+    elif method == "POST":
+        interaction = Interaction.CREATE
+        body = entry.get("resource")
+        if isinstance(body, dict) and isinstance(body.get("resourceType"), str):
+            resource_type = body["resourceType"]
+    elif method == "PUT":
+        interaction = Interaction.UPDATE
+    else:
+        interaction = Interaction.DELETE
+    return interaction_need(interaction, resource_type)
+
+
 class EntryRunner:
     """Runs one Bundle entry inside a unit of work and answers its response entry."""
 
-    def __init__(self, base: str, paging: Paging) -> None:
+    def __init__(self, base: str, paging: Paging, caller: Caller) -> None:
         self.base = base
         self.paging = paging
+        self.caller = caller
 
     def entry(self, tx: Tx, entry: Json, index: int, assigned: dict[int, str]) -> Json:
         method, url = _request_of(entry, index)
@@ -99,7 +127,7 @@ class EntryRunner:
         if method == "DELETE":
             if len(segments) != 2:
                 raise fhir_error(400, "not-supported", "DELETE needs Type/id", where)
-            stored = crud.delete_in(tx, segments[0], segments[1])
+            stored = crud.delete_in(tx, segments[0], segments[1], caller=self.caller)
             return {
                 "response": {"status": "204 No Content"} | ({"etag": stored.etag} if stored else {})
             }
@@ -112,7 +140,7 @@ class EntryRunner:
             if_none_exist = entry["request"].get("ifNoneExist")
             body = {k: v for k, v in body.items() if k != "id"}
             stored, created = crud.create_in(
-                tx, body, if_none_exist, assigned.get(index), self.paging.limits
+                tx, body, if_none_exist, assigned.get(index), self.paging.limits, caller=self.caller
             )
             if index in assigned and stored.id != assigned[index]:
                 # Another writer created the match after our id mapping: redo the transaction.
@@ -124,7 +152,9 @@ class EntryRunner:
             raise fhir_error(400, "invalid", "Resource id does not match request.url", where)
         if_match = entry["request"].get("ifMatch")
         version = parse_if_match(if_match, f"{where}.request.ifMatch") if if_match else None
-        stored, created = crud.update_in(tx, body, segments[1], version, f"{where}.request.ifMatch")
+        stored, created = crud.update_in(
+            tx, body, segments[1], version, f"{where}.request.ifMatch", caller=self.caller
+        )
         return self._written(stored, "201 Created" if created else "200 OK")
 
     def _written(self, stored: Stored, status: str) -> Json:
@@ -141,7 +171,7 @@ class EntryRunner:
 
     def _get(self, tx: Tx, segments: list[str], params: list[tuple[str, str]], where: str) -> Json:
         if len(segments) == 2:
-            stored = tx.read(segments[0], segments[1])
+            stored = crud.read_in(tx, segments[0], segments[1], self.caller)
             return {"resource": stored.body, "response": {"status": "200 OK", "etag": stored.etag}}
         if len(segments) == 1:
             query = parse_search(
@@ -152,12 +182,50 @@ class EntryRunner:
                 base_url=self.base,
                 limits=self.paging.limits,
             )
-            page = tx.search(query)
             return {
-                "resource": bundles.searchset(self.base, query, page, segments[0]),
+                "resource": crud.search_in(tx, query, self.base, segments[0], self.caller),
                 "response": {"status": "200 OK"},
             }
         raise fhir_error(400, "not-supported", "GET supports Type/id and Type?query", where)
+
+
+def _touched(entry: Json, result: Json) -> Touched:
+    """What one entry read or wrote: its resource (a search: the patients of its matches)."""
+    method = entry["request"]["method"]
+    resource = result.get("resource")
+    if method == "DELETE":
+        segments = _split_url(entry["request"]["url"])[0]
+        etag = (result.get("response") or {}).get("etag", "")
+        version = etag.removeprefix('W/"').removesuffix('"') or None
+        return Touched((version_reference(segments[0], segments[1], version),))
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        return Touched((), tuple(e.get("resource") for e in resource.get("entry", ())))
+    return Touched.of([resource] if isinstance(resource, dict) else [])
+
+
+def _all_touched(touched: list[Touched]) -> Touched:
+    return Touched(
+        tuple(r for t in touched for r in t.resources),
+        tuple(b for t in touched for b in t.bodies),
+        tuple(p for t in touched for p in t.patients),
+    )
+
+
+def _entry_audit(audit: Audit | None, entry: Any) -> Audit | None:
+    """A batch entry's own audit: the interaction its request is, within the batch."""
+    if audit is None:
+        return None
+    request = entry.get("request") if isinstance(entry, dict) else None
+    method = request.get("method") if isinstance(request, dict) else None
+    url = request.get("url") if isinstance(request, dict) else None
+    if not isinstance(method, str) or not isinstance(url, str):
+        interaction = replace(audit.circumstances.interaction, code="batch")
+        return replace(audit, circumstances=replace(audit.circumstances, interaction=interaction))
+    parts = urlsplit(url)
+    interaction = replace(interaction_for(method, parts.path), in_batch=True)
+    query = raw_query(parts.path.strip("/"), parts.query) if searches(interaction) else None
+    circumstances = replace(audit.circumstances, interaction=interaction, query=query)
+    return replace(audit, circumstances=circumstances)
 
 
 def _assign_ids(
@@ -277,16 +345,26 @@ def _is_get(entry: Any) -> bool:
 
 
 async def transaction(
-    store: Store, bundle: Json, base: str, paging: Paging, *, long: bool = False
+    store: Store,
+    bundle: Json,
+    base: str,
+    paging: Paging,
+    caller: Caller,
+    audit: Audit | None = None,
+    *,
+    long: bool = False,
 ) -> Json:
-    """A transaction-response Bundle; any failing entry raises and nothing is written.
-    ``long``: the body is large (Store.arun)."""
+    """A transaction-response Bundle; any failing entry raises and nothing is written. Its one
+    event names every resource the entries read or wrote. ``long``: the body is large
+    (Store.arun)."""
     entries = bundle.get("entry") or []
-    runner = EntryRunner(base, paging)
+    runner = EntryRunner(base, paging, caller)
     long = long or len(entries) > INLINE_ENTRIES or any(_is_get(e) for e in entries)
 
     def unit(tx: Tx) -> Json:
         _validate_entries(entries)  # in the unit: off the event loop with it when long
+        # One entry the scopes do not allow refuses the whole transaction before any runs.
+        access.require(runner.caller, [entry_need(entry, i) for i, entry in enumerate(entries)])
         urn_to_ref, assigned = _assign_ids(tx, entries, paging.limits)
         rewritten = [_rewrite(e, urn_to_ref) for e in entries]
         _check_resolved(rewritten)
@@ -300,43 +378,67 @@ async def transaction(
         answer: Json = {"resourceType": "Bundle", "type": "transaction-response"}
         if entries:  # FHIR forbids empty arrays
             answer["entry"] = [results[i] for i in range(len(entries))]
+        touched = [_touched(rewritten[i], results[i]) for i in range(len(entries))]
+        record(tx, audit, _all_touched(touched))
         return answer
 
     return await store.arun(unit, long=long)
 
 
 # An entry's answer, or the error that failed it (the API makes it an OperationOutcome).
-BatchResult = Json | FhirError | StoreError
+BatchResult = Json | FhirError | StoreError | InsufficientScope
 
 
-def _entry_unit(runner: EntryRunner, entry: Json, index: int) -> Callable[[Tx], Json]:
+def _entry_unit(
+    runner: EntryRunner, entry: Json, index: int, audit: Audit | None
+) -> Callable[[Tx], Json]:
     def unit(tx: Tx) -> Json:
         _validate_batch_entry(entry, index)  # in the unit: off the event loop with it when long
-        return runner.entry(tx, entry, index, {})
+        access.require(runner.caller, [entry_need(entry, index)])
+        result = runner.entry(tx, entry, index, {})
+        record(tx, audit, _touched(entry, result))
+        return result
 
     return unit
 
 
 async def batch(
-    store: Store, bundle: Json, base: str, paging: Paging, *, long: bool = False
+    store: Store,
+    bundle: Json,
+    base: str,
+    paging: Paging,
+    caller: Caller,
+    audit: Audit | None = None,
+    *,
+    long: bool = False,
 ) -> list[BatchResult]:
     """Each entry in its own unit of work; a failing entry's error stands in its place.
     ``long``: the body is large, so any entry may be (Store.arun); a GET may be a search.
+    Each entry has its own event (subtype: its interaction and batch), stored with its work,
+    or after it when it failed.
 
     Entries before a failure are committed already: even an unexpected error (a bug) fails
     only its entry, as a 500 in the batch-response, so the client learns what was written
     and does not retry (duplicate) the rest.
     """
-    runner = EntryRunner(base, paging)
+    runner = EntryRunner(base, paging, caller)
     results: list[BatchResult] = []
     for index, entry in enumerate(bundle.get("entry") or []):
         get = _is_get(entry)
+        entry_audit = _entry_audit(audit, entry)
+        # An audited GET stores its event: a write unit, then.
+        read_only = get and entry_audit is None
         try:
-            unit = _entry_unit(runner, entry, index)
-            results.append(await store.arun(unit, read_only=get, long=long or get))
-        except (FhirError, StoreError) as exc:
+            unit = _entry_unit(runner, entry, index, entry_audit)
+            results.append(await store.arun(unit, read_only=read_only, long=long or get))
+        except (FhirError, StoreError, InsufficientScope) as exc:
             results.append(exc)
+            if entry_audit is not None:
+                await record_failure(store, entry_audit, *entry_audit.explain(exc))
         except Exception:
             logger.exception("unhandled error in batch entry %d", index)
-            results.append(FhirError(500, [Issue("exception", "Internal server error")]))
+            error = FhirError(500, [Issue("exception", "Internal server error")])
+            results.append(error)
+            if entry_audit is not None:
+                await record_failure(store, entry_audit, *entry_audit.explain(error))
     return results

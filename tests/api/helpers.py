@@ -36,13 +36,31 @@ def pain_observation(subject: str, value: float, when: str = "2026-01-05T10:00:0
 
 
 def store_snapshot(app: Any) -> tuple[int, int]:
-    """(current rows, history rows): equal before and after a rejected request."""
+    """(current rows, history rows) of everything but the audit trail: equal before and after
+    a rejected request (which adds its AuditEvent: tests/api/test_audit.py)."""
     with app.state.store.engine.connect() as connection:
-        current = connection.execute(sa.select(sa.func.count()).select_from(resource)).scalar()
+        current = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(resource)
+            .where(resource.c.res_type != "AuditEvent")
+        ).scalar()
         history = connection.execute(
-            sa.select(sa.func.count()).select_from(resource_history)
+            sa.select(sa.func.count())
+            .select_from(resource_history)
+            .where(resource_history.c.res_type != "AuditEvent")
         ).scalar()
     return int(current or 0), int(history or 0)
+
+
+def audit_events(app: Any) -> list[dict[str, Any]]:
+    """Every stored AuditEvent, oldest first."""
+    with app.state.store.engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(resource.c.body)
+            .where(resource.c.res_type == "AuditEvent")
+            .order_by(resource.c.seq)
+        ).all()
+    return [row.body for row in rows]
 
 
 def entry_ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:

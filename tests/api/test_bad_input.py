@@ -8,7 +8,7 @@ import pytest
 
 from service.main import create_app
 from tests.api.helpers import outcome_codes, patient, store_snapshot
-from tests.conftest import FhirClient
+from tests.conftest import FhirClient, authorize
 
 PATIENT = json.dumps(patient()).encode()
 
@@ -323,6 +323,7 @@ def limited_client(settings, r4_validator) -> Iterator[tuple[FhirClient, Any]]:
     app = create_app(limited)
     with FhirClient(app) as client:
         client.validator = r4_validator
+        authorize(client)
         client.headers["content-type"] = "application/fhir+json"
         yield client, app
 

@@ -4,10 +4,12 @@ import asyncio
 import json
 from typing import Any
 
+from starlette.requests import Request
+
 from service.api import errors
 
 
-def _post_then_disconnect(app: Any) -> list[dict[str, Any]]:
+def _post_then_disconnect(app: Any, authorization: str) -> list[dict[str, Any]]:
     """Drive the ASGI app directly: headers arrive, then the client is gone."""
     sent: list[dict[str, Any]] = []
     scope = {
@@ -20,7 +22,11 @@ def _post_then_disconnect(app: Any) -> list[dict[str, Any]]:
         "raw_path": b"/fhir/Observation",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"application/fhir+json"), (b"content-length", b"100")],
+        "headers": [
+            (b"content-type", b"application/fhir+json"),
+            (b"content-length", b"100"),
+            (b"authorization", authorization.encode()),
+        ],
         "client": ("127.0.0.1", 1),
         "server": ("testserver", 80),
     }
@@ -36,7 +42,7 @@ def _post_then_disconnect(app: Any) -> list[dict[str, Any]]:
 
 
 def test_client_disconnect_is_not_an_unhandled_error(client, app, log_stream) -> None:
-    sent = _post_then_disconnect(app)
+    sent = _post_then_disconnect(app, client.headers["authorization"])
     assert sent[0]["status"] == 400
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
     mine = [line for line in lines if "disconnected" in line["message"]]
@@ -45,7 +51,8 @@ def test_client_disconnect_is_not_an_unhandled_error(client, app, log_stream) ->
 
 
 def test_other_errors_are_still_logged_with_their_trace(log_stream) -> None:
-    response = asyncio.run(errors._unexpected(None, RuntimeError("boom")))  # type: ignore[arg-type]
+    request = Request({"type": "http", "method": "GET", "path": "/elsewhere", "headers": []})
+    response = asyncio.run(errors._unexpected(request, RuntimeError("boom")))
     assert response.status_code == 500
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
     assert any(line["message"] == "unhandled error" and line["level"] == "ERROR" for line in lines)

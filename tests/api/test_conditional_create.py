@@ -86,7 +86,7 @@ def test_parallel_creates_with_equivalent_criteria_make_one_patient(client, app)
     store = app.state.store
 
     def create(criteria: str) -> Any:
-        return lambda: store.run(lambda tx: crud.create_in(tx, _patient(), criteria))
+        return lambda: store.run(lambda tx: crud.create_in(tx, _patient(), criteria, caller=None))
 
     results = _race([create(c) for c in EQUIVALENT])
     assert not [r for r in results if isinstance(r, FhirError)], results
@@ -152,11 +152,12 @@ def test_empty_if_none_exist_in_a_bundle_entry_is_refused(client, app):
     assert store_snapshot(app) == before
 
 
-def test_parallel_http_creates_and_transactions_make_one_patient(live_server):
+def test_parallel_http_creates_and_transactions_make_one_patient(live):
     """The same race over HTTP against uvicorn: REST creates and transaction Bundles, each
     with its own spelling of the criteria, sent together."""
     criteria = [c.replace("T1", "T5") for c in EQUIVALENT]
-    headers = {"content-type": "application/fhir+json"}
+    live_server = live.url
+    headers = {"content-type": "application/fhir+json", **live.headers()}
 
     def rest(text: str) -> Any:
         def send() -> tuple[int, str, str]:
@@ -190,5 +191,7 @@ def test_parallel_http_creates_and_transactions_make_one_patient(live_server):
     assert not [r for r in results if isinstance(r, FhirError)], results
     assert len({rid for _, rid, _ in results}) == 1, results
     assert sorted(status for status, _, _ in results) == [200] * (2 * len(criteria) - 1) + [201]
-    found = httpx.get(f"{live_server}/Patient", params={"identifier": f"{SYSTEM}|T5"}).json()
+    found = httpx.get(
+        f"{live_server}/Patient", params={"identifier": f"{SYSTEM}|T5"}, headers=headers
+    ).json()
     assert found["total"] == 1

@@ -1,4 +1,5 @@
-"""A real FHIR client library (fhirpy) against the service running under uvicorn."""
+"""A real FHIR client library (fhirpy) against the service running under uvicorn, with a
+token from its built-in authorization server."""
 
 import json
 
@@ -8,8 +9,13 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
 
 
-def test_fhirpy_create_read_update_search_history(live_server, r4_validator):
-    fhir = SyncFHIRClient(live_server, extra_headers={"Content-Type": "application/fhir+json"})
+def test_fhirpy_create_read_update_search_history(live, r4_validator):
+    token = live.tokens.token()
+    fhir = SyncFHIRClient(
+        live.url,
+        authorization=f"Bearer {token}",
+        extra_headers={"Content-Type": "application/fhir+json"},
+    )
 
     # create
     ann = fhir.resource(
@@ -88,26 +94,32 @@ def test_fhirpy_create_read_update_search_history(live_server, r4_validator):
         fhir.resource("Patient", gender="not-a-gender").save()
 
 
-def test_live_server_speaks_http(live_server):
+def test_live_server_speaks_http(live):
     """Plain HTTP against the live server: headers a client library relies on."""
+    patient = {"resourceType": "Patient", "name": [{"family": "Live"}]}
+    fhir_json = {"Content-Type": "application/fhir+json"}
+    refused = requests.post(f"{live.url}/Patient", json=patient, headers=fhir_json, timeout=10)
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
     response = requests.post(
-        f"{live_server}/Patient",
-        json={"resourceType": "Patient", "name": [{"family": "Live"}]},
-        headers={"Content-Type": "application/fhir+json"},
+        f"{live.url}/Patient",
+        json=patient,
+        headers={**fhir_json, **live.headers()},
         timeout=10,
     )
     assert response.status_code == 201
     assert response.headers["ETag"] == 'W/"1"'
-    assert response.headers["Location"].startswith(f"{live_server}/Patient/")
-    metadata = requests.get(f"{live_server}/metadata", timeout=10)
+    assert response.headers["Location"].startswith(f"{live.url}/Patient/")
+    metadata = requests.get(f"{live.url}/metadata", timeout=10)
     assert metadata.json()["fhirVersion"] == "4.0.1"
 
 
-def test_fhirpy_blind_save_of_a_care_plan_is_refused(live_server):
+def test_fhirpy_blind_save_of_a_care_plan_is_refused(live):
     """fhirpy's save() PUTs without If-Match: for a CarePlan (which the service changes with its
     decisions) that is a 428, and the plan is unchanged. Sending the version read works, as a
     client header or as a transaction entry's ifMatch."""
-    headers = {"Content-Type": "application/fhir+json"}
+    live_server = live.url
+    headers = {"Content-Type": "application/fhir+json", **live.headers()}
     fhir = SyncFHIRClient(live_server, extra_headers=headers)
     plan = fhir.resource(
         "CarePlan", status="draft", intent="plan", subject={"reference": "Patient/p1"}

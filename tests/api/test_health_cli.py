@@ -32,8 +32,17 @@ def test_head_healthz_answers_like_get(client):
     assert head.headers["content-length"] == get.headers["content-length"]
 
 
+METRICS_TOKEN = "scrape-token-for-the-tests"
+
+
+@pytest.fixture
+def settings(settings):
+    """Tokens required: Prometheus scrapes /metrics with its own token."""
+    return settings.model_copy(update={"metrics_token": METRICS_TOKEN})
+
+
 def test_metrics_has_the_standard_process_metrics(client):
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     families = {family.name for family in text_string_to_metric_families(text)}
     expected = {
         "process_cpu_seconds",

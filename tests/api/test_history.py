@@ -108,14 +108,22 @@ def test_system_history(client):
             "subject": {"reference": f"Patient/{pid}"},
         },
     )
-    bundle = _history(client, "_history", {"_count": "3"})
-    assert _versions(bundle) == [
+    bundle = _history(client, "_history", {"_count": "6"})
+    versions = _versions(bundle)
+    # Each write stored its AuditEvent in its transaction, after its own rows: newest first,
+    # each event comes just before the version it records.
+    assert [v for v in versions if not v[0].startswith("AuditEvent/")] == [
         (f"Condition/{condition_id}", "PUT", 'W/"1"'),
         (f"Patient/{pid}", "PUT", 'W/"2"'),
         (f"Patient/{pid}", "POST", 'W/"1"'),
     ]
+    assert [v[0].split("/")[0] for v in versions] == ["AuditEvent", "Condition"] + [
+        "AuditEvent",
+        "Patient",
+    ] * 2
+    assert all(v[1:] == ("POST", 'W/"1"') for v in versions if v[0].startswith("AuditEvent/"))
     # System history also holds what start-up loaded (the protocol definitions).
-    assert bundle["total"] >= 3
+    assert bundle["total"] >= 6
 
 
 def test_since(client):
@@ -133,7 +141,10 @@ def test_since(client):
     assert bundle["total"] == 2
     assert "_since=" in link(bundle, "self")
     system = _history(client, "_history", {"_since": since})
-    assert len(system["entry"]) == 2
+    audited = [e for e in system["entry"] if e["resource"]["resourceType"] == "AuditEvent"]
+    assert len(system["entry"]) - len(audited) == 2
+    # The AuditEvents of the create, the update and the type history read.
+    assert len(audited) == 3
     instance = _history(client, f"Patient/{before}/_history", {"_since": since})
     assert len(instance["entry"]) == 1
     future = _history(client, "_history", {"_since": "2999-01-01"})

@@ -19,6 +19,7 @@ from service.main import create_app
 from service.settings import Settings
 from service.store.db import create_db_engine
 from service.store.runner import Store
+from service.usecases.authorization import Authorization, AuthPolicy
 
 
 @pytest.fixture
@@ -36,6 +37,9 @@ def traced_app(sqlite_template: Path, tmp_path: Path) -> Iterator[tuple[Any, lis
 
     app = create_app(Settings(database_url=f"sqlite:///{path}", load_protocol=False))
     app.state.store = Store(engine)
+    # Where the store's work runs is the point here, not tokens: the app runs open.
+    open_policy = AuthPolicy("off", "127.0.0.1")
+    app.state.authorization = Authorization(engine, open_policy, issuers=[], token_lifetime=300)
     yield app, threads
     engine.dispose()
 

@@ -670,3 +670,34 @@ def test_patient_and_date_together(client):
         params = {"patient": target, "recorded": "ge2026-01-01"}
         assert _ids(client, "Provenance", params) == {provenance}, params
         assert _ids(client, "Provenance", {"patient": target}) == {provenance}
+
+
+def test_reference_identifier_modifier(client):
+    """`param:identifier=system|value` matches a Reference by its identifier (R4 search); a
+    parameter limited to Patient takes only references that say they are to a Patient."""
+    mrn = {"system": "urn:example:mrn", "value": "MRN-77"}
+    typed = _create(
+        client,
+        {
+            "resourceType": "Condition",
+            "subject": {"identifier": mrn, "type": "Patient"},
+            "code": {"text": "low back pain"},
+        },
+    )
+    untyped = _create(
+        client,
+        {
+            "resourceType": "Condition",
+            "subject": {"identifier": {**mrn, "value": "MRN-78"}},
+            "code": {"text": "low back pain"},
+        },
+    )
+    assert _ids(client, "Condition", {"subject:identifier": "urn:example:mrn|MRN-77"}) == {typed}
+    assert _ids(client, "Condition", {"subject:identifier": "MRN-78"}) == {untyped}
+    both = {"subject:identifier": "urn:example:mrn|MRN-77,urn:example:mrn|MRN-78"}
+    assert _ids(client, "Condition", both) == {typed, untyped}
+    assert _ids(client, "Condition", {"patient:identifier": "urn:example:mrn|MRN-77"}) == {typed}
+    assert _ids(client, "Condition", {"patient:identifier": "urn:example:mrn|MRN-78"}) == set()
+    assert _ids(client, "Condition", {"subject:identifier": "other|MRN-77"}) == set()
+    # The modifier reads identifiers only: a reference by id is not an identifier.
+    assert _ids(client, "Condition", {"subject:identifier": "Patient/x"}) == set()

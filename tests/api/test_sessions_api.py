@@ -466,7 +466,7 @@ def _store_at_once(app, resources: list[dict]) -> None:
 
     def store_one(resource: dict) -> None:
         barrier.wait()
-        store.run(lambda tx: crud.update_in(tx, resource, resource["id"], None))
+        store.run(lambda tx: crud.update_in(tx, resource, resource["id"], None, caller=None))
 
     with ThreadPoolExecutor(max_workers=len(resources)) as pool:
         list(pool.map(store_one, resources))

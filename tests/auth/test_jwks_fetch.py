@@ -10,6 +10,7 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from service.auth.jwks import (
+    FetchDeferred,
     JwksUnavailable,
     RemoteJwks,
     StaticKeys,
@@ -95,6 +96,26 @@ def test_remote_jwks_fetches_once_for_known_kids(
     remote = RemoteJwks(jwks_server.url, http_jwks_fetcher(timeout=1))
     for second in range(5):
         assert remote.key_for("issuer-1", "RS256", NOW + second) is not None
+    assert jwks_server.requests == 1
+
+
+def test_a_deferred_fetch_records_nothing(jwks_server: JwksServer, issuer_key: RSAKey) -> None:
+    """A fetcher that may not block now (an event loop) defers: the next call, where blocking
+    is allowed, fetches at once instead of waiting out the refetch interval."""
+    jwks_server.jwks = public_jwks(issuer_key)
+    real = http_jwks_fetcher(timeout=1)
+    deferring = True
+
+    def fetch(url: str) -> Any:
+        if deferring:
+            raise FetchDeferred()
+        return real(url)
+
+    remote = RemoteJwks(jwks_server.url, fetch)
+    with pytest.raises(FetchDeferred):
+        remote.key_for("issuer-1", "RS256", NOW)
+    deferring = False
+    assert remote.key_for("issuer-1", "RS256", NOW + 1) is not None
     assert jwks_server.requests == 1
 
 

@@ -110,3 +110,17 @@ def test_interpolations_are_well_formed() -> None:
     for match in re.finditer(r"(?<!\$)\$\{([^}]*)\}", body):
         assert re.fullmatch(r"[A-Z_][A-Z0-9_]*((:?[-?+]).*)?", match.group(1)), match.group(0)
     assert "${" not in re.sub(r"\$\{[^}]*\}", "", body.replace("$${", "")), "unclosed ${"
+
+
+def test_tokens_are_required_and_the_auth_settings_come_from_outside(
+    services: dict[str, Any],
+) -> None:
+    env = services["app"]["environment"]
+    assert env["CAREPLAN_AUTH"] == "required"
+    # The trusted issuers (a Keycloak realm, an EHR): from the environment, none by default.
+    assert env["CAREPLAN_AUTH_ISSUERS"] == "${CAREPLAN_AUTH_ISSUERS:-[]}"
+    # The key that encrypts the signing keys at rest: required, never in the file.
+    assert env["CAREPLAN_AUTH_KEY_ENCRYPTION_KEY"].startswith(
+        "${CAREPLAN_AUTH_KEY_ENCRYPTION_KEY:?"
+    )
+    assert env["CAREPLAN_METRICS_TOKEN"].startswith("${CAREPLAN_METRICS_TOKEN")

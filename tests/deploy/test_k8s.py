@@ -359,3 +359,35 @@ def test_rendered_overlay_validates(overlay: Path) -> None:
     assert hpa["spec"]["minReplicas"] <= replicas["count"] <= hpa["spec"]["maxReplicas"]
     secrets = [d for d in docs if d["kind"] == "Secret"]
     assert (secrets == []) == (overlay.name == "prod")
+
+
+def test_tokens_are_required_and_the_auth_secrets_are_in_the_secret() -> None:
+    from service.usecases.authorization import trusted_issuers
+
+    config = _one("ConfigMap")["data"]
+    assert config["CAREPLAN_AUTH"] == "required"
+    for secret_name in (
+        "CAREPLAN_AUTH_ISSUERS",
+        "CAREPLAN_AUTH_KEY_ENCRYPTION_KEY",
+        "CAREPLAN_METRICS_TOKEN",
+    ):
+        assert secret_name not in config
+    secret = _one("Secret")["stringData"]
+    # A valid, empty issuer list: only the built-in server until the operator adds one.
+    assert trusted_issuers(secret["CAREPLAN_AUTH_ISSUERS"], "https://x.example.org/fhir") == []
+    # Placeholders the service refuses to start with, so they are never left in place.
+    assert secret["CAREPLAN_AUTH_KEY_ENCRYPTION_KEY"] == "CHANGE_ME"
+    assert secret["CAREPLAN_METRICS_TOKEN"] == "CHANGE_ME"
+
+
+def test_the_secret_placeholders_are_refused_at_start_up() -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+    from service.usecases.authorization import AuthConfigError, check_key_encryption_key
+
+    secret = _one("Secret")["stringData"]
+    with pytest.raises(AuthConfigError, match="CAREPLAN_AUTH_KEY_ENCRYPTION_KEY"):
+        check_key_encryption_key(secret["CAREPLAN_AUTH_KEY_ENCRYPTION_KEY"])
+    with pytest.raises(ValidationError, match="metrics_token"):
+        Settings(metrics_token=secret["CAREPLAN_METRICS_TOKEN"])

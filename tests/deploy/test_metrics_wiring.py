@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.errors import as_fhir_error
 from service.observability import METRICS
+from service.settings import Settings
 from service.store.db import create_db_engine
 from service.store.errors import Conflict, RetryTransaction
 from service.store.repository import Tx
@@ -21,6 +22,7 @@ from tests.deploy.processes import free_port
 from tests.protocol import builders as b
 
 # Distinctive values: any of them in /metrics or a log line would be a leak.
+METRICS_TOKEN = "metrics-zq93-secret-token"
 PATIENT_ID = "pt-zq93-secret"
 MRN = "MRN-zq93-secret"
 FAMILY = "Zqfamily"
@@ -36,6 +38,12 @@ def _scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Tokens required, as in production: Prometheus scrapes with the metrics token."""
+    return settings.model_copy(update={"metrics_token": METRICS_TOKEN})
 
 
 def test_metrics_and_logs_of_a_real_session(client: Any, log_stream: io.StringIO) -> None:
@@ -59,20 +67,23 @@ def test_metrics_and_logs_of_a_real_session(client: Any, log_stream: io.StringIO
     decided = submit(client, plan_id, [3, 2, 1, 1, 0], day(1))
     assert decided.status_code == 200, decided.text
 
-    # A database that went away: the store answers 503 and counts a connect error.
+    # A database that went away: the store answers 503 and counts a connect error, for the
+    # read and for its AuditEvent (a read stores its event in a write unit: on SQLite through
+    # the group commit, which holds the engine too).
     store = client.app.state.store
     working = store.engine
     broken = create_db_engine(f"postgresql+psycopg://careplan@127.0.0.1:{free_port()}/careplan")
-    store.engine = broken
+    store.engine = store.group.engine = broken
     try:
         failed = client.get(f"/fhir/Patient/{PATIENT_ID}")
     finally:
-        store.engine = working
+        store.engine = store.group.engine = working
         broken.dispose()
     assert failed.status_code == 503, failed.text
     assert failed.headers["retry-after"] == "1"
 
-    response = client.get("/metrics")
+    assert client.get("/metrics").status_code == 401  # an access token is not the metrics token
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
@@ -93,9 +104,12 @@ def test_metrics_and_logs_of_a_real_session(client: Any, log_stream: io.StringIO
         >= 1
     )
     assert value("careplan_decisions_total", code="continue") == decisions_before + 1
-    assert value("careplan_database_errors_total", kind="connect") == connect_errors_before + 1
+    # The read, then the AuditEvent of its failure, which could not be stored either.
+    assert value("careplan_database_errors_total", kind="connect") == connect_errors_before + 2
 
-    secrets = [PATIENT_ID, MRN, FAMILY, f"Patient/{b.PATIENT_ID}", plan_id]
+    access_token = client.headers["authorization"].split()[1]
+    secrets = [PATIENT_ID, MRN, FAMILY, f"Patient/{b.PATIENT_ID}", plan_id, access_token]
+    secrets += [METRICS_TOKEN, access_token.split(".")[1]]  # the token's claims alone too
     for secret in secrets:
         assert secret not in text, f"{secret!r} leaked into /metrics"
 

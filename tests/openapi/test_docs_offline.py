@@ -49,6 +49,14 @@ def test_assets_have_types(docs_client: TestClient) -> None:
     assert docs_client.get("/docs/assets/nope.js").status_code == 404
 
 
+def test_the_docs_page_tries_calls_with_a_token(docs_client: TestClient) -> None:
+    """Swagger UI offers "Authorize" for the bearer scheme and keeps the token it was given,
+    so "Try it out" sends it."""
+    assert '"persistAuthorization": true' in docs_client.get("/docs").text
+    schemes = docs_client.get("/openapi.json").json()["components"]["securitySchemes"]
+    assert schemes["bearerToken"]["scheme"] == "bearer"
+
+
 def test_redoc_redirects_to_swagger_ui(docs_client: TestClient) -> None:
     response = docs_client.get("/redoc", follow_redirects=False)
     assert response.status_code == 302

@@ -40,6 +40,8 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]
 def test_every_fhir_body_and_error_is_typed() -> None:
     problems = []
     for path, method, op in _operations(_document()):
+        if op["tags"] == ["authorization"]:
+            continue  # OAuth 2.0, not FHIR: test_the_authorization_server_is_typed
         label = f"{method.upper()} {path} ({op.get('operationId')})"
         body = op.get("requestBody", {}).get("content", {})
         for media, content in body.items():
@@ -96,3 +98,47 @@ def test_redocly_lint_clean() -> None:
     problems = re.findall(r"^\s+\d+:\d+\s+(?:warning|error)\s+.*$", output, re.MULTILINE)
     assert not problems, "\n".join(problems[:50])
     assert "Your API description is valid" in output, output[-3000:]
+
+
+OPEN = {"capabilities", "token", "jwks", "smartConfiguration"}
+
+
+def test_the_authorization_server_is_typed() -> None:
+    ops = {op["operationId"]: op for _, _, op in _operations(_document())}
+    schemas = {
+        "token": {"200": "TokenResponse", "400": "OAuthError", "401": "OAuthError"},
+        "jwks": {"200": "JsonWebKeySet"},
+        "smartConfiguration": {"200": "SmartConfiguration"},
+    }
+    for operation_id, expected in schemas.items():
+        responses = ops[operation_id]["responses"]
+        for status, schema in expected.items():
+            content = responses[status]["content"]["application/json"]
+            assert content["schema"] == {"$ref": f"#/components/schemas/{schema}"}
+        assert "security" not in ops[operation_id]
+
+
+def test_every_protected_operation_declares_the_security_schemes() -> None:
+    document = _document()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["smartBackendServices"]["type"] == "oauth2"
+    flow = schemes["smartBackendServices"]["flows"]["clientCredentials"]
+    assert flow["tokenUrl"] == "/fhir/auth/token"
+    assert schemes["bearerToken"] == {**schemes["bearerToken"], "type": "http", "scheme": "bearer"}
+    checked = 0
+    for path, method, op in _operations(document):
+        if op["operationId"] in OPEN:
+            assert "security" not in op, path
+            continue
+        label = f"{method.upper()} {path}"
+        (smart, bearer) = op["security"]
+        assert set(smart) == {"smartBackendServices"} and bearer == {"bearerToken": []}, label
+        assert set(smart["smartBackendServices"]) <= set(flow["scopes"]), label
+        assert {"401", "403"} <= set(op["responses"]), label
+        checked += 1
+    assert checked > 150
+    ops = {op["operationId"]: op for _, _, op in _operations(document)}
+    assert ops["readPatient"]["security"][0] == {"smartBackendServices": ["system/Patient.r"]}
+    assert ops["submitSession"]["security"][0] == {
+        "smartBackendServices": ["system/CarePlan.u", "system/Observation.c"]
+    }

@@ -26,13 +26,20 @@ import pytest
 import uvicorn
 
 from service.api.openapi import examples as schema_examples
+from service.auth.token_server import JWT_BEARER_ASSERTION
 from service.main import create_app
 from service.settings import Settings
 from tests.openapi.support import NODE_DIR, OPENAPI, node_tools, run_bin
+from tests.support.tokens import ALL_SCOPES, Tokens, client_assertion
 
 pytestmark = pytest.mark.slow
 PACKAGE = "careplan_client"
 PLAN_DEFINITION_ID = "flexion-in-lying-protocol"
+STORY_CLIENT = "story-backend"
+
+
+def _no_post(_url: str, _form: Any) -> tuple[int, Any]:
+    raise AssertionError("the story asks for its token through the generated client")
 
 
 def _free_port() -> int:
@@ -67,11 +74,18 @@ def generated_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Modul
             del sys.modules[name]
 
 
+@dataclass
+class Live:
+    base: str
+    app: Any
+
+
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[str]:
+def live_server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Live]:
     path = tmp_path_factory.mktemp("live") / "careplan.db"
     shutil.copy(sqlite_template, path)
-    app = create_app(Settings(database_url=f"sqlite:///{path}", db_connect_retries=0))
+    settings = Settings(database_url=f"sqlite:///{path}", db_connect_retries=0, auth="required")
+    app = create_app(settings)
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
@@ -89,14 +103,15 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path)
         time.sleep(0.1)
     else:
         pytest.fail("the live server did not start")
-    yield base
+    yield Live(base, app)
     server.should_exit = True
     thread.join(timeout=10)
 
 
 @dataclass
 class Story:
-    """What the steps learn as they go (ids, resources)."""
+    """What the steps learn as they go (ids, resources). ``client`` is the generated
+    ``Client`` until ``get_token`` makes it an ``AuthenticatedClient``."""
 
     client: Any
     pkg: ModuleType
@@ -107,6 +122,39 @@ class Story:
 
     def model(self, name: str) -> Any:
         return getattr(importlib.import_module(f"{PACKAGE}.models"), name)
+
+
+def without_a_token_is_typed_401(story: Story) -> None:
+    response = story.api("patient.search_patient").sync_detailed(client=story.client)
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    outcome = response.parsed
+    assert isinstance(outcome, story.model("OperationOutcome"))
+    assert outcome.issue[0].code.value == "login"
+
+
+def get_token(story: Story) -> None:
+    """SMART Backend Services through the generated client: a client assertion signed with
+    the registered client's key, traded at the token endpoint."""
+    import json
+
+    base = story.client._base_url
+    assertion = client_assertion(STORY_CLIENT, f"{base}/fhir/auth/token")
+    body = story.model("TokenBody").from_dict(
+        {
+            "grant_type": "client_credentials",
+            "client_assertion_type": JWT_BEARER_ASSERTION,
+            "client_assertion": assertion,
+            "scope": ALL_SCOPES,
+        }
+    )
+    response = story.api("authorization.token").sync_detailed(client=story.client, body=body)
+    assert response.status_code == 200, response.content
+    answer = json.loads(response.content)
+    assert answer["token_type"] == "bearer" and answer["scope"] == ALL_SCOPES
+    story.client = story.pkg.AuthenticatedClient(
+        base_url=base, token=answer["access_token"], raise_on_unexpected_status=True
+    )
 
 
 def create_patient(story: Story) -> None:
@@ -158,7 +206,10 @@ def enrol(story: Story) -> None:
     response = httpx.post(
         f"{story.client._base_url}/fhir/CarePlan",
         content=json.dumps(care_plan),
-        headers={"content-type": "application/fhir+json"},
+        headers={
+            "content-type": "application/fhir+json",
+            "authorization": f"Bearer {story.client.token}",
+        },
     )
     assert response.status_code == 201, response.text
     parsed = story.model("CarePlan").from_dict(json.loads(response.content))
@@ -247,6 +298,8 @@ def bad_request_is_typed_outcome(story: Story) -> None:
 
 
 STEPS: list[Callable[[Story], None]] = [
+    without_a_token_is_typed_401,
+    get_token,
     create_patient,
     read_plan_definition,
     apply_plan_definition,
@@ -258,8 +311,12 @@ STEPS: list[Callable[[Story], None]] = [
 ]
 
 
-def test_python_client_story(generated_client: ModuleType, live_server: str) -> None:
-    client = generated_client.Client(base_url=live_server, raise_on_unexpected_status=True)
+def test_python_client_story(generated_client: ModuleType, live_server: Live) -> None:
+    # The hospital's backend is registered with the built-in authorization server
+    # (`careplan clients add` does the same); the story gets its own token.
+    tokens = Tokens(live_server.app.state.authorization, _no_post, f"{live_server.base}/fhir")
+    tokens.register(STORY_CLIENT, ALL_SCOPES)
+    client = generated_client.Client(base_url=live_server.base, raise_on_unexpected_status=False)
     story = Story(client, generated_client)
     for step in STEPS:
         step(story)

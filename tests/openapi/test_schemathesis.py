@@ -27,7 +27,7 @@ server's rejection of inconsistent requests is still exercised):
   equal (400 otherwise), a cross-field rule JSON Schema cannot state.
 - batch/transaction: the hook rewrites each generated entry's ``request.url`` to agree
   with its resource (POST -> ``Type``, PUT -> ``Type/<resource.id>``; an entry without a
-  resource -> ``Patient/t<n>``).
+  resource -> ``Patient/t<n>``, read with GET if it was a POST or PUT).
 The same kind of cross-field rule; without the hooks every positive update and transaction
 would be (correctly) rejected.
 - integral floats (``1.0``) are sent as JSON integers (``1``). JSON Schema's ``integer``
@@ -51,6 +51,7 @@ from schemathesis.engine.observations import _same_origin_path
 
 from service.main import create_app
 from service.settings import Settings
+from tests.conftest import tokens_for
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +64,7 @@ OPERATIONS = os.environ.get("CAREPLAN_SCHEMATHESIS_OPERATIONS")
 # 422: see the module doc and check_unprocessable_is_business_rule.
 POSITIVE_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "410", "412", "422"]
 CHECKS = (
+    "ignored_auth",
     "unprocessable_is_business_rule",
     "not_a_server_error",
     "status_code_conformance",
@@ -89,13 +91,17 @@ def unprocessable_is_business_rule(ctx: Any, response: Any, case: Any) -> bool |
     return None
 
 
-def _config() -> SchemathesisConfig:
+def _config(token: str) -> SchemathesisConfig:
     checks: dict[str, Any] = {"enabled": False}
     checks.update({name: {"enabled": True} for name in CHECKS})
     checks["positive_data_acceptance"] = {"enabled": True, "expected-statuses": POSITIVE_STATUSES}
     return SchemathesisConfig.from_dict(
         {
             "seed": SEED,
+            # A system/*.cruds token from the app's built-in server on every request;
+            # ignored_auth checks that each operation declaring security refuses a request
+            # without it (or with a bad one).
+            "headers": {"Authorization": f"Bearer {token}"},
             # Two checks on hypothesis' own generation, not on the service. How fast it
             # generates a $submit-session body depends on how busy the 2 cores are (too_slow
             # failed a CI run while other tests ran beside it). How often a deep FHIR body
@@ -153,7 +159,14 @@ def _config() -> SchemathesisConfig:
 def app(sqlite_template: Path, tmp_path: Path) -> Any:
     path = tmp_path / "careplan.db"
     shutil.copy(sqlite_template, path)
-    return create_app(Settings(database_url=f"sqlite:///{path}", db_connect_retries=0))
+    # Tokens required; a lifetime longer than the run, whose phases take minutes on 2 cores.
+    settings = Settings(
+        database_url=f"sqlite:///{path}",
+        db_connect_retries=0,
+        auth="required",
+        auth_token_lifetime_seconds=3600,
+    )
+    return create_app(settings)
 
 
 def _consistent_entries(body: Any) -> None:
@@ -262,8 +275,9 @@ def test_schemathesis(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # schemathesis 4.32 scans response bodies for links and crashes (ValueError) on a stored
     # uri that urlsplit cannot parse; such a value is a valid R4 uri, so skip it instead.
     monkeypatch.setattr(observations, "_same_origin_path", _tolerant_same_origin_path)
-    with TestClient(app):  # runs the lifespan: database, protocol definitions
-        schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=_config())
+    with TestClient(app) as client:  # runs the lifespan: database, protocol definitions
+        token = tokens_for(client).token()
+        schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=_config(token))
         if OPERATIONS:
             schema = schema.include(operation_id_regex=OPERATIONS)
         _install_hooks(schema)

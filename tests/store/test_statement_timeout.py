@@ -19,7 +19,7 @@ from service.settings import Settings
 from service.store.db import create_db_engine, limit_statement_time
 from service.store.errors import TimedOut
 from service.store.runner import Store
-from tests.conftest import FhirClient, truncate_postgres
+from tests.conftest import FhirClient, authorize, truncate_postgres
 
 pytestmark = pytest.mark.postgres
 TIMEOUT_MS = 25
@@ -56,9 +56,11 @@ def timed_client(postgres_url: str) -> Iterator[tuple[FhirClient, Any]]:
         load_protocol=False,
         db_statement_timeout_ms=TIMEOUT_MS,
         max_search_clauses=40,
+        auth="required",
     )
     app = create_app(settings)
     with FhirClient(app) as client:
+        authorize(client)
         client.headers["content-type"] = "application/fhir+json"
         yield client, app
 

@@ -52,7 +52,9 @@ def test_parallel_conditional_creates_make_one_resource(client, app):
     criteria = f"identifier={S}|race-1"
 
     def create(_i: int) -> tuple[str, bool]:
-        stored, created = store.run(lambda tx: crud.create_in(tx, patient(mrn="race-1"), criteria))
+        stored, created = store.run(
+            lambda tx: crud.create_in(tx, patient(mrn="race-1"), criteria, caller=None)
+        )
         return stored.id, created
 
     results = _race(N, create)
@@ -76,7 +78,9 @@ def test_parallel_conditional_creates_with_different_criteria_all_create(client,
 
     def create(i: int) -> tuple[str, bool]:
         body = patient(mrn=f"own-{i}")
-        stored, created = store.run(lambda tx: crud.create_in(tx, body, f"identifier={S}|own-{i}"))
+        stored, created = store.run(
+            lambda tx: crud.create_in(tx, body, f"identifier={S}|own-{i}", caller=None)
+        )
         return stored.id, created
 
     results = _race(N, create)
@@ -91,7 +95,7 @@ def test_parallel_puts_with_one_if_match(client, app):
 
     def put(i: int) -> int:
         body = {**patient(f"Writer{i}"), "id": pid}
-        stored, _ = store.run(lambda tx: crud.update_in(tx, body, pid, 1))
+        stored, _ = store.run(lambda tx: crud.update_in(tx, body, pid, 1, caller=None))
         return stored.version
 
     results = _race(N, put)
@@ -112,7 +116,7 @@ def test_parallel_puts_without_if_match_lose_no_update(client, app):
 
     def put(i: int) -> int:
         body = {**patient(f"Writer{i}"), "id": pid}
-        stored, _ = store.run(lambda tx: crud.update_in(tx, body, pid, None))
+        stored, _ = store.run(lambda tx: crud.update_in(tx, body, pid, None, caller=None))
         return stored.version
 
     versions = _race(N, put)
@@ -132,8 +136,8 @@ def test_parallel_creates_and_deletes(client, app):
 
     def work(i: int) -> Any:
         if i % 2:
-            return store.run(lambda tx: crud.delete_in(tx, "Patient", ids[i]))
-        return store.run(lambda tx: crud.create_in(tx, patient(f"N{i}")))
+            return store.run(lambda tx: crud.delete_in(tx, "Patient", ids[i], caller=None))
+        return store.run(lambda tx: crud.create_in(tx, patient(f"N{i}"), caller=None))
 
     results = _race(N, work)
     assert not [r for r in results if isinstance(r, Exception)], results

@@ -67,11 +67,11 @@ def _post(family: str) -> dict[str, Any]:
 
 def test_short_units_run_on_the_event_loop(traced: tuple[Store, list[int]]) -> None:
     store, threads = traced
-    stored, _ = asyncio.run(crud.create(store, _patient("a"), None))
+    stored, _ = asyncio.run(crud.create(store, _patient("a"), None, None))
     for call in (
-        lambda: crud.create(store, _patient("b"), None),
-        lambda: crud.read(store, "Patient", stored.id),
-        lambda: transaction.transaction(store, _transaction([_post("c")]), BASE, PAGING),
+        lambda: crud.create(store, _patient("b"), None, None),
+        lambda: crud.read(store, "Patient", stored.id, None),
+        lambda: transaction.transaction(store, _transaction([_post("c")]), BASE, PAGING, None),
     ):
         loop_thread, ran_on = _threads_of(threads, call)
         assert ran_on == {loop_thread}
@@ -85,11 +85,11 @@ def test_units_that_may_take_long_run_off_the_event_loop(
     many = _transaction([_post(f"p{i}") for i in range(INLINE_ENTRIES + 1)])
     with_search = _transaction([{"request": {"method": "GET", "url": "Patient?name=p"}}])
     for call in (
-        lambda: crud.search(store, query, BASE),
-        lambda: crud.history(store, BASE, "_history", (None, None), None, 20, None, []),
-        lambda: transaction.transaction(store, many, BASE, PAGING),
-        lambda: transaction.transaction(store, with_search, BASE, PAGING),
-        lambda: crud.create(store, _patient("large"), None, long=True),
+        lambda: crud.search(store, query, BASE, None),
+        lambda: crud.history(store, BASE, "_history", (None, None), None, 20, None, [], None),
+        lambda: transaction.transaction(store, many, BASE, PAGING, None),
+        lambda: transaction.transaction(store, with_search, BASE, PAGING, None),
+        lambda: crud.create(store, _patient("large"), None, None, long=True),
     ):
         loop_thread, ran_on = _threads_of(threads, call)
         assert loop_thread not in ran_on

@@ -6,6 +6,6 @@ own field metadata and primitive validators (service/fhir/structure.py).
 """
 
 from service.api.openapi.components import component_schemas, input_name, searchset_name
-from service.api.openapi.resources import STORED_TYPES
+from service.api.openapi.resources import READ_ONLY_TYPES, STORED_TYPES
 
-__all__ = ["STORED_TYPES", "component_schemas", "input_name", "searchset_name"]
+__all__ = ["READ_ONLY_TYPES", "STORED_TYPES", "component_schemas", "input_name", "searchset_name"]

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service.api.openapi import base, other
-from service.api.openapi.resources import STORED_TYPES
+from service.api.openapi.resources import READ_ONLY_TYPES, STORED_TYPES
 
 REF = "#/components/schemas/"
 
@@ -48,6 +48,7 @@ _RESPONSE_PATTERNS = {
 }
 
 RESPONSE_ONLY: tuple[type[BaseModel], ...] = (
+    *READ_ONLY_TYPES.values(),
     other.OperationOutcome,
     other.Bundle,
     other.Resource,
@@ -365,7 +366,7 @@ def _components() -> dict[str, dict[str, Any]]:
     for name, schema in defs.items():
         response = _walk(copy.deepcopy(schema), _open)
         props = response.get("properties", {})
-        if "resourceType" in props and name in STORED_TYPES:
+        if "resourceType" in props and (name in STORED_TYPES or name in READ_ONLY_TYPES):
             # A subsetted read (_summary, _elements) may leave out mandatory elements.
             response["required"] = ["resourceType"]
             response.pop("anyOf", None)  # e.g. GuidanceResponse.module[x]
@@ -376,7 +377,7 @@ def _components() -> dict[str, dict[str, Any]]:
         components[input_name(name)] = closed
     _typed_references(components)
     components.update(_transaction_input())
-    for resource_type in STORED_TYPES:
+    for resource_type in [*STORED_TYPES, *READ_ONLY_TYPES]:
         components[searchset_name(resource_type)] = _searchset(
             resource_type,
             bool(INCLUDES.get(resource_type) or revinclude_sources(resource_type)),

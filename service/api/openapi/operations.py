@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from service.api.openapi import component_schemas, input_name, searchset_name
 from service.api.openapi import examples as schema_examples
 from service.api.openapi.base import DATETIME_PATTERN, ID_PATTERN, URI_PATTERN
+from service.api.openapi.security import authorization_schemas, security_schemes
 from service.fhir.search_params import (
     INCLUDES,
     include_targets,
@@ -44,6 +45,8 @@ _VERB = {
 
 ERROR_TEXT = {
     400: "Malformed request, resource or parameter",
+    401: "No bearer token, or one that is not valid here (WWW-Authenticate says why)",
+    403: "The token's scopes do not allow this (WWW-Authenticate: insufficient_scope)",
     404: "Unknown resource or route",
     406: "The Accept header or _format asks for something other than JSON",
     409: "Concurrent update: retry",
@@ -98,6 +101,10 @@ LOCATION = {
     "schema": {"type": "string", "format": "uri"},
 }
 RETRY_AFTER = {"description": "Seconds to wait", "schema": {"type": "string"}}
+WWW_AUTHENTICATE = {
+    "description": 'Bearer realm="...", error="invalid_token" or "insufficient_scope"',
+    "schema": {"type": "string"},
+}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -126,6 +133,8 @@ def error_components() -> dict[str, dict[str, Any]]:
         }
         if status == 503:
             response["headers"] = {"Retry-After": RETRY_AFTER}
+        if status in (401, 403):
+            response["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
         components[error_name(status)] = response
     return components
 
@@ -480,9 +489,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     schemas.update(component_schemas())
+    schemas.update(authorization_schemas())
     schemas.update({param_schema_name(t): s for t, s in _PARAM_SCHEMAS.items()})
     components["schemas"] = dict(sorted(schemas.items()))
     components["responses"] = error_components()
+    components["securitySchemes"] = security_schemes()
     _prune(components, document["paths"])
     for operation in _operations(document):
         _fix_operation(operation)
@@ -490,6 +501,18 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         override = SYSTEM_DOCS.get(operation_id) or OPERATION_DOCS.get(operation_id)
         if override:
             _merge(operation, override)
+        if operation.get("security"):
+            # Every protected route can refuse the caller.
+            responses = operation.setdefault("responses", {})
+            for status in (401, 403):
+                responses.setdefault(
+                    str(status),
+                    {
+                        "$ref": f"#/components/responses/{error_name(status)}",
+                        "description": f"{ERROR_TEXT[status]} (OperationOutcome)",
+                    },
+                )
+            operation["responses"] = dict(sorted(responses.items()))
     app.openapi_schema = document
     return document
 

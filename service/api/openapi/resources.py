@@ -8,7 +8,7 @@ tests/openapi/test_schemas.py checks every element against the R4 definitions th
 validates with, so the models cannot drift from what the server does.
 """
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -712,6 +712,56 @@ class SearchParameter(DomainResource):  # not a _Definition: R4 gives it no titl
     comparator: List[Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]] | Skip = None
 
 
+Base64Binary = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/=\s]+$", description="base64")]
+
+
+class AuditEventNetwork(Element):
+    address: String | Skip = None
+    type: Literal["1", "2", "3", "4", "5"] | Skip = None
+
+
+class AuditEventAgent(Element):
+    extension: List[Extension] | Skip = None
+    type: CodeableConcept | Skip = None
+    who: Reference | Skip = None
+    requestor: bool
+    policy: List[Uri] | Skip = None
+    network: AuditEventNetwork | Skip = None
+
+
+class AuditEventSource(Element):
+    site: String | Skip = None
+    observer: Reference
+    type: List[Coding] | Skip = None
+
+
+class AuditEventEntity(Element):
+    what: Reference | Skip = None
+    type: Coding | Skip = None
+    role: Coding | Skip = None
+    query: Base64Binary | Skip = None
+
+
+class AuditEvent(DomainResource):
+    """AuditEvent (IHE BALP shape): one interaction with this service, who made it (client id,
+    token jti, scopes, network address), what it touched and its outcome. Written by the
+    service only: read and search it (system/AuditEvent.rs), never create, update or delete it."""
+
+    resourceType: Literal["AuditEvent"]
+    type: Coding
+    subtype: List[Coding] | Skip = None
+    action: Literal["C", "R", "U", "D", "E"] | Skip = None
+    recorded: Instant
+    outcome: Literal["0", "4", "8", "12"] | Skip = None
+    outcomeDesc: String | Skip = None
+    agent: List[AuditEventAgent]
+    source: AuditEventSource
+    entity: List[AuditEventEntity] | Skip = None
+
+
+# Types the API only reads: their schemas describe responses, never a request body.
+READ_ONLY_TYPES: dict[str, type[DomainResource]] = {"AuditEvent": AuditEvent}
+
 STORED_TYPES: dict[str, type[DomainResource]] = {
     model.__name__: model
     for model in (
@@ -736,4 +786,4 @@ STORED_TYPES: dict[str, type[DomainResource]] = {
     )
 }
 
-__all__ = ["STORED_TYPES", "FhirId", "Range"]
+__all__ = ["READ_ONLY_TYPES", "STORED_TYPES", "FhirId", "Range"]
