@@ -5,9 +5,10 @@ from typing import Any
 
 from service.auth.permissions import Interaction
 from service.fhir.errors import fhir_error
-from service.protocol.apply import apply_plan
+from service.protocol.apply import AppliedPlan, apply_plan
 from service.protocol.codes import PLAN_DEFINITION_URL
 from service.protocol.conformance import check_care_plan
+from service.protocol.inputs import PatientRecord
 from service.protocol.parameters import read_params
 from service.store.repository import Tx
 from service.store.runner import Store
@@ -48,8 +49,15 @@ def apply(tx: Tx, plan_definition: Json, subject: str, at: datetime, caller: Cal
     patient = tx.read("Patient", patient_id).body or {}
     access.check_readable(caller, Interaction.READ, "Patient", patient_id, patient)
     record = load_record(tx, patient, None, read_params(plan_definition), at, earlier_decisions=[])
-    applied = apply_plan(plan_definition, _activity_definitions(tx, plan_definition), record, at)
-    return applied.care_plan
+    return apply_to_record(tx, plan_definition, record, at).care_plan
+
+
+def apply_to_record(
+    tx: Tx, plan_definition: Json, record: PatientRecord, at: datetime
+) -> AppliedPlan:
+    """$apply for a record given whole (a CDS Hooks call brings an EHR's patient data): the
+    CarePlan and the decision behind it."""
+    return apply_plan(plan_definition, _activity_definitions(tx, plan_definition), record, at)
 
 
 def _plan_definition(tx: Tx, resource_id: str | None, url: str | None) -> Json:

@@ -17,6 +17,8 @@ from service.auth.permissions import Need
 from service.fhir.dates import MAX_DT, parse_range
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.ids import new_resource_id
+from service.notify import outbox
+from service.notify.outbox import Change
 from service.observability import record_decision
 from service.protocol.activities import stopped_flexion
 from service.protocol.codes import CAREPLAN_CS, SESSION_CODE
@@ -334,6 +336,17 @@ def _persist(tx: Tx, outputs: DecisionOutputs, care_plan: Stored) -> Json:
     changed = outputs.care_plan_changed
     updated = tx.replace(care_plan, outputs.care_plan) if changed else care_plan
     written = tx.create_many([(r, r["id"]) for r in [outputs.guidance_response, *outputs.created]])
+    # The decision's events, in the transaction that stores it: decision-made, then
+    # careplan-changed, then review-requested (and the retry window's timers).
+    plan_change = [Change(updated)] if changed else []
+    outbox.record(
+        tx,
+        [
+            Change(written[0], created=True),
+            *plan_change,
+            *(Change(w, created=True) for w in written[1:]),
+        ],
+    )
     bodies = [w.body or {} for w in written]
     return parameters(bodies[0], updated.body or {}, bodies[1:])
 
