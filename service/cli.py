@@ -198,7 +198,7 @@ def _replay_table(results: "list[ReplayedDecision]") -> str:
     def outcome(o: "Outcome | None") -> list[str]:
         if o is None:
             return ["-", "", ""]
-        return [o.code, ",".join(o.rules), o.retry_window or ""]
+        return [o.code, ",".join(o.rules) + (" +review" if o.review else ""), o.retry_window or ""]
 
     header = ["session time", "session", "stored", "rules", "retry window"]
     header += ["replayed", "rules", "retry window", ""]

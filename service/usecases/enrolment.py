@@ -16,7 +16,12 @@ from service.usecases import access
 from service.usecases.access import Caller
 from service.usecases.audit_trail import Audit, Touched
 from service.usecases.audit_trail import read as audited_read
-from service.usecases.records import find_canonical, load_record, plan_definition_for
+from service.usecases.records import (
+    find_canonical,
+    load_record,
+    newest_version,
+    plan_definition_for,
+)
 from service.usecases.sessions import unprocessable
 
 Json = dict[str, Any]
@@ -65,7 +70,12 @@ def _plan_definition(tx: Tx, resource_id: str | None, url: str | None) -> Json:
         return tx.read("PlanDefinition", resource_id).body or {}
     if not url:
         raise fhir_error(400, "required", "$apply at the type level needs a url parameter", "url")
-    found = find_canonical(tx, "PlanDefinition", url)
+    # Without a version, the newest one (a clinic's later version, or the service's 1.1.0).
+    found = (
+        find_canonical(tx, "PlanDefinition", url)
+        if "|" in url
+        else newest_version(tx, "PlanDefinition", url)
+    )
     if found is None:
         raise fhir_error(404, "not-found", f"PlanDefinition {url} is not known")
     return found

@@ -104,7 +104,7 @@ def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
         return
     session = Session.from_observations(panel, [m.body for m in members if m and m.body])
     plan_definition = plan_definition_for(tx, care_plan.body)
-    check_plan_open(care_plan.body, read_params(plan_definition))
+    check_plan_open(care_plan.body, read_params(plan_definition), session=True)
     now = datetime.now().astimezone()
     problems = check_session(session, care_plan.body, now, plan_started(tx, care_plan))
     problems = [p for p in problems if p.expression != "panel.identifier"]
