@@ -7,9 +7,12 @@ endpoint's path must be the prefix's path or lie under it (``https://a.example/h
 hospital network unless an operator says so; redirects are never followed (worker.py).
 """
 
+import re
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# A path segment that is "." or ".." once percent-decoded (%2e, %2E), or a backslash.
+_DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)|\\", re.IGNORECASE)
 
 
 def parse_prefixes(setting: str) -> tuple[str, ...]:
@@ -29,6 +32,9 @@ def problem(url: str) -> str | None:
         return "the endpoint must not carry credentials (use channel.header)"
     if parts.fragment:
         return "the endpoint must not have a fragment"
+    if _DOT_SEGMENT.search(parts.path):
+        # An HTTP client resolves them: /hooks/../admin would leave the allowed prefix.
+        return "the endpoint's path must not have . or .. segments (plain or %-encoded)"
     if port == 0:
         return "the endpoint's port is not valid"
     return None

@@ -104,11 +104,12 @@ def create_in(
     check_writable(body["resourceType"])
     need = interaction_need(Interaction.CREATE, body["resourceType"])
     found = access.permits(caller, need)
-    if not access.admits(found, body):
-        access.check_writable(caller, need, body)
+    access.check_writable(caller, need, body)
     check_business_rules(tx, body)
     if if_none_exist is not None:
         query = parse_if_none_exist(body["resourceType"], if_none_exist, limits)
+        if found is not None:  # matches the caller may not see must not show (nor count)
+            query.access = access.search_groups(body["resourceType"], found)
         stored, created = tx.create_conditional(body, query, resource_id)
         if not created and not access.admits(found, stored.body):
             raise InsufficientScope(
@@ -120,7 +121,9 @@ def create_in(
         outbox.record(tx, [Change(stored, created=True)])
         # An id the server assigned just now: no stored panel can list it as a member yet.
         fresh_id = resource_id is None
-        session_observations.decide_completed_sessions(tx, [stored], fresh_ids=fresh_id)
+        session_observations.decide_completed_sessions(
+            tx, [stored], fresh_ids=fresh_id, caller=caller
+        )
     return stored, created
 
 
@@ -162,7 +165,7 @@ def update_in(
     check_business_rules(tx, body)
     stored, created = tx.update(body, resource_id, if_match)
     outbox.record(tx, [Change(stored, created=created)])
-    session_observations.decide_completed_sessions(tx, [stored])
+    session_observations.decide_completed_sessions(tx, [stored], caller=caller)
     return stored, created
 
 

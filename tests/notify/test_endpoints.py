@@ -25,6 +25,12 @@ PREFIXES = endpoints.parse_prefixes(
         ("https://user:pw@sched.example.org/hooks/x", False),  # credentials in the URL
         ("ftp://sched.example.org/hooks/x", False),
         ("/hooks/x", False),
+        # Dot segments leave the prefix once an HTTP client resolves them.
+        ("https://sched.example.org/hooks/../admin", False),
+        ("https://sched.example.org/hooks/%2e%2e/admin", False),
+        ("https://sched.example.org/hooks/.%2E/admin", False),
+        ("https://sched.example.org/hooks/./x", False),
+        ("https://sched.example.org/hooks/a..b", True),  # only whole segments count
     ],
 )
 def test_only_urls_under_a_prefix_are_allowed(url: str, allowed: bool) -> None:
