@@ -29,10 +29,11 @@ class Settings(BaseSettings):
     default_page_size: int = Field(20, ge=1, description="Search page size without _count.")
     max_page_size: int = Field(500, ge=1, description="Upper bound on _count.")
     max_search_clauses: int = Field(
-        16,
+        32,
         ge=1,
         description="Most criteria one search may have (search parameters, `_sort` keys and "
-        "`_include`s together); more answer 400.",
+        "`_include`s together); more answer 400. The default admits every parameter of a "
+        "type once.",
     )
     max_search_values: int = Field(
         100,

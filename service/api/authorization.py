@@ -7,6 +7,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from service.api.audit import record_refusal
 from service.api.http import base_url, read_body
 from service.api.openapi.operations import error_responses
 from service.api.openapi.security import json_response
@@ -86,10 +87,13 @@ async def _form(request: Request) -> dict[str, str]:
     },
 )
 async def token(request: Request) -> Response:
+    """A refusal leaves an AuditEvent with its RFC 6749 error (fixed texts, never the
+    assertion). An issued token does not: every request made with it does, naming its jti."""
     try:
         form = await _form(request)
         answer = await authorization_of(request).issue_token(form, base_url(request))
     except OAuthError as error:
+        await record_refusal(request, error.status, f"{error.error}: {error.description}")
         return _json(error.as_json(), error.status, _NO_STORE)
     return _json(answer, 200, _NO_STORE)
 

@@ -409,3 +409,17 @@ def _validate_all(app: Any, r4_validator: Any) -> None:
         return
     for event in audit_events(app):
         assert r4_validator.validate(event) == [], event
+
+
+def test_a_token_without_the_scope_is_refused_and_audited(client, app, pid):
+    scope = "system/Patient.r"
+    client.tokens.register("narrow-reader", scope)
+    token = client.tokens.token(scope, client_id="narrow-reader")
+    before = len(audit_events(app))
+    refused = client.get("/fhir/Observation", headers={"authorization": f"Bearer {token}"})
+    assert refused.status_code == 403
+    [event] = audit_events(app)[before:]
+    assert event["outcome"] == "4"
+    assert event["agent"][0]["who"]["display"] == "narrow-reader"
+    assert _subtypes(event) == ["search-type"]
+    assert token not in json.dumps(event)

@@ -186,13 +186,19 @@ def _jwks(client: FhirClient) -> list[dict[str, Any]]:
     ],
 )  # fmt: skip
 def test_token_request_errors_follow_rfc_6749(
-    client: FhirClient, form: dict[str, str], status: int, error: str
+    client: FhirClient, app: Any, form: dict[str, str], status: int, error: str
 ) -> None:
     client.tokens.register("reader", "system/Patient.rs")
+    before, events = store_snapshot(app), len(audit_events(app))
     got, body = client.tokens.request("reader", "system/Patient.rs", **form)
     assert got == status, body
     assert body["error"] == error
     assert body["error_description"]
+    assert store_snapshot(app) == before
+    [event] = audit_events(app)[events:]
+    assert event["outcome"] == "4"
+    assert event["outcomeDesc"].startswith(f"{error}: ")
+    assert form.get("client_assertion", "\x00") not in json.dumps(event)
 
 
 def test_a_replayed_client_assertion_is_refused(client: FhirClient) -> None:

@@ -104,7 +104,7 @@ def test_a_thousand_clauses_are_a_client_error_not_a_database_error(client):
         "careplan_database_errors_total", {"kind": "operational"}
     )
     params = [("name", f"n{i}") for i in range(1000)]
-    _too_costly(client.get("/fhir/Patient", params=params), "at most 16 criteria")
+    _too_costly(client.get("/fhir/Patient", params=params), "at most 32 criteria")
     after = METRICS.registry.get_sample_value(
         "careplan_database_errors_total", {"kind": "operational"}
     )

@@ -8,7 +8,7 @@ import pytest
 
 from service.main import create_app
 from service.settings import Settings
-from tests.conftest import FhirClient
+from tests.conftest import FhirClient, authorize
 from tests.notify.helpers import SECRET
 from tests.notify.receiver import Receiver
 from tests.support.r4_validator import R4Validator
@@ -56,6 +56,7 @@ def start_service(
         }
         client = FhirClient(create_app(Settings(**(values | overrides))))
         client.__enter__()
+        authorize(client)
         client.validator = r4_validator
         client.headers["content-type"] = "application/fhir+json"
         started.append(client)

@@ -37,7 +37,8 @@ def change(client: Any, plan_id: str, times: int) -> list[int]:
     for _ in range(times):
         plan = client.get(f"/fhir/CarePlan/{plan_id}").json()
         plan["title"] = f"change {int(plan['meta']['versionId'])}"
-        updated = client.put(f"/fhir/CarePlan/{plan_id}", json=plan)
+        read_at = {"If-Match": f'W/"{plan["meta"]["versionId"]}"'}
+        updated = client.put(f"/fhir/CarePlan/{plan_id}", json=plan, headers=read_at)
         assert updated.status_code == 200, updated.text
         versions.append(int(updated.json()["meta"]["versionId"]))
     return versions

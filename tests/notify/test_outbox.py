@@ -55,14 +55,14 @@ def test_a_committed_change_has_its_event_and_a_rolled_back_one_none(app, client
     store = app.state.store
 
     def fails(tx: Tx) -> None:
-        crud.create_in(tx, dict(PLAN))
+        crud.create_in(tx, dict(PLAN), caller=None)
         raise Boom()
 
     before = store_snapshot(app)
     with pytest.raises(Boom):
         store.run(fails)
     assert events(app) == [] and store_snapshot(app) == before
-    stored, _ = store.run(lambda tx: crud.create_in(tx, dict(PLAN)))
+    stored, _ = store.run(lambda tx: crud.create_in(tx, dict(PLAN), caller=None))
     assert events(app) == [("careplan-changed", "CarePlan", stored.id)]
     found = rows(app, outbox_event)[0]
     assert (found.patient_id, found.care_plan_id, found.focus_version) == ("p1", stored.id, 1)
@@ -92,12 +92,14 @@ def test_a_decision_writes_its_events_with_it(client, app):
 
 def test_the_dispatcher_numbers_events_per_subscription(client, app, receiver):
     store = app.state.store
-    store.run(lambda tx: crud.create_in(tx, dict(PLAN)))  # before any subscription
+    store.run(lambda tx: crud.create_in(tx, dict(PLAN), caller=None))  # before any subscription
     mine = subscribe(client, subscription(receiver.url, "careplan-changed"))
     other = subscribe(
         client, subscription(receiver.url, "careplan-changed", filters=("patient=p2",))
     )
-    plans = [store.run(lambda tx: crud.create_in(tx, dict(PLAN)))[0].id for _ in range(3)]
+    plans = [
+        store.run(lambda tx: crud.create_in(tx, dict(PLAN), caller=None))[0].id for _ in range(3)
+    ]
     assert store.run(outbox.dispatch) == 4
     numbered = sorted((r.sub_id, r.event_number) for r in rows(app, subscription_event))
     assert numbered == [(mine, 1), (mine, 2), (mine, 3)]

@@ -74,6 +74,8 @@ def test_a_worker_killed_mid_delivery_loses_nothing(client, database_url, receiv
     receiver.answer = 200
     with worker("second", database_url, receiver, tmp_path):
         receiver.wait(lambda: in_order_once(receiver) == [1, 2, 3, 4, 5], timeout=90)
+    # The receiver takes the killed worker's request in full 2 s after it came: wait for it.
+    receiver.wait(lambda: receiver.event_numbers().count(1) == 2, timeout=10)
     numbers = receiver.event_numbers()
     assert sorted(set(numbers)) == [1, 2, 3, 4, 5]  # none lost, no gap
     assert numbers.count(1) == 2  # the one in flight came twice, with its number

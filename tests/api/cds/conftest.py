@@ -132,8 +132,7 @@ def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
 @pytest.fixture
 def cds_settings() -> dict[str, Any]:
     """Extra settings of the service under test (a test may change them before `client`)."""
-    jwks = {"keys": [CDS_KEY.as_dict(private=False)]}
-    return {"cds_clients": json.dumps([{"issuer": CDS_ISSUER, "jwks": jwks}])}
+    return {}
 
 
 @pytest.fixture
@@ -152,6 +151,9 @@ def settings(database_url: str, ehr: Ehr, cds_settings: dict[str, Any]) -> Setti
         "db_connect_retries": 0,
         "cds_fhir_servers": ehr.base,
         "cds_trusted_identifier_systems": MRN_SYSTEM,
+        "cds_clients": json.dumps(
+            [{"issuer": CDS_ISSUER, "jwks": {"keys": [CDS_KEY.as_dict(private=False)]}}]
+        ),
         **cds_settings,
     }
     return Settings(**values)

@@ -99,9 +99,13 @@ def test_a_stopped_plan_warns_of_the_pending_review_and_suggests_cancelling(
 
 def test_a_plan_paused_by_a_clinician_warns(client, r4_validator) -> None:
     care_plan_id = continuing(client, "ab-pause", "a-6")
-    care_plan = client.get(f"/fhir/CarePlan/{care_plan_id}").json()
-    paused = {**care_plan, "status": "on-hold"}
-    assert client.put(f"/fhir/CarePlan/{care_plan_id}", json=paused).status_code == 200
+    read = client.get(f"/fhir/CarePlan/{care_plan_id}")
+    paused = {**read.json(), "status": "on-hold"}
+    version = {"If-Match": read.headers["ETag"]}
+    assert (
+        client.put(f"/fhir/CarePlan/{care_plan_id}", json=paused, headers=version).status_code
+        == 200
+    )
     soon = appointment("ab-pause", at(date.today() + timedelta(days=2)))
     [card] = book(client, r4_validator, "ab-pause", soon)
     assert card["indicator"] == "warning" and "paused by a clinician" in card["summary"]

@@ -195,6 +195,7 @@ def test_an_ehr_that_fails_or_stalls_is_412(broken: BrokenEhr, expected: str, da
         db_connect_retries=0,
         cds_fhir_servers=broken.base,
         cds_fhir_timeout_seconds=0.5,
+        auth="off",  # the EHR's failure is the subject here, not the caller's JWT
     )
     with FhirClient(create_app(settings)) as client:
         body = hook_body(PATIENT_VIEW, "ehr-x", fhir_server=broken.base)

@@ -48,9 +48,10 @@ def test_referral_enrolment_hold_booking_retry_continue(client, r4_validator, eh
     # The clinician accepts: the EHR creates the CarePlan on its server, and the integration
     # enrols the patient here with it (the subject is this service's Patient).
     assert ehr.client.post("/CarePlan", json=care_plan).status_code == 201
-    enrolled = client.post(
-        "/fhir/CarePlan", json={**care_plan, "subject": {"reference": f"Patient/{HERE_ID}"}}
-    )
+    # The plan's days are past days (see above): it started on day 0, before its sessions.
+    here = {"reference": f"Patient/{HERE_ID}"}
+    started = {**care_plan.get("period", {}), "start": day(0).date().isoformat()}
+    enrolled = client.post("/fhir/CarePlan", json={**care_plan, "subject": here, "period": started})
     assert enrolled.status_code == 201, enrolled.text
     plan_id = enrolled.json()["id"]
     feedback = {
