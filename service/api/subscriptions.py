@@ -19,7 +19,7 @@ from service.api.http import (
     write_response,
 )
 from service.api.openapi.security import security_for
-from service.api.security import guard
+from service.api.security import caller_of, guard
 from service.auth.permissions import Need
 from service.fhir.errors import fhir_error
 from service.fhir.validate import validate_resource
@@ -58,7 +58,7 @@ async def create(request: Request) -> Response:
     body.pop("id", None)
     patient = limited_to(request, "c")
     stored = await subscriptions.create(
-        _store(request), body, _rules(request), patient, audit_of(request)
+        _store(request), body, _rules(request), patient, audit_of(request), caller_of(request)
     )
     return write_response(request, stored, 201, location=True)
 
@@ -76,7 +76,14 @@ async def update(request: Request, id: str) -> Response:
         )
     patient = limited_to(request, "u")
     stored, created = await subscriptions.update(
-        _store(request), id, body, if_match, _rules(request), patient, audit_of(request)
+        _store(request),
+        id,
+        body,
+        if_match,
+        _rules(request),
+        patient,
+        audit_of(request),
+        caller_of(request),
     )
     return write_response(request, stored, 201 if created else 200, location=True)
 
@@ -147,6 +154,7 @@ async def events(request: Request, id: str) -> Response:
         base_url(request),
         limited_to(request, "r"),
         audit_of(request),
+        caller_of(request),
     )
     return fhir_response(request, bundle)
 

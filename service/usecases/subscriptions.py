@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from service.audit.subjects import version_reference
+from service.auth.permissions import Need
 from service.fhir.dates import utc_now
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.notify import endpoints, notifications, state
@@ -30,6 +31,8 @@ from service.notify.worker import foci_of
 from service.store.errors import NotFound
 from service.store.repository import Stored, Tx
 from service.store.runner import Store
+from service.usecases import access
+from service.usecases.access import Caller
 from service.usecases.audit_trail import Audit, Touched, record
 from service.usecases.audit_trail import read as audited_read
 
@@ -99,6 +102,13 @@ def _status_for_update(
     return "requested"
 
 
+def check_content_access(topic: Topic, content: str, caller: Caller) -> None:
+    """``full-resource`` carries the events' focus resources (a decision, a CarePlan): the
+    caller must be allowed to read that type, or Subscription scopes alone would read them."""
+    if content == "full-resource":
+        access.require(caller, [Need(topic.resource, "r")])
+
+
 def _store(
     tx: Tx,
     body: Json,
@@ -107,9 +117,11 @@ def _store(
     resource_id: str | None,
     if_match: int | None,
     now: datetime,
+    caller: Caller = None,
 ) -> tuple[Stored, bool]:
     spec = checked(body, rules)
     check_compartment(spec, patient)
+    check_content_access(spec.topic, spec.content, caller)
     current = tx.get("Subscription", resource_id, lock=True) if resource_id else None
     row = state.get(tx, resource_id) if resource_id else None
     if current is not None and current.body is not None and not current.deleted:
@@ -139,13 +151,18 @@ def _store(
 
 
 async def create(
-    store: Store, body: Json, rules: Rules, patient: str | None, audit: Audit | None = None
+    store: Store,
+    body: Json,
+    rules: Rules,
+    patient: str | None,
+    audit: Audit | None = None,
+    caller: Caller = None,
 ) -> Stored:
     """POST /Subscription: stored ``requested``; the worker's handshake follows."""
     now = utc_now().replace(tzinfo=None)
 
     def unit(tx: Tx) -> Stored:
-        stored, _ = _store(tx, body, rules, patient, None, None, now)
+        stored, _ = _store(tx, body, rules, patient, None, None, now, caller)
         record(tx, audit, Touched.of([stored.body]))
         return stored
 
@@ -160,12 +177,13 @@ async def update(
     rules: Rules,
     patient: str | None,
     audit: Audit | None = None,
+    caller: Caller = None,
 ) -> tuple[Stored, bool]:
     """PUT /Subscription/{id}; returns (stored, created)."""
     now = utc_now().replace(tzinfo=None)
 
     def unit(tx: Tx) -> tuple[Stored, bool]:
-        stored, created = _store(tx, body, rules, patient, resource_id, if_match, now)
+        stored, created = _store(tx, body, rules, patient, resource_id, if_match, now, caller)
         record(tx, audit, Touched.of([stored.body]))
         return stored, created
 
@@ -272,6 +290,7 @@ async def events(
     base: str,
     patient: str | None = None,
     audit: Audit | None = None,
+    caller: Caller = None,
 ) -> Json:
     """$events: the subscription's events from `eventsSinceNumber` to `eventsUntilNumber`
     (at most MAX_EVENTS), as a history Bundle like the notifications that carried them:
@@ -284,6 +303,7 @@ async def events(
     def unit(tx: Tx) -> Json:
         _, row, spec = _subscription(tx, resource_id, patient)
         wanted = content or spec.content
+        check_content_access(spec.topic, wanted, caller)
         found = state.events(tx, resource_id, since, until, MAX_EVENTS)
         return notifications.bundle(
             resource_id,

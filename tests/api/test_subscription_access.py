@@ -55,3 +55,22 @@ def test_a_patient_token_sees_only_its_own_subscriptions(ehr_client: Any, ehr_ap
     assert refused.status_code == 403
     [event] = audit_events(ehr_app)[before:]
     assert event["outcome"] == "4"
+
+
+def test_full_resource_content_needs_the_read_scope_of_the_focus(
+    ehr_client: Any, ehr_app: Any
+) -> None:
+    """decision-made notifications with full-resource carry GuidanceResponses: Subscription
+    scopes alone must not read them (403 at create, update and $events), id-only is fine."""
+    token = ehr_client.tokens.token("system/Subscription.cruds")
+    only_subscriptions = {"authorization": f"Bearer {token}"}
+    body = subscription(ENDPOINTS + "p1", filters=("patient=Patient/p1",), content="full-resource")
+    refused = ehr_client.post("/fhir/Subscription", json=body, headers=only_subscriptions)
+    assert refused.status_code == 403, refused.text
+    id_only = subscription(ENDPOINTS + "p1", filters=("patient=Patient/p1",))
+    created = ehr_client.post("/fhir/Subscription", json=id_only, headers=only_subscriptions)
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    events = f"/fhir/Subscription/{sub_id}/$events?content=full-resource"
+    assert ehr_client.get(events, headers=only_subscriptions).status_code == 403
+    assert ehr_client.get(events).status_code == 200  # system/*.cruds reads GuidanceResponses
