@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api.audit import record_cds_call
-from service.api.errors import as_fhir_error
+from service.api.errors import as_fhir_error, bearer_challenge
 from service.api.http import base_url, json_body, settings_of
 from service.api.rest import store_of
 from service.auth.cds_clients import CdsCaller
@@ -102,7 +102,7 @@ async def _serve(request: Request, kind: str, service_id: str | None, work: Work
 
 
 def _challenge(reason: str) -> str:
-    return f'Bearer error="invalid_token", error_description="{reason}"'
+    return bearer_challenge("invalid_token", reason)
 
 
 def _service(service_id: str) -> CdsService:

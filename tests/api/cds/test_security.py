@@ -79,7 +79,9 @@ def _body() -> dict[str, Any]:
 def test_discovery_needs_the_jwt_for_its_own_url(client, ehr_key) -> None:
     refused = client.get("/cds-services")
     outcome(refused, 401)
-    assert refused.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert refused.headers["www-authenticate"].startswith(
+        'Bearer realm="flexion-careplan", error="invalid_token"'
+    )
     assert (
         client.get(
             "/cds-services", headers=auth(token(ehr_key, f"{ROOT}/cds-services"))
@@ -136,7 +138,9 @@ def test_refused_tokens_are_401_and_store_nothing(client, app, ehr_key, why, mak
     answer = client.post(url, json=_body(), headers=auth(value) if value else {})
     issues = outcome(answer, 401)
     assert issues[0]["code"] == "login"
-    assert answer.headers["www-authenticate"].startswith("Bearer ")
+    assert answer.headers["www-authenticate"].startswith(
+        'Bearer realm="flexion-careplan", error="invalid_token"'
+    )
     assert store_snapshot(app) == before and _jtis(app) == jtis
 
 
