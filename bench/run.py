@@ -148,6 +148,7 @@ def wrk(url: str, connections: int, duration: int, env: dict[str, str]) -> dict[
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "rps": rps,
         "p50_ms": p50,
         "p99_ms": p99,

@@ -1,5 +1,5 @@
-"""The ``careplan`` command: serve, migrate, reindex, openapi, load-protocol, replay, clients,
-keys."""
+"""The ``careplan`` command: serve, worker, migrate, reindex, openapi, load-protocol, replay,
+clients, keys."""
 
 import argparse
 import dataclasses
@@ -32,7 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.host:
         # The app decides whether tokens are needed by the address it is bound to
-        # (CAREPLAN_AUTH=auto): it reads that from its settings, in every worker process.
+        # (CAREPLAN_AUTH=auto; an open CDS Hooks service is refused off loopback): it reads that
+        # from its settings, in every worker process.
         os.environ["CAREPLAN_HOST"] = args.host
         get_settings.cache_clear()
     settings = get_settings()
@@ -66,6 +67,26 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
     )
+    return 0
+
+
+def _worker(_args: argparse.Namespace) -> int:
+    import signal
+
+    from service.main import prepare_database
+    from service.notify.worker import DeliveryWorker
+    from service.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    engine = prepare_database(settings)
+    worker = DeliveryWorker(engine, settings)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.request_stop())
+    try:
+        worker.run_forever()
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -177,7 +198,7 @@ def _replay_table(results: "list[ReplayedDecision]") -> str:
     def outcome(o: "Outcome | None") -> list[str]:
         if o is None:
             return ["-", "", ""]
-        return [o.code, ",".join(o.rules), o.retry_window or ""]
+        return [o.code, ",".join(o.rules) + (" +review" if o.review else ""), o.retry_window or ""]
 
     header = ["session time", "session", "stored", "rules", "retry window"]
     header += ["replayed", "rules", "retry window", ""]
@@ -277,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.set_defaults(func=_serve)
+    commands.add_parser(
+        "worker", help="deliver subscription notifications (without serving HTTP)"
+    ).set_defaults(func=_worker)
     commands.add_parser(
         "migrate", help="apply database migrations (and reindex if the indexer changed)"
     ).set_defaults(func=_migrate)

@@ -12,7 +12,16 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy.engine import Engine
 
 from service import __version__
-from service.api import authorization, capability, docs, health, operations, system
+from service.api import (
+    authorization,
+    capability,
+    cds_hooks,
+    docs,
+    health,
+    operations,
+    subscriptions,
+    system,
+)
 from service.api.errors import (
     UnexpectedErrorMiddleware,
     bearer_challenge,
@@ -24,6 +33,7 @@ from service.api.rest import resource_routers
 from service.api.slashes import StripTrailingSlash
 from service.auth.verify import TrustedIssuer
 from service.fhir.errors import Issue
+from service.notify.worker import DeliveryWorker
 from service.observability import ObservabilityMiddleware, configure_logging, metrics_response
 from service.settings import Settings, get_settings
 from service.store import migrations, reindex
@@ -37,6 +47,7 @@ from service.usecases.authorization import (
     check_policy,
     trusted_issuers,
 )
+from service.usecases.cds.access import CdsConfigError
 from service.usecases.credentials import DatabaseKeyStore, KeyDecryptionError
 from service.usecases.knowledge import load_definitions, shipped_definitions
 
@@ -249,15 +260,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Raises StartupError (one line) when the database is wrong, down or behind.
         engine = prepare_database(settings)
+        worker: DeliveryWorker | None = None
         try:
             limit_statement_time(engine, settings.db_statement_timeout_ms)
             app.state.store = Store(engine)
             app.state.authorization = _start_authorization(settings, engine, policy, issuers)
+            try:
+                app.state.cds = cds_hooks.start(settings, app.state.store, policy)
+            except CdsConfigError as exc:
+                raise StartupError(f"CDS Hooks settings: {exc}") from None
             if settings.load_protocol:
                 load_definitions(app.state.store, shipped_definitions())
             _freeze_startup_objects()
-            yield
+            if settings.delivery_worker:
+                worker = DeliveryWorker(engine, settings)
+                worker.start()
+            try:
+                yield
+            finally:
+                await app.state.cds.close()
         finally:
+            if worker is not None:
+                worker.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -285,11 +309,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
+    # Before the FHIR routes: a hook call is matched without walking the ~200 of them.
+    app.include_router(cds_hooks.router)
     app.include_router(capability.router)
     app.include_router(authorization.router)
     app.include_router(system.router)
     # Operations first: /fhir/PlanDefinition/$apply must not be read as an id.
     app.include_router(operations.router)
+    app.include_router(subscriptions.router)
     for router in resource_routers():
         app.include_router(router)
     docs.install(app)

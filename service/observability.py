@@ -62,6 +62,7 @@ __all__ = [
     "default_route_template",
     "get_request_id",
     "metrics_response",
+    "record_cds_feedback",
     "record_db_error",
     "record_decision",
 ]
@@ -130,6 +131,12 @@ class Metrics:
             ("code",),
             registry=self.registry,
         )
+        self.cds_feedback = Counter(
+            "careplan_cds_feedback",
+            "CDS Hooks card feedback stored, by CDS service id and outcome.",
+            ("service", "outcome"),
+            registry=self.registry,
+        )
         self.db_errors = Counter(
             "careplan_database_errors",
             "Database errors by kind (e.g. connect, timeout, integrity, conflict).",
@@ -159,6 +166,12 @@ DB_ERRORS = METRICS.db_errors
 def record_decision(code: str) -> None:
     """Count one protocol decision. ``code`` must come from a fixed code system."""
     DECISIONS.labels(code=code).inc()
+
+
+def record_cds_feedback(service: str, outcome: str) -> None:
+    """Count one stored CDS Hooks feedback entry; both labels come from fixed sets (the
+    service ids, accepted | overridden)."""
+    METRICS.cds_feedback.labels(service=service, outcome=outcome).inc()
 
 
 def record_db_error(kind: str) -> None:

@@ -124,6 +124,66 @@ class Settings(BaseSettings):
             raise ValueError("use at least 16 characters (or leave it empty)")
         return value
 
+    subscription_endpoints: str = Field(
+        "",
+        description="URL prefixes (comma-separated) a Subscription's rest-hook endpoint must "
+        "start with, e.g. https://scheduling.example.org/fhir-hooks/; empty = no endpoint is "
+        "allowed.",
+    )
+    delivery_worker: bool = Field(
+        True,
+        description="Run the notification delivery worker inside `careplan serve` (false when "
+        "`careplan worker` runs on its own).",
+    )
+    delivery_threads: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Subscriptions a worker process delivers to at once (PostgreSQL; SQLite "
+        "uses one).",
+    )
+    delivery_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often an idle worker looks for new events, due timers and "
+        "heartbeats (a process that committed an event wakes its own worker at once).",
+    )
+    delivery_backoff_seconds: float = Field(
+        1.0, gt=0, description="First retry delay of a failed notification (then doubling)."
+    )
+    delivery_backoff_max_seconds: float = Field(
+        3600.0, gt=0, description="Longest delay between two delivery attempts."
+    )
+    delivery_give_up_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="How long a subscription's endpoint may keep failing before the "
+        "subscription turns `error`.",
+    )
+
+    cds_clients: str = Field(
+        "",
+        description="CDS Hooks clients (EHRs) whose signed JWTs are accepted: a JSON list of "
+        "`{issuer, jwks_uri | jwks}`.",
+    )
+    cds_fhir_servers: str = Field(
+        "",
+        description="Comma-separated `fhirServer` base URLs the CDS Hooks services may read "
+        "from (https, or http to loopback); any other `fhirServer` is never called.",
+    )
+    cds_fhir_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="How long a CDS Hooks call may wait for the EHR's FHIR server, all its "
+        "reads together.",
+    )
+    cds_trusted_identifier_systems: str = Field(
+        "",
+        description="Comma-separated identifier systems whose values name the same patient "
+        "here and in the EHR (matching a CDS Hooks patient to a stored Patient).",
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:

@@ -6,8 +6,6 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
 SERVICE = Path(__file__).resolve().parents[1] / "service"
 
 
@@ -93,9 +91,32 @@ def test_usecases_do_not_reach_up_to_the_api() -> None:
     assert _violations("usecases", lambda name: not _within(name, *web)) == []
 
 
-@pytest.mark.parametrize("gone", ["service/hooks.py", "service/notify/__init__.py"])
-def test_no_hook_registry_or_empty_placeholder(gone: str) -> None:
-    assert not (SERVICE.parent / gone).exists()
+def test_no_hook_registry() -> None:
+    assert not (SERVICE.parent / "service/hooks.py").exists()
+
+
+def test_notify_is_no_empty_placeholder() -> None:
+    """notify/ holds the outbox, topics, notifications, timers and the worker."""
+    modules = {path.name for path in _modules("notify")}
+    assert {"outbox.py", "topics.py", "notifications.py", "timers.py", "worker.py"} <= modules
+
+
+def test_notify_does_not_reach_up() -> None:
+    """notify/ sits under the use cases: it never imports them, the API or a web framework."""
+    web = ("fastapi", "starlette", "service.api", "service.usecases")
+    assert _violations("notify", lambda name: not _within(name, *web)) == []
+
+
+def test_topics_are_pure() -> None:
+    """Which change fires which topic is a pure function: stdlib and the clinical core."""
+
+    def allowed(name: str) -> bool:
+        return _top(name) in sys.stdlib_module_names or _within(
+            name, "service.protocol", "service.notify.topics"
+        )
+
+    path = SERVICE / "notify" / "topics.py"
+    assert [name for name in _imports(path) if not allowed(name)] == []
 
 
 def test_the_rules_see_function_level_imports(tmp_path: Path) -> None:

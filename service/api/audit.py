@@ -16,12 +16,13 @@ from fastapi import Request
 from service.api.http import base_url
 from service.audit.events import Caller, Circumstances, Interaction
 from service.audit.interactions import interaction_for, raw_query, searches
+from service.auth.cds_clients import CdsCaller
 from service.auth.permissions import InsufficientScope
 from service.auth.verify import AccessContext
 from service.fhir.errors import FhirError
 from service.observability import get_request_id
 from service.store.errors import StoreError
-from service.usecases.audit_trail import Audit, record_failure
+from service.usecases.audit_trail import Audit, record_failure, record_outcome
 
 logger = logging.getLogger("careplan.audit")
 
@@ -149,3 +150,36 @@ async def _record(
             "the AuditEvent of a failed request could not be stored",
             extra={"status": status, "error": type(error).__name__},
         )
+
+
+async def record_cds_call(
+    request: Request, operation: str, caller: CdsCaller | None, status: int, description: str
+) -> None:
+    """The AuditEvent of a CDS Hooks call or its refusal: subtype ``operation`` with the CDS
+    service id (``operation``: the id, ``discovery``, or ``<id>/feedback``), the EHR by its
+    issuer and its JWT's ``jti``. Never fails the answer (as ``record_error``)."""
+    store = getattr(request.app.state, "store", None)
+    if store is None:
+        return
+    client = request.client
+    circumstances = Circumstances(
+        interaction=Interaction("operation", operation=operation, definition=CDS_HOOKS),
+        server=base_url(request),
+        caller=(
+            Caller(client_id=caller.issuer, issuer=caller.issuer, token_id=caller.jti)
+            if caller is not None
+            else None
+        ),
+        address=client.host if client is not None else None,
+        request_id=get_request_id(),
+    )
+    try:
+        await record_outcome(store, Audit(circumstances), status, description)
+    except Exception as error:
+        logger.warning(
+            "the AuditEvent of a CDS Hooks call could not be stored",
+            extra={"status": status, "error": type(error).__name__},
+        )
+
+
+CDS_HOOKS = "https://cds-hooks.hl7.org/2.0"

@@ -11,6 +11,7 @@ from service import __version__
 from service.api.http import base_url, fhir_response, negotiate
 from service.api.security import authorization_of
 from service.fhir.search_params import INCLUDES, params_for, revinclude_sources
+from service.usecases import subscriptions
 from service.usecases.authorization import token_url
 from service.usecases.crud import VERSIONED_UPDATE_TYPES
 
@@ -107,6 +108,8 @@ def capability_statement(request: Request) -> dict[str, Any]:
             entry["operation"] = [
                 {"name": n, "definition": d} for n, d in sorted(operations[resource_type])
             ]
+        if resource_type == "Subscription":
+            entry = _subscription_entry(entry)
         resources.append(entry)
 
     rest: dict[str, Any] = {
@@ -124,6 +127,7 @@ def capability_statement(request: Request) -> dict[str, Any]:
         rest["security"] = _security(base_url(request))
     return {
         "resourceType": "CapabilityStatement",
+        "instantiates": [subscriptions.BACKPORT_SERVER],
         "status": "active",
         "date": "2026-11-24",
         "publisher": "Flexion CarePlan",
@@ -166,6 +170,27 @@ def _security(base: str) -> dict[str, Any]:
         f"endpoint (SMART Backend Services, see {base}/.well-known/smart-configuration) or "
         "from a trusted issuer. SMART v1 and v2 scopes; patient/ scopes see only their "
         "patient's compartment.",
+    }
+
+
+def _subscription_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """Topic discovery in R4 (Subscriptions Backport IG): the topics' canonical URLs in the
+    IG's extension on the Subscription resource, and the backport profile."""
+    listed = [
+        {"url": subscriptions.TOPIC_EXTENSION, "valueCanonical": topic.url}
+        for topic in subscriptions.topics_listed()
+    ]
+    topics = "; ".join(
+        f"{t.name} (focus {t.resource}; filters {', '.join(t.filters)}): {t.description}"
+        for t in subscriptions.topics_listed()
+    )
+    return {
+        "extension": listed,
+        **entry,
+        "supportedProfile": [subscriptions.PROFILE],
+        "documentation": "Topic-based (R4 Subscriptions Backport IG), channel rest-hook, "
+        "payload application/fhir+json with content empty, id-only or full-resource; "
+        "notifications are signed (HMAC-SHA256, header X-Careplan-Signature). Topics: " + topics,
     }
 
 

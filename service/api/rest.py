@@ -15,6 +15,7 @@ from starlette._utils import get_route_path
 from starlette.routing import Match
 from starlette.types import Scope
 
+from service.api import subscriptions as subscription_routes
 from service.api.audit import audit_of
 from service.api.http import (
     base_url,
@@ -274,6 +275,14 @@ _INTERACTIONS: list[tuple[str, str, str, Callable[[str], Handler], int, Interact
 ]
 
 
+# Writes a type's own routes handle: a Subscription's channel is checked and its signing secret
+# kept out of the stored resource (api/subscriptions.py).
+_OWN_HANDLERS: dict[tuple[str, str], Callable[[str], Handler]] = {
+    ("create", "Subscription"): subscription_routes.create_handler,
+    ("update", "Subscription"): subscription_routes.update_handler,
+}
+
+
 class TypeRouter(APIRouter):
     """The interactions of one resource type, all under /fhir/<type>.
 
@@ -308,6 +317,7 @@ def type_router(resource_type: str) -> TypeRouter:
             continue  # no route: the method answers 405 (and the CapabilityStatement omits it)
         docs = interaction_docs(interaction, resource_type)
         need = interaction_need(needs, resource_type)
+        factory = _OWN_HANDLERS.get((interaction, resource_type), factory)
         router.add_api_route(
             f"/fhir/{resource_type}{suffix}",
             factory(resource_type),

@@ -80,6 +80,29 @@ def patients_of(resource: Mapping[str, Any]) -> set[str]:
     return patients
 
 
+# Whose record a resource is: the first link of its type above (subject, patient, for, target).
+# The others (performer, author, asserter, sender, recipient, ...) say who took part.
+_RECORD_OF: Mapping[str, str] = {
+    resource_type: links[0][1]
+    for resource_type, links in PATIENT_COMPARTMENT.items()
+    if resource_type not in ("Patient", "AuditEvent")
+}
+
+
+def owners_of(resource: Mapping[str, Any]) -> set[str]:
+    """The patients whose record the resource is: a Patient itself, else the one its
+    subject (patient, for, target) names. A patient-context write must be about its patient
+    alone: naming the patient as a performer does not make another patient's record its own."""
+    resource_type = resource.get("resourceType")
+    if resource_type == "Patient":
+        return {resource["id"]} if isinstance(resource.get("id"), str) else set()
+    path = _RECORD_OF.get(resource_type) if isinstance(resource_type, str) else None
+    if path is None:
+        return set()
+    found = (patient_id_of(r) for r in _references_at(resource, path.split(".")))
+    return {patient for patient in found if patient is not None}
+
+
 def in_compartment(resource: Mapping[str, Any], patient_id: str) -> bool:
     """Whether the resource is in the compartment of Patient ``patient_id``."""
     return patient_id in patients_of(resource)

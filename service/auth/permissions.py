@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from service.auth.compartment import in_compartment
+from service.auth.compartment import in_compartment, owners_of
 from service.auth.scopes import NO_RESTRICTION, Restriction, ScopeSet
 
 
@@ -120,6 +120,12 @@ class Permit:
             return False
         return self.restriction.matches(resource)
 
+    def admits_write(self, resource: Mapping[str, Any]) -> bool:
+        """A write within a patient's compartment must be that patient's record alone."""
+        if self.patient is not None and owners_of(resource) != {self.patient}:
+            return False
+        return self.restriction.matches(resource)
+
 
 UNLIMITED = Permit()
 
@@ -132,7 +138,8 @@ def permits(scopes: ScopeSet, patient: str | None, need: Need) -> tuple[Permit, 
     found: list[Permit] = []
     for scope in scopes.matching(need.letter, need.resource_type):
         if scope.context == "patient":
-            if patient is None:
+            # The trail names other patients, clients and addresses: system or user only.
+            if patient is None or need.resource_type == "AuditEvent":
                 continue
             permit = Permit(patient, scope.restriction)
         else:
@@ -152,3 +159,8 @@ def unmet_needs(scopes: ScopeSet, patient: str | None, needs: Iterable[Need]) ->
 def admitted(found: Iterable[Permit], resource: Mapping[str, Any]) -> bool:
     """Whether any of the permits admits the resource."""
     return any(permit.admits(resource) for permit in found)
+
+
+def admitted_write(found: Iterable[Permit], resource: Mapping[str, Any]) -> bool:
+    """Whether any of the permits admits writing the resource."""
+    return any(permit.admits_write(resource) for permit in found)

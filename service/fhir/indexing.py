@@ -17,7 +17,7 @@ _REFERENCE_RE = re.compile(
 _STRING_LIMIT = 512
 # Bump when a change here alters the rows a resource gets (tests/store/test_reindex.py pins the rows
 # of the official examples to it): stored rows are then rebuilt on `careplan migrate`.
-INDEXER_VERSION = 3
+INDEXER_VERSION = 4
 
 
 def normalize_string(text: str) -> str:

@@ -770,6 +770,36 @@ SEARCH_PARAMS: dict[str, list[SearchParam]] = {
             definition=f"{SPEC_BASE}/AuditEvent-patient",
         ),
     ],
+    "Subscription": [
+        _p(
+            "status",
+            "token",
+            "status",
+            "requested | active | error | off",
+            definition=f"{SPEC_BASE}/Subscription-status",
+        ),
+        _p(
+            "url",
+            "uri",
+            "channel.endpoint",
+            "The notification endpoint",
+            definition=f"{SPEC_BASE}/Subscription-url",
+        ),
+        _p(
+            "criteria",
+            "string",
+            "criteria",
+            "The topic's canonical URL",
+            definition=f"{SPEC_BASE}/Subscription-criteria",
+        ),
+        _p(
+            "type",
+            "token",
+            "channel.type",
+            "The channel type (rest-hook)",
+            definition=f"{SPEC_BASE}/Subscription-type",
+        ),
+    ],
 }
 
 # Parameters every type supports; they read the envelope, not the body.

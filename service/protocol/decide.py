@@ -3,10 +3,13 @@
 Pure and deterministic: the clock is passed in (the session's own effectivePeriod end), never
 read from the system. `session=None` is `$apply` / `$evaluate` (R0, R1, R3, R7, R8, R11 paths).
 
-Order: R0-R2 (data and safety) -> a standing hold before its window (R11) -> R3, R4, R5, R7,
-R8, R9; R5 also fires beside R4, R6 adds a review to R4/R5, R10 upgrades R9 to progress, R11
-resets a tolerated retry to level 1. When no row matches (a stable session with pain away from
-the spine or unreported location), the plan continues and a clinician review is requested.
+Order: a standing stop answered (R12, where the version stores such sessions) -> R0-R2 (data
+and safety) -> a standing hold before its window (R11) -> the first session on a plan not yet
+started, where the version checks eligibility first (C8) -> R3, R4, R5, R7, R8, R9, R9b; R5 also
+fires beside R4, R6 adds a review to R4/R5, R10 upgrades R9 to progress, R11 resets a tolerated
+retry to level 1. When no row matches (a stable session with pain away from the spine, in a
+version that does not name R9b, or an unreported location), the plan continues and a clinician
+review is requested.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from service.protocol.history import (
     DATA_REQUIRED,
     EVALUATION_KEY_PREFIX,
     HOLD_BACK,
+    NOT_YET_ELIGIBLE,
     PROGRESS,
     START,
     STOP_AND_REFER,
@@ -71,6 +75,7 @@ class Decision:
     urgent: bool = False
     data_requirements: tuple[Json, ...] = field(default=())
     explanation: str = ""
+    cobra_review: bool = False  # the review is W1's escalation (C7)
 
     @property
     def rule_ids(self) -> tuple[str, ...]:
@@ -118,6 +123,16 @@ class _Outcome:
 
 def _primary(ctx: r.Context) -> _Outcome:
     level = ctx.state.level
+    if r.R12.fires(ctx):
+        # The stop stands: no new review, Task or message; a new finding still gets its issue.
+        findings = [x for x in (r.R1, r.R2) if x.fires(ctx)]
+        return _Outcome(
+            STOP_AND_REFER,
+            [r.R12, *findings],
+            level,
+            note="the plan is stopped until a clinician resumes it; the session is kept for the "
+            "open review request",
+        )
     for rule in r.SAFETY:
         if rule.fires(ctx):
             return _Outcome(rule.decision or "", [rule], level, rule.id != "R0", rule.id == "R1")
@@ -133,6 +148,15 @@ def _primary(ctx: r.Context) -> _Outcome:
         )
     if r.SAME_HOLD(ctx):
         return _Outcome(HOLD_BACK, [r.R11], level, note="session before the retry window opens")
+    if not r.R3.fires(ctx) and r.before_start_not_eligible(ctx):
+        return _Outcome(
+            NOT_YET_ELIGIBLE,
+            [r.R7],
+            level,
+            True,
+            note="a session on a plan whose patient is not yet eligible: stored, it counts for "
+            "nothing",
+        )
     for rule in r.CASE:
         if not rule.fires(ctx):
             continue
@@ -140,7 +164,7 @@ def _primary(ctx: r.Context) -> _Outcome:
             return _hold(ctx, rule)
         if rule is r.R9:
             return _continue(ctx)
-        return _Outcome(rule.decision or "", [rule], level, rule is r.R3)
+        return _Outcome(rule.decision or "", [rule], level, rule in (r.R3, r.R9B))
     return _fallback(ctx)
 
 
@@ -213,9 +237,22 @@ def decide(
         if session
         else None
     )
-    ctx = r.Context(params, clock, patient, state, sess)
+    flexion = _flexion_status(record.care_plan, params, state.level)
+    ctx = r.Context(params, clock, patient, state, sess, flexion)
     outcome = _primary(ctx)
     warnings = tuple(_fired(w) for w in r.WARNINGS if w.fires(ctx))
+    cobra_review = r.R12 not in outcome.fired and r.cobra_missed_review(ctx)
+    if cobra_review:
+        outcome.review = True
+        outcome.note = " ".join(
+            x
+            for x in (
+                outcome.note,
+                f"W1 in {params.cobra_missed_review_after} sessions in a row: a clinician review "
+                "is requested",
+            )
+            if x
+        )
     today = local_date(clock, clock.tzinfo)
     retry_start, retry_end, hold_is_new = _retry_window(outcome, state, params, today)
     tolerated = (
@@ -253,12 +290,14 @@ def decide(
         urgent=outcome.urgent,
         data_requirements=(data_requirements(ctx, params) if outcome.code == DATA_REQUIRED else ()),
         explanation=outcome.note,
+        cobra_review=cobra_review,
     )
     hold_started = _hold_started(outcome, state, today)
     this = PastDecision(
         at=clock,
         code=outcome.code,
         fired=tuple(x.id for x in outcome.fired),
+        warned=tuple(w.id for w in warnings),
         level_current=state.level,
         level_new=outcome.level_new,
         session_key=key,

@@ -43,6 +43,10 @@ S_STOP_RULES = "state-stop-rules"
 S_HOLDS = "state-hold-backs"
 S_TOLERATED_DAYS = "state-tolerated-days"
 S_INTOLERANT_DAYS = "state-intolerant-days"
+# One date per tolerated session of the run (a day repeats): R10 under C4 counts them per day.
+S_TOLERATED_SESSIONS = "state-tolerated-sessions"
+# Sessions in a row, up to this decision, without the Cobra recorded (W1; C7 escalates).
+S_COBRA_MISSED = "state-cobra-missed"
 # The session key of the decision the state was carried from: lets a reader check that the
 # decisions it has form one chain (a late-arriving session breaks it, and is then folded).
 S_PREVIOUS = "state-previous"
@@ -70,7 +74,10 @@ DECISION_CODES = (
     PROGRESS,
 )
 
-_RULE_ID = re.compile(r"^R\d+$")  # warnings never carry plan state
+_RULE_ID = re.compile(r"^R\d+[a-z]?$")  # warnings never carry plan state
+# Rules that answer a stopped plan without stopping it again (C5).
+STOP_STANDS = "R12"
+STOPPING_RULES = ("R1", "R2")
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class PlanState:
     earlier_holds: tuple[date, ...] = ()  # the days each distinct hold-back began
     tolerated_days: tuple[date, ...] = ()  # days at this level where every session was tolerated
     intolerant_days: tuple[date, ...] = ()  # days at this level with a session not tolerated
+    tolerated_sessions: tuple[date, ...] = ()  # the day of each tolerated session of the run
+    cobra_missed: int = 0  # sessions in a row without the Cobra recorded
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,7 @@ class PastDecision:
     at: datetime
     code: str
     fired: tuple[str, ...]
+    warned: tuple[str, ...]  # the warnings (W1-W5) it carried
     level_current: int | None
     level_new: int | None
     session_key: str | None
@@ -143,7 +153,13 @@ def _carried_state(values: dict[str, Any]) -> PlanState | None:
         earlier_holds=_dates(values.get(S_HOLDS)),
         tolerated_days=_dates(values.get(S_TOLERATED_DAYS)),
         intolerant_days=_dates(values.get(S_INTOLERANT_DAYS)),
+        tolerated_sessions=_dates(values.get(S_TOLERATED_SESSIONS)),
+        cobra_missed=_count(values.get(S_COBRA_MISSED)),
     )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def carries_state(response: Json) -> bool:
@@ -171,6 +187,8 @@ def state_parameters(state: PlanState, previous: str | None) -> dict[str, Any]:
         S_HOLDS: days(state.earlier_holds),
         S_TOLERATED_DAYS: days(state.tolerated_days),
         S_INTOLERANT_DAYS: days(state.intolerant_days),
+        S_TOLERATED_SESSIONS: days(state.tolerated_sessions),
+        S_COBRA_MISSED: state.cobra_missed or None,
         S_PREVIOUS: previous,
     }
 
@@ -188,6 +206,7 @@ def parse_decision(response: Json, tz: tzinfo | None) -> PastDecision | None:
         at=at.astimezone(tz) if tz else at,
         code=decision,
         fired=tuple(c for c in codes if c and _RULE_ID.match(c)),
+        warned=tuple(c for c in codes if c and c.startswith("W")),
         level_current=values.get(P_LEVEL_CURRENT),
         level_new=values.get(P_LEVEL_NEW),
         session_key=values.get(P_SESSION),
@@ -229,18 +248,24 @@ def advance(state: PlanState, d: PastDecision, tz: tzinfo | None) -> PlanState:
             hold = (d.hold_started, d.retry_start, d.retry_end)
             if d.hold_started:
                 holds.add(d.hold_started)
+    elif d.code == STOP_AND_REFER and STOP_STANDS in d.fired:
+        # The standing stop answered a later session: the stop's own rules stay its reasons.
+        stopped = True
+        stop_rules = state.stop_rules or tuple(x for x in d.fired if x in STOPPING_RULES)
     elif d.code == STOP_AND_REFER:
         stopped, stop_rules = True, d.fired
     good, bad = set(state.tolerated_days), set(state.intolerant_days)
+    sessions = list(state.tolerated_sessions)
     # The resuming session itself counts as day one of the new run.
     counts = d.code == CONTINUE
     if (d.code == CONTINUE and "R11" in d.fired) or _resets_level_run(d):
-        good, bad = set(), set()
+        good, bad, sessions = set(), set(), []
     if counts:
         day = local_date(d.at, tz)
         if not d.tolerated:
             bad.add(day)
         good = good - bad if not d.tolerated else good | ({day} - bad)
+        sessions = [x for x in sessions if x not in bad] + ([day] if day not in bad else [])
     return PlanState(
         started=started,
         level=level,
@@ -253,7 +278,17 @@ def advance(state: PlanState, d: PastDecision, tz: tzinfo | None) -> PlanState:
         earlier_holds=tuple(sorted(holds)),
         tolerated_days=tuple(sorted(good)),
         intolerant_days=tuple(sorted(bad)),
+        tolerated_sessions=tuple(sorted(sessions)),
+        cobra_missed=_cobra_missed(state.cobra_missed, d),
     )
+
+
+def _cobra_missed(before: int, d: PastDecision) -> int:
+    """Sessions in a row without the Cobra: W1 adds one, a session with it starts again, an
+    evaluation (no session) leaves the count as it was."""
+    if is_evaluation(d) or d.session_key is None or d.code == NOT_YET_ELIGIBLE:
+        return before  # C8: a session before the plan started counts for nothing
+    return before + 1 if "W1" in d.warned else 0
 
 
 def is_evaluation(decision: PastDecision) -> bool:
@@ -292,6 +327,7 @@ def since(state: PlanState, first_day: date) -> PlanState:
         earlier_holds=tuple(d for d in state.earlier_holds if d >= first_day),
         tolerated_days=tuple(d for d in state.tolerated_days if d >= first_day),
         intolerant_days=tuple(d for d in state.intolerant_days if d >= first_day),
+        tolerated_sessions=tuple(d for d in state.tolerated_sessions if d >= first_day),
     )
 
 

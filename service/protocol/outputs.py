@@ -294,9 +294,13 @@ def build_outputs(
     request = _service_request(d, rid("service-request"), plan_ref, sessions)
     issues = _issues(d, cp_id, sessions)
     task = communication = None
+    stop_stands = h.STOP_STANDS in d.rule_ids
+    if stop_stands:  # the standing stop (C5) sends no new message; the answer says it
+        gr["note"].append({"text": f"Patient: {patient_text(d, params)}"})
     if newer is None:
         task = _task(d, rid("task"), plan_ref)
-        communication = _communication(d, rid("communication-request"), plan_ref, gr, params)
+        if not stop_stands:
+            communication = _communication(d, rid("communication-request"), plan_ref, gr, params)
     else:
         gr["note"].append({"text": late_note(newer)})
     read, written = plan_ref, plan_ref

@@ -1,9 +1,11 @@
 """Read the decision-table parameters and the levels out of the PlanDefinition.
 
 Every clinical threshold lives in the PlanDefinition so that a clinic can publish its own version
-and every decision names the exact version it used. Nothing here has a default: a missing
-parameter is a ValueError that names it, because a silent default would make a decision that no
-published version describes.
+and every decision names the exact version it used. A parameter of version 1.0.0 has no default:
+a missing one is a ValueError that names it, because a silent default would make a decision that
+no published version describes. A parameter added later (LATER_PARAMETERS) reads, when a version
+does not carry it, as the value that reproduces 1.0.0: a version published before it existed
+keeps deciding exactly as it did.
 """
 
 from __future__ import annotations
@@ -64,7 +66,16 @@ class Params:
     criterion_b_min_drop_percent: int
     criterion_b_min_drop_points: int
     criterion_b_max_residual_pain: int
+    rising_rule: str
+    lookback_anchor: str
+    progress_min_sessions_per_day: int
+    stopped_plan_sessions: str
+    cobra_missed_review_after: int
+    session_before_start: str
     levels: tuple[Level, ...]
+    # Every rule id the version's parameters name: a rule that only documents a case (R9b, W5)
+    # is reported by the versions that name it, so an older version's decisions stay as stored.
+    named_rules: frozenset[str] = frozenset()
 
     @property
     def plan_canonical(self) -> str:
@@ -81,10 +92,37 @@ class Params:
         return max(level.number for level in self.levels)
 
 
+# Values of the parameters that choose a reading rather than a number.
+RISING_NO_LARGE_DIP, RISING_MAJORITY_UP = "no-large-dip", "majority-up"
+ANCHOR_INCLUDING_TODAY, ANCHOR_COMPLETED_DAYS = "including-today", "completed-days"
+STOPPED_REFUSE, STOPPED_STORE_AND_ANSWER = "refuse", "store-and-answer"
+BEFORE_START_DECIDE, BEFORE_START_CHECK = "decide", "check-eligibility"
+
+# Parameters added after version 1.0.0, each with the value that reproduces 1.0.0.
+LATER_PARAMETERS: dict[str, int | str] = {
+    "rising-rule": RISING_NO_LARGE_DIP,
+    "lookback-anchor": ANCHOR_INCLUDING_TODAY,
+    "progress-min-sessions-per-day": 1,
+    "stopped-plan-sessions": STOPPED_REFUSE,
+    "cobra-missed-review-after": 0,
+    "session-before-start": BEFORE_START_DECIDE,
+}
+# The values a code-valued parameter may take.
+CODE_VALUES: dict[str, tuple[str, ...]] = {
+    "rising-rule": (RISING_NO_LARGE_DIP, RISING_MAJORITY_UP),
+    "lookback-anchor": (ANCHOR_INCLUDING_TODAY, ANCHOR_COMPLETED_DAYS),
+    "stopped-plan-sessions": (STOPPED_REFUSE, STOPPED_STORE_AND_ANSWER),
+    "session-before-start": (BEFORE_START_DECIDE, BEFORE_START_CHECK),
+}
+
 # Fields that are not decision-table parameters read from the extension.
-_NON_PARAMETER_FIELDS = {"plan_url", "plan_version", "plan_id", "levels"}
-PARAMETER_NAMES: tuple[str, ...] = tuple(
+_NON_PARAMETER_FIELDS = {"plan_url", "plan_version", "plan_id", "levels", "named_rules"}
+ALL_PARAMETER_NAMES: tuple[str, ...] = tuple(
     f.name.replace("_", "-") for f in fields(Params) if f.name not in _NON_PARAMETER_FIELDS
+)
+# The parameters every version must carry (those of 1.0.0).
+PARAMETER_NAMES: tuple[str, ...] = tuple(
+    name for name in ALL_PARAMETER_NAMES if name not in LATER_PARAMETERS
 )
 
 
@@ -95,19 +133,38 @@ def _sub(ext: dict[str, Any], url: str) -> dict[str, Any] | None:
     return None
 
 
-def _read_parameter_extensions(plan: dict[str, Any]) -> dict[str, int]:
-    values: dict[str, int] = {}
+def _parameter_value(name: str, ext: dict[str, Any]) -> int | str:
+    value_ext = _sub(ext, "value") or {}
+    if name in CODE_VALUES:
+        code = value_ext.get("valueCode")
+        if code not in CODE_VALUES[name]:
+            allowed = " or ".join(CODE_VALUES[name])
+            raise ValueError(f"decision parameter {name} needs a valueCode {allowed}")
+        return str(code)
+    value = value_ext.get("valueInteger")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"decision parameter {name} has no valueInteger")
+    return value
+
+
+def _read_parameter_extensions(
+    plan: dict[str, Any],
+) -> tuple[dict[str, int | str], frozenset[str]]:
+    values: dict[str, int | str] = {}
+    rules: set[str] = set()
     for ext in plan.get("extension", []):
         if ext.get("url") != EXT_DECISION_PARAMETER:
             continue
         name = (_sub(ext, "name") or {}).get("valueCode")
-        value = (_sub(ext, "value") or {}).get("valueInteger")
         if name is None:
             raise ValueError("decision-parameter extension without a name")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"decision parameter {name} has no valueInteger")
-        values[name] = value
-    return values
+        values[name] = _parameter_value(name, ext)
+        rules |= {
+            str(sub.get("valueCode"))
+            for sub in ext.get("extension", [])
+            if sub.get("url") == "rule" and sub.get("valueCode")
+        }
+    return values, frozenset(rules)
 
 
 def _ext_value(element: dict[str, Any], url: str, key: str) -> Any:
@@ -170,7 +227,8 @@ def _read_params(plan_definition: dict[str, Any]) -> Params:
     url, version = plan_definition.get("url"), plan_definition.get("version")
     if not url or not version:
         raise ValueError("PlanDefinition needs url and version (decisions name url|version)")
-    values = _read_parameter_extensions(plan_definition)
+    values, named_rules = _read_parameter_extensions(plan_definition)
+    values = {**LATER_PARAMETERS, **values}
     missing = [name for name in PARAMETER_NAMES if name not in values]
     if missing:
         raise ValueError(f"PlanDefinition is missing decision parameter(s): {', '.join(missing)}")
@@ -186,13 +244,14 @@ def _read_params(plan_definition: dict[str, Any]) -> Params:
     )
     if not levels or levels[0].number != 1:
         raise ValueError("PlanDefinition has no level-1 action")
-    kwargs = {name.replace("-", "_"): values[name] for name in PARAMETER_NAMES}
+    kwargs = {name.replace("-", "_"): values[name] for name in ALL_PARAMETER_NAMES}
     return Params(
         plan_url=url,
         plan_version=version,
         plan_id=plan_definition.get("id"),
         levels=levels,
-        **kwargs,
+        named_rules=named_rules,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 

@@ -23,7 +23,7 @@ from service.protocol.fhirdata import (
     score,
 )
 from service.protocol.inputs import PatientRecord, live
-from service.protocol.parameters import Params
+from service.protocol.parameters import ANCHOR_COMPLETED_DAYS, Params
 
 PHASES = ("acute", "recovering", "persistent")
 RED_FLAG_SCREEN = "red-flag-screen"
@@ -92,10 +92,27 @@ def pain_by_day(pain: tuple[Json, ...], clock: datetime) -> dict[date, int]:
     return worst
 
 
-def pain_free_in(by_day: dict[date, int], clock: datetime, days: int) -> int:
-    today = local_date(clock, clock.tzinfo)
-    window = {today - timedelta(days=n) for n in range(days)}
-    return sum(1 for day, worst in by_day.items() if day in window and worst == 0)
+def window(by_day: dict[date, int], today: date, days: int, params: Params) -> set[date]:
+    """The look-back of [days] days at the decision day, by [lookback-anchor]: ending today
+    (`including-today`, 1.0.0), or the days before today plus today once it has a daily score
+    (`completed-days`, 1.1.0 C2: today usually has no score yet)."""
+    if params.lookback_anchor == ANCHOR_COMPLETED_DAYS:
+        before = {today - timedelta(days=n) for n in range(1, days + 1)}
+        return before | ({today} if today in by_day else set())
+    return {today - timedelta(days=n) for n in range(days)}
+
+
+def pain_free_in(by_day: dict[date, int], clock: datetime, days: int, params: Params) -> int:
+    days_in = window(by_day, local_date(clock, clock.tzinfo), days, params)
+    return sum(1 for day, worst in by_day.items() if day in days_in and worst == 0)
+
+
+def extension_days(begun: date, today: date, by_day: dict[date, int], params: Params) -> int:
+    """Days on extension exercises: the days from its start to yesterday, and under
+    `completed-days` today too once it has a daily score (the same anchor as every look-back)."""
+    completed = (today - begun).days
+    scored_today = params.lookback_anchor == ANCHOR_COMPLETED_DAYS and today in by_day
+    return completed + 1 if scored_today else completed
 
 
 def red_flags_of(record: PatientRecord, params: Params, clock: datetime) -> RedFlags:
@@ -154,9 +171,8 @@ def criterion_b_of(
     if program is None:
         return CriterionB(False), None
     begun = effective_start(program, clock.tzinfo)
-    days = (
-        (local_date(clock, clock.tzinfo) - local_date(begun, clock.tzinfo)).days if begun else None
-    )
+    today = local_date(clock, clock.tzinfo)
+    days = extension_days(local_date(begun, clock.tzinfo), today, by_day, params) if begun else None
     baseline = component_value(program, "baseline-pain", "valueInteger")
     current = component_value(program, "current-pain", "valueInteger")
     if current is None and by_day:
@@ -175,9 +191,10 @@ def criterion_b_of(
         and drop >= params.criterion_b_min_drop_points
         # integer comparison so 30 % is exact: drop / baseline >= p / 100
         and drop * 100 >= params.criterion_b_min_drop_percent * baseline
-        and current <= params.criterion_b_max_residual_pain
-        # SRC "a small amount of pain at the centre of your back"; no pain left is better still
-        and (current == 0 or location == "central")
+        # SRC "still experience a small amount of pain at the centre of your back": some pain,
+        # at the centre. No pain left is criterion A's case (C3, every version).
+        and 1 <= current <= params.criterion_b_max_residual_pain
+        and location == "central"
     )
     return CriterionB(holds, days, baseline, current, drop, percent, location), ref_key(program)
 
@@ -185,15 +202,15 @@ def criterion_b_of(
 def patient_features(record: PatientRecord, params: Params, clock: datetime) -> PatientFeatures:
     phase, phase_ref = phase_of(record, clock)
     by_day = pain_by_day(record.index.daily_pain, clock)
-    a_days = pain_free_in(by_day, clock, params.criterion_a_window_days)
+    a_days = pain_free_in(by_day, clock, params.criterion_a_window_days, params)
     today = local_date(clock, clock.tzinfo)
-    recorded = sum(1 for d in by_day if (today - d).days < params.criterion_a_window_days)
+    recorded = len(window(by_day, today, params.criterion_a_window_days, params) & set(by_day))
     crit_b, program_ref = criterion_b_of(record, by_day, params, clock)
     flags = red_flags_of(record, params, clock)
     refs = sorted({r for r in (phase_ref, program_ref, flags.source) if r})
     return PatientFeatures(
         phase=phase,
-        pain_free_days=pain_free_in(by_day, clock, params.pain_free_lookback_days),
+        pain_free_days=pain_free_in(by_day, clock, params.pain_free_lookback_days, params),
         criterion_a_pain_free_days=a_days,
         criterion_a=phase is not None
         and phase != "acute"

@@ -1,4 +1,4 @@
-"""Rules R0-R11 and warnings W1-W4 of the decision table, one small named unit each.
+"""Rules R0-R12 and warnings W1-W5 of the decision table, one small named unit each.
 
 Each rule carries its id, its tag (SRC / LIT / DESIGN) and the sentence it implements, so a
 decision can quote exactly what fired. `PRIMARY` is ordered: the first match decides (decide.py).
@@ -21,9 +21,19 @@ from service.protocol.history import (
     SUPERVISION_REQUIRED,
     PlanState,
 )
-from service.protocol.parameters import Params
+from service.protocol.parameters import (
+    BEFORE_START_CHECK,
+    STOPPED_STORE_AND_ANSWER,
+    Params,
+)
 from service.protocol.patient_features import PatientFeatures
-from service.protocol.session_features import RISING, STABLE, WEARING_OFF, SessionFeatures
+from service.protocol.session_features import (
+    LOCATION_ORDER,
+    RISING,
+    STABLE,
+    WEARING_OFF,
+    SessionFeatures,
+)
 
 SRC, LIT, DESIGN = "SRC", "LIT", "DESIGN"
 
@@ -37,6 +47,7 @@ class Context:
     patient: PatientFeatures
     state: PlanState
     session: SessionFeatures | None
+    flexion_status: str | None = None  # the CarePlan's current flexion activity, if known
 
     @property
     def today(self) -> date:
@@ -102,22 +113,84 @@ def _tolerable(s: SessionFeatures | None) -> bool:
 
 
 def consecutive_tolerated_days(ctx: Context) -> int:
-    """Days in a row, ending today, with only tolerated sessions at the current level."""
+    """Days in a row with only tolerated sessions at the current level, each with at least
+    [progress-min-sessions-per-day] of them (C4): ending today once today has enough, else
+    ending yesterday."""
     s = ctx.session
     if not _tolerable(s) or s is None or s.last_pain is None:
         return 0
     if s.last_pain > ctx.params.progress_max_last_pain or ctx.today in ctx.state.intolerant_days:
         return 0
+    need = ctx.params.progress_min_sessions_per_day
+    sessions = ctx.state.tolerated_sessions
+
+    def enough(day: date, this_one: int = 0) -> bool:
+        # One session a day (1.0.0) needs no count: a tolerated day had one.
+        return need <= 1 or sessions.count(day) + this_one >= need
+
     good = set(ctx.state.tolerated_days)
-    count, day = 1, ctx.today - timedelta(days=1)
-    while day in good:
+    today_counts = enough(ctx.today, 1)
+    count, day = (1 if today_counts else 0), ctx.today - timedelta(days=1)
+    while day in good and enough(day):
         count, day = count + 1, day - timedelta(days=1)
     return count
 
 
 def _r6(ctx: Context) -> bool:
+    # "Within [28] days" includes day 28 (C10).
     window = ctx.params.repeat_holdback_window_days
     return any((ctx.today - held).days <= window for held in ctx.state.earlier_holds)
+
+
+def _r9b(ctx: Context) -> bool:
+    """Stable pain away from the spine that stayed where it was (C6); a version reports it
+    under its own id when its parameters name R9b."""
+    s = ctx.session
+    if "R9b" not in ctx.params.named_rules or s is None or s.pattern != STABLE:
+        return False
+    where = s.location_end or s.location_start
+    away = where in LOCATION_ORDER and where != "central"
+    return away and s.peripheralized is False and not _tolerable(s)
+
+
+def _r12(ctx: Context) -> bool:
+    return (
+        ctx.session is not None
+        and ctx.state.stopped
+        and ctx.params.stopped_plan_sessions == (STOPPED_STORE_AND_ANSWER)
+    )
+
+
+def _w5(ctx: Context) -> bool:
+    """A retry after the window closed (C9), in the versions whose parameters name W5."""
+    end = ctx.state.retry_end
+    return (
+        "W5" in ctx.params.named_rules
+        and ctx.session is not None
+        and ctx.state.on_hold
+        and end is not None
+        and ctx.today > end
+    )
+
+
+def cobra_missed_review(ctx: Context) -> bool:
+    """W1 in [cobra-missed-review-after] sessions in a row, this one the last (C7); 0 = never.
+    Once per run, so a patient who keeps forgetting is not reviewed at every session."""
+    after = ctx.params.cobra_missed_review_after
+    return after > 0 and W1.fires(ctx) and ctx.state.cobra_missed + 1 == after
+
+
+def before_start_not_eligible(ctx: Context) -> bool:
+    """The first session on a plan whose patient was not yet eligible (C8), checked by R7/R8
+    at the session's clock: neither criterion holds and nobody supervised it."""
+    return (
+        ctx.params.session_before_start == BEFORE_START_CHECK
+        and ctx.session is not None
+        and not ctx.state.started
+        and ctx.flexion_status == "not-started"
+        and not _eligible(ctx)
+        and ctx.session.supervised is not True
+    )
 
 
 def _r10(ctx: Context) -> bool:
@@ -181,7 +254,8 @@ R5 = Rule(
     "R5",
     LIT,
     "any repetition scored >= [7]: hold-back with a clinician review request (severe-pain band of "
-    "the NRS)",
+    "the NRS); it holds back even when the pain wears off, a deliberate safety reading over "
+    "'an initial pain that wears off ... is acceptable' (R5 over R9)",
     HOLD_BACK,
     lambda ctx: (
         ctx.session is not None
@@ -224,11 +298,21 @@ R9 = Rule(
     "continue",
     lambda ctx: _tolerable(ctx.session),
 )
+R9B = Rule(
+    "R9b",
+    DESIGN,
+    "stable pain that is not central (one side, buttock) and did not peripheralize: continue, "
+    "with a clinician review request",
+    "continue",
+    _r9b,
+)
 R10 = Rule(
     "R10",
     LIT,
     "[7] consecutive days of tolerated sessions (R9 only, last repetition <= [2]) at the current "
-    "level: progress to the next level (McKenzie, Treat Your Own Back; Farrar 2001; Ostelo 2008)",
+    "level, each day with at least [progress-min-sessions-per-day] sessions ('repeat the "
+    "sessions three or four times per day'): progress to the next level (McKenzie, Treat Your "
+    "Own Back; Farrar 2001; Ostelo 2008)",
     "progress",
     _r10,
 )
@@ -240,6 +324,15 @@ R11 = Rule(
     "opens is answered with the same hold",
     None,
     lambda ctx: ctx.state.on_hold,
+)
+
+R12 = Rule(
+    "R12",
+    DESIGN,
+    "the stop stands: a session on a plan stopped by R1 or R2 is stored and answered "
+    "stop-and-refer, linked to the open review request, until a clinician resumes the plan",
+    STOP_AND_REFER,
+    _r12,
 )
 
 W1 = Rule(
@@ -279,9 +372,33 @@ W4 = Rule(
     lambda ctx: ctx.session is not None and bool(ctx.session.technique_faults),
 )
 
+W5 = Rule(
+    "W5",
+    SRC,
+    "wait and try it in another week or two: retry later than the window",
+    None,
+    _w5,
+)
+
 # Safety first; then the standing hold; then the table's order. R9 is checked last among sessions.
 SAFETY: tuple[Rule, ...] = (R0, R1, R2)
-CASE: tuple[Rule, ...] = (R3, R4, R5, R7, R8, R9)
-WARNINGS: tuple[Rule, ...] = (W1, W2, W3, W4)
-ALL_RULES: tuple[Rule, ...] = (R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, R11, *WARNINGS)
+CASE: tuple[Rule, ...] = (R3, R4, R5, R7, R8, R9, R9B)
+WARNINGS: tuple[Rule, ...] = (W1, W2, W3, W4, W5)
+ALL_RULES: tuple[Rule, ...] = (
+    R0,
+    R1,
+    R2,
+    R3,
+    R4,
+    R5,
+    R6,
+    R7,
+    R8,
+    R9,
+    R9B,
+    R10,
+    R11,
+    R12,
+    *WARNINGS,
+)
 SAME_HOLD = _same_hold

@@ -23,7 +23,7 @@ from service.protocol.fhirdata import (
     score,
 )
 from service.protocol.inputs import Session, is_repetition
-from service.protocol.parameters import Params
+from service.protocol.parameters import RISING_MAJORITY_UP, Params
 
 # Pain locations ordered by distance from the spine; moving right = peripheralization.
 LOCATION_ORDER: tuple[str, ...] = ("central", "one-side", "buttock-thigh", "below-knee")
@@ -66,13 +66,17 @@ class SessionFeatures:
 
 
 def is_rising(reps: tuple[int, ...], params: Params) -> bool:
-    """DESIGN: >= [3] repetitions, last - first >= [2], no single step down larger than [1]."""
+    """DESIGN: >= [3] repetitions, last - first >= [2], and by [rising-rule]: no single step
+    down larger than [1] (`no-large-dip`, 1.0.0), or more steps up than steps down
+    (`majority-up`, 1.1.0 C1: a dip does not hide a climb)."""
     if len(reps) < params.rising_min_repetitions:
         return False
+    if reps[-1] - reps[0] < params.rising_min_increase:
+        return False
     steps = [b - a for a, b in itertools.pairwise(reps)]
-    return reps[-1] - reps[0] >= params.rising_min_increase and all(
-        -step <= params.rising_max_step_down for step in steps
-    )
+    if params.rising_rule == RISING_MAJORITY_UP:
+        return sum(step > 0 for step in steps) > sum(step < 0 for step in steps)
+    return all(-step <= params.rising_max_step_down for step in steps)
 
 
 def is_wearing_off(reps: tuple[int, ...], params: Params) -> bool:

@@ -30,9 +30,19 @@ def _dose(params: Params, level: int) -> str:
     )
 
 
+def _fired(decision: Decision, rule_id: str) -> bool:
+    return rule_id in decision.rule_ids
+
+
 def patient_text(decision: Decision, params: Params) -> str:
     code, level = decision.code, decision.level_new
-    if code == h.STOP_AND_REFER:
+    if code == h.STOP_AND_REFER and _fired(decision, h.STOP_STANDS):
+        body = (
+            "Your plan is still stopped: please do not do the flexion exercises until your "
+            "clinician has reviewed your symptoms and resumes the plan. We have kept this session "
+            "for your clinician to see."
+        )
+    elif code == h.STOP_AND_REFER:
         body = "Stop the flexion exercises now. A clinician will review your symptoms."
         if decision.urgent:
             body += " Please contact your clinician or seek urgent care today."
@@ -54,6 +64,11 @@ def patient_text(decision: Decision, params: Params) -> str:
         body = "It is not yet time to begin Flexion in Lying."
         if decision.recheck_date:
             body += f" We will check again on {decision.recheck_date.isoformat()}."
+        if decision.review_requested:  # a session before the start (C8)
+            body += (
+                " Please do not do the exercise until then. A clinician has been asked to look "
+                "at the session you did."
+            )
     elif code == h.DATA_REQUIRED:
         body = "We need a little more information before we can advise you (see the request)."
     elif code == h.PROGRESS:
@@ -66,10 +81,24 @@ def patient_text(decision: Decision, params: Params) -> str:
         )
     else:
         body = f"Carry on at level {level}: {_dose(params, level)}."
-        if decision.review_requested:
+        if _fired(decision, "R9b"):
+            body += (
+                " Your pain stayed away from the centre of your back; a clinician has been asked "
+                "to look at your last session. If the pain moves further down your leg, stop."
+            )
+        elif decision.review_requested:
             body += " A clinician has been asked to look at your last session."
     if decision.warnings:
         body += " Please note: " + " ".join(w.source for w in decision.warnings)
+    warned = {w.id for w in decision.warnings}
+    if "W5" in warned:
+        body += " Next time, try again inside the window you are given."
+    if decision.cobra_review:
+        body += (
+            " You have not done the Cobra (Extension in Lying) right after several sessions in "
+            "a row: do it immediately after every session. A clinician has been asked to review "
+            "your plan."
+        )
     return f"{body} {DISCLAIMER}"
 
 

@@ -214,3 +214,125 @@ INDEX_TABLES = {
     "date": idx_date,
     "quantity": idx_quantity,
 }
+
+# --- Subscriptions (DESIGN §7.3): the outbox and what the delivery workers keep ---------------
+
+# The outbox: one row per topic event (service/notify/topics.py), written in the transaction
+# of the change that caused it. The dispatcher numbers each event for the subscriptions it
+# matches (subscription_event) and deletes the ones no subscription wants.
+outbox_event = sa.Table(
+    "outbox_event",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(64), nullable=False),
+    sa.Column("focus_type", sa.String(64), nullable=False),
+    sa.Column("focus_id", sa.String(64), nullable=False),
+    # The version the event is about: a full-resource notification (and $events) carries
+    # that version, whatever happened to the resource since.
+    sa.Column("focus_version", sa.Integer, nullable=True),
+    sa.Column("focus_deleted", sa.Boolean, nullable=False),  # the event is the deletion
+    sa.Column("patient_id", sa.String(64), nullable=True),
+    sa.Column("care_plan_id", sa.String(64), nullable=True),
+    sa.Column("decision", sa.String(64), nullable=True),
+    sa.Column("occurred", sa.DateTime, nullable=False),
+    sa.Column("dispatched", sa.Boolean, nullable=False),
+    sa.Index(
+        "ix_outbox_event_pending",
+        "id",
+        sqlite_where=sa.text("NOT dispatched"),
+        postgresql_where=sa.text("NOT dispatched"),
+    ),
+    # Ids are never reused (SQLite would reuse those of deleted rows): a subscription counts
+    # the events after the last id there was when it was created (subscription_state).
+    sqlite_autoincrement=True,
+)
+
+# One row per Subscription: what the dispatcher and the workers need without parsing the
+# resource, the signing secret (never part of the resource, never read back through the API)
+# and the event counter (eventsSinceSubscriptionStart).
+subscription_state = sa.Table(
+    "subscription_state",
+    metadata,
+    sa.Column("sub_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),  # of the Subscription resource
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("filters", Body, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("secret", sa.String(255), nullable=False),
+    sa.Column("base_url", sa.String(1024), nullable=False),
+    sa.Column("heartbeat_seconds", sa.Integer, nullable=True),
+    sa.Column("events_since_start", sa.BigInteger, nullable=False),
+    # The last outbox event id when it was created: earlier events are not its events.
+    sa.Column("start_after", sa.BigInteger, nullable=False),
+    sa.Column("created", sa.DateTime, nullable=False),
+)
+
+# Each subscription's delivery: a worker holds its row locked (PostgreSQL, SKIP LOCKED) while
+# it sends, so one subscription is served by one worker at a time, in event order.
+delivery_state = sa.Table(
+    "delivery_state",
+    metadata,
+    sa.Column("sub_id", sa.String(64), primary_key=True),
+    sa.Column("seen_version", sa.Integer, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("failing_since", sa.DateTime, nullable=True),
+    sa.Column("next_attempt", sa.DateTime, nullable=True),
+    sa.Column("heartbeat_due", sa.DateTime, nullable=True),
+    sa.Column("last_error", sa.String(255), nullable=True),
+)
+
+# The events of each subscription, numbered from 1: what was (or is to be) sent, and $events.
+subscription_event = sa.Table(
+    "subscription_event",
+    metadata,
+    sa.Column("sub_id", sa.String(64), primary_key=True),
+    sa.Column("event_number", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("event_id", BigId, sa.ForeignKey("outbox_event.id"), nullable=False, index=True),
+    sa.Column("delivered", sa.DateTime, nullable=True),
+    sa.Index(
+        "ix_subscription_event_pending",
+        "sub_id",
+        "event_number",
+        sqlite_where=sa.text("delivered IS NULL"),
+        postgresql_where=sa.text("delivered IS NULL"),
+    ),
+)
+
+# Time-driven events (a retry window opening or closing): one row per Task and kind, written
+# with the Task; the worker that fires it marks it in the same transaction as the event, so it
+# fires once across workers and restarts.
+event_timer = sa.Table(
+    "event_timer",
+    metadata,
+    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("due", sa.DateTime, nullable=False),
+    sa.Column("fired", sa.DateTime, nullable=True),
+    sa.Index(
+        "ix_event_timer_due",
+        "due",
+        sqlite_where=sa.text("fired IS NULL"),
+        postgresql_where=sa.text("fired IS NULL"),
+    ),
+)
+
+# Singleton jobs among workers: the dispatcher (one at a time on PostgreSQL, a row lock), and
+# on SQLite the one worker allowed to deliver (a lease with an expiry).
+worker_lease = sa.Table(
+    "worker_lease",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=True),
+    sa.Column("expires", sa.DateTime, nullable=True),
+)
+
+# The `jti` of each signed JWT a caller presented, until that JWT expires: a JWT works once
+# across every replica (CDS Hooks calls; store/jti.py).
+used_jti = sa.Table(
+    "used_jti",
+    metadata,
+    sa.Column("issuer", sa.String(512), primary_key=True),
+    sa.Column("jti", sa.String(256), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_used_jti_expires_at", "expires_at"),
+)

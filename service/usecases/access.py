@@ -19,6 +19,7 @@ from service.auth.permissions import (
     Need,
     Permit,
     admitted,
+    admitted_write,
     interaction_need,
 )
 from service.auth.verify import AccessContext
@@ -78,9 +79,10 @@ def check_readable(
 
 
 def check_writable(caller: Caller, need: Need, body: Json | None) -> None:
-    """403 for a write the caller's permits for ``need`` do not admit ``body`` to."""
+    """403 for a write the caller's permits for ``need`` do not admit ``body`` to (a patient
+    permit: only its patient's own record, see Permit.admits_write)."""
     found = permits(caller, need)
-    if not admits(found, body):
+    if found is not None and (body is None or not admitted_write(found, body)):
         raise InsufficientScope(
             (need,),
             f"the resource lies outside what the token's {need} scopes allow "

@@ -125,3 +125,10 @@ async def record_failure(store: Store, audit: Audit, status: int, description: s
         target = (version_reference(interaction.resource_type, interaction.resource_id, None),)
     failure = Failure(status, description)
     await store.arun(lambda tx: record(tx, audit, Touched(target), failure))
+
+
+async def record_outcome(store: Store, audit: Audit, status: int, description: str = "") -> None:
+    """The event of a request that stores nothing of its own (a CDS Hooks call, answered or
+    refused), in a unit of its own."""
+    failure = Failure(status, description)
+    await store.arun(lambda tx: record(tx, audit, Touched(), failure))

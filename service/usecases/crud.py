@@ -20,10 +20,12 @@ from service.auth.permissions import InsufficientScope, Interaction, interaction
 from service.fhir import bundles
 from service.fhir.errors import fhir_error
 from service.fhir.search import SearchLimits, SearchQuery, parse_search
+from service.notify import outbox
+from service.notify.outbox import Change
 from service.store.errors import Gone, NotFound
 from service.store.repository import HistoryEntry, Stored, Tx
 from service.store.runner import Store
-from service.usecases import access, enrolment, session_observations
+from service.usecases import access, enrolment, session_observations, subscriptions
 from service.usecases.access import Caller
 from service.usecases.audit_trail import Audit, Touched, record
 from service.usecases.audit_trail import read as audited_read
@@ -74,6 +76,16 @@ def check_business_rules(tx: Tx, body: Json) -> None:
         enrolment.validate_care_plan(tx, body)
     elif body["resourceType"] == "Observation":
         session_observations.validate_pain_observation(body)
+    elif body["resourceType"] == "Subscription":
+        # Its channel, endpoint allow-list and signing secret are checked, and kept out of
+        # the stored resource, by the Subscription routes (usecases/subscriptions.py).
+        raise fhir_error(
+            422,
+            "not-supported",
+            "Subscriptions are created and updated with POST /fhir/Subscription and "
+            "PUT /fhir/Subscription/{id}, not inside a batch or transaction",
+            "Subscription",
+        )
 
 
 # --- writes inside a unit of work --------------------------------------------------------------
@@ -92,11 +104,12 @@ def create_in(
     check_writable(body["resourceType"])
     need = interaction_need(Interaction.CREATE, body["resourceType"])
     found = access.permits(caller, need)
-    if not access.admits(found, body):
-        access.check_writable(caller, need, body)
+    access.check_writable(caller, need, body)
     check_business_rules(tx, body)
     if if_none_exist is not None:
         query = parse_if_none_exist(body["resourceType"], if_none_exist, limits)
+        if found is not None:  # matches the caller may not see must not show (nor count)
+            query.access = access.search_groups(body["resourceType"], found)
         stored, created = tx.create_conditional(body, query, resource_id)
         if not created and not access.admits(found, stored.body):
             raise InsufficientScope(
@@ -105,9 +118,12 @@ def create_in(
     else:
         stored, created = tx.create(body, resource_id), True
     if created:
+        outbox.record(tx, [Change(stored, created=True)])
         # An id the server assigned just now: no stored panel can list it as a member yet.
         fresh_id = resource_id is None
-        session_observations.decide_completed_sessions(tx, [stored], fresh_ids=fresh_id)
+        session_observations.decide_completed_sessions(
+            tx, [stored], fresh_ids=fresh_id, caller=caller
+        )
     return stored, created
 
 
@@ -148,7 +164,8 @@ def update_in(
             access.check_writable(caller, need, current.body)
     check_business_rules(tx, body)
     stored, created = tx.update(body, resource_id, if_match)
-    session_observations.decide_completed_sessions(tx, [stored])
+    outbox.record(tx, [Change(stored, created=created)])
+    session_observations.decide_completed_sessions(tx, [stored], caller=caller)
     return stored, created
 
 
@@ -160,7 +177,15 @@ def delete_in(tx: Tx, resource_type: str, resource_id: str, *, caller: Caller) -
         current = tx.get(resource_type, resource_id)
         if current is not None and not current.deleted:
             access.check_writable(caller, need, current.body)
-    return tx.delete(resource_type, resource_id)
+    # What a deleted CarePlan was about (its patient) goes into its careplan-changed event.
+    before = tx.get(resource_type, resource_id, lock=True) if resource_type == "CarePlan" else None
+    stored = tx.delete(resource_type, resource_id)
+    if stored is not None:
+        previous = before.body if before is not None else None
+        outbox.record(tx, [Change(stored, previous=previous)])
+        if resource_type == "Subscription":
+            subscriptions.deleted(tx, stored)
+    return stored
 
 
 def read_in(

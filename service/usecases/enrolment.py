@@ -5,9 +5,10 @@ from typing import Any
 
 from service.auth.permissions import Interaction
 from service.fhir.errors import fhir_error
-from service.protocol.apply import apply_plan
+from service.protocol.apply import AppliedPlan, apply_plan
 from service.protocol.codes import PLAN_DEFINITION_URL
 from service.protocol.conformance import check_care_plan
+from service.protocol.inputs import PatientRecord
 from service.protocol.parameters import read_params
 from service.store.repository import Tx
 from service.store.runner import Store
@@ -15,7 +16,12 @@ from service.usecases import access
 from service.usecases.access import Caller
 from service.usecases.audit_trail import Audit, Touched
 from service.usecases.audit_trail import read as audited_read
-from service.usecases.records import find_canonical, load_record, plan_definition_for
+from service.usecases.records import (
+    find_canonical,
+    load_record,
+    newest_version,
+    plan_definition_for,
+)
 from service.usecases.sessions import unprocessable
 
 Json = dict[str, Any]
@@ -48,8 +54,15 @@ def apply(tx: Tx, plan_definition: Json, subject: str, at: datetime, caller: Cal
     patient = tx.read("Patient", patient_id).body or {}
     access.check_readable(caller, Interaction.READ, "Patient", patient_id, patient)
     record = load_record(tx, patient, None, read_params(plan_definition), at, earlier_decisions=[])
-    applied = apply_plan(plan_definition, _activity_definitions(tx, plan_definition), record, at)
-    return applied.care_plan
+    return apply_to_record(tx, plan_definition, record, at).care_plan
+
+
+def apply_to_record(
+    tx: Tx, plan_definition: Json, record: PatientRecord, at: datetime
+) -> AppliedPlan:
+    """$apply for a record given whole (a CDS Hooks call brings an EHR's patient data): the
+    CarePlan and the decision behind it."""
+    return apply_plan(plan_definition, _activity_definitions(tx, plan_definition), record, at)
 
 
 def _plan_definition(tx: Tx, resource_id: str | None, url: str | None) -> Json:
@@ -57,7 +70,12 @@ def _plan_definition(tx: Tx, resource_id: str | None, url: str | None) -> Json:
         return tx.read("PlanDefinition", resource_id).body or {}
     if not url:
         raise fhir_error(400, "required", "$apply at the type level needs a url parameter", "url")
-    found = find_canonical(tx, "PlanDefinition", url)
+    # Without a version, the newest one (a clinic's later version, or the service's 1.1.0).
+    found = (
+        find_canonical(tx, "PlanDefinition", url)
+        if "|" in url
+        else newest_version(tx, "PlanDefinition", url)
+    )
     if found is None:
         raise fhir_error(404, "not-found", f"PlanDefinition {url} is not known")
     return found

@@ -9,6 +9,7 @@ patient with four sessions a day costs what a new patient costs:
 - session panels: those of the decision day (the only use is counting the day's sessions).
 """
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from service.protocol.parameters import Params, lookback_days
 from service.store.repository import Read, Stored, Tx
 
 Json = dict[str, Any]
+_DOTTED = re.compile(r"\d{1,9}(\.\d{1,9})*")
 _STATE_CODES = ("episode-phase", "extension-program", "red-flag-screen")
 
 
@@ -35,6 +37,21 @@ def find_canonical(tx: Tx, resource_type: str, canonical: str) -> Json | None:
     most recently stored one)."""
     found = tx.run_read(canonical_read(tx, resource_type, canonical))
     return found[0] if found else None
+
+
+def newest_version(tx: Tx, resource_type: str, url: str) -> Json | None:
+    """The stored resource with this canonical url and the highest version: dotted numbers
+    compare as numbers (1.10.0 after 1.9.0) and come after any other version text; among
+    equals, the most recently stored."""
+    found = tx.find(resource_type, [("url", url), ("_sort", "-_lastUpdated")])
+
+    def key(resource: Json) -> tuple[bool, tuple[int, ...]]:
+        version = str(resource.get("version", ""))
+        numeric = bool(_DOTTED.fullmatch(version))
+        return numeric, tuple(int(p) for p in version.split(".")) if numeric else ()
+
+    # max keeps the first of equals, and the search lists the most recent first
+    return max(found, key=key) if found else None
 
 
 def canonical_read(tx: Tx, resource_type: str, canonical: str) -> Read[list[Json]]:

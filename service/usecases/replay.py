@@ -42,15 +42,18 @@ _MAX_VERSIONS = 100_000
 @dataclass(frozen=True)
 class Outcome:
     """What a decision said, as far as a clinic compares two versions: the decision, its rules
-    and warnings, the retry window, and the PlanDefinition version that decided it."""
+    and warnings, the retry window, whether it requested a clinician review, and the
+    PlanDefinition version that decided it."""
 
     code: str
     rules: tuple[str, ...]
     retry_window: str | None
     plan: str
+    # A review that comes without a rule of its own (W1's escalation, C7); None: not known
+    review: bool | None = None
 
     @classmethod
-    def of(cls, guidance_response: Json) -> "Outcome":
+    def of(cls, guidance_response: Json, review: bool | None = None) -> "Outcome":
         codes = [c["code"] for rc in guidance_response["reasonCode"] for c in rc["coding"]]
         values = {
             p["name"]: next((v for k, v in p.items() if k.startswith("value")), None)
@@ -62,14 +65,16 @@ class Outcome:
             rules=tuple(codes[1:]),
             retry_window=f"{start}..{end}" if start and end else None,
             plan=str(guidance_response.get("moduleCanonical", "")),
+            review=review,
         )
 
     def same_as(self, other: "Outcome") -> bool:
+        known = self.review is not None and other.review is not None
         return (self.code, self.rules, self.retry_window) == (
             other.code,
             other.rules,
             other.retry_window,
-        )
+        ) and (not known or self.review == other.review)
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,8 @@ class ReplayedDecision:
 
     @property
     def changed(self) -> bool:
-        """The replayed version decides otherwise: another decision, other rules or warnings
-        (a review request comes with its rule), or another retry window."""
+        """The replayed version decides otherwise: another decision, other rules or warnings,
+        another retry window, or a review request the other did not make."""
         return self.stored is not None and not self.stored.same_as(self.replayed)
 
 
@@ -141,6 +146,7 @@ class _Event:
     session: Session | None
     stored: Json | None  # the stored decision (GuidanceResponse), if any
     stored_at: datetime | None  # when it was decided
+    reviewed: bool | None = None  # whether the stored decision requested a clinician review
 
 
 def _sessions(tx: Tx, care_plan_id: str) -> list[_Event]:
@@ -164,8 +170,14 @@ def _sessions(tx: Tx, care_plan_id: str) -> list[_Event]:
         session = Session.from_observations(panel, members)
         # When the session was decided (its panel may have been edited since).
         stored_at = _stored_at(stored or panel)
-        events.append(_Event(session_clock(session), key, session, stored, stored_at))
+        reviewed = _reviewed(tx, care_plan_id, key) if stored else None
+        events.append(_Event(session_clock(session), key, session, stored, stored_at, reviewed))
     return events
+
+
+def _reviewed(tx: Tx, care_plan_id: str, key: str) -> bool:
+    """Whether the stored decision for `key` requested a clinician review (its ServiceRequest)."""
+    return tx.get("ServiceRequest", resource_id(care_plan_id, key, "service-request")) is not None
 
 
 def _evaluations(tx: Tx, care_plan_id: str, sessions: list[_Event]) -> list[_Event]:
@@ -181,8 +193,9 @@ def _evaluations(tx: Tx, care_plan_id: str, sessions: list[_Event]) -> list[_Eve
     events = []
     for d in current(ordered):
         if is_evaluation(d):
-            stored = by_key[d.session_key]
-            events.append(_Event(d.at, str(d.session_key), None, stored, _stored_at(stored)))
+            stored, key = by_key[d.session_key], str(d.session_key)
+            reviewed = _reviewed(tx, care_plan_id, key)
+            events.append(_Event(d.at, key, None, stored, _stored_at(stored), reviewed))
     return events
 
 
@@ -222,8 +235,10 @@ def replay(store: Store, care_plan_id: str, version: str | None = None) -> list[
                 ReplayedDecision(
                     session=event.key,
                     clock=event.clock.isoformat(),
-                    stored=Outcome.of(event.stored) if event.stored else None,
-                    replayed=Outcome.of(outputs.guidance_response),
+                    stored=Outcome.of(event.stored, event.reviewed) if event.stored else None,
+                    replayed=Outcome.of(
+                        outputs.guidance_response, outputs.service_request is not None
+                    ),
                 )
             )
         return results

@@ -8,6 +8,7 @@ repetitions are stored, and only once.
 from datetime import datetime
 from typing import Any
 
+from service.auth.permissions import Need
 from service.fhir.errors import fhir_error
 from service.protocol.codes import CAREPLAN_CS, SESSION_CODE
 from service.protocol.decide import session_clock
@@ -21,6 +22,8 @@ from service.protocol.session_checks import (
     check_session,
 )
 from service.store.repository import Stored, Tx
+from service.usecases import access
+from service.usecases.access import Caller
 from service.usecases.records import plan_definition_for
 from service.usecases.sessions import (
     check_plan_open,
@@ -43,9 +46,12 @@ def validate_pain_observation(observation: Json) -> None:
             raise unprocessable(problems)
 
 
-def decide_completed_sessions(tx: Tx, written: list[Stored], fresh_ids: bool = False) -> None:
+def decide_completed_sessions(
+    tx: Tx, written: list[Stored], fresh_ids: bool = False, *, caller: Caller = None
+) -> None:
     """Decide a session panel once it and all its repetitions are stored. ``fresh_ids``: the
-    server has just assigned the written resources' ids, so no stored panel lists them."""
+    server has just assigned the written resources' ids, so no stored panel lists them.
+    Deciding changes the CarePlan: the caller needs CarePlan u on it, as for $submit-session."""
     for stored in written:
         body = stored.body
         if stored.type != "Observation" or body is None:
@@ -67,10 +73,10 @@ def decide_completed_sessions(tx: Tx, written: list[Stored], fresh_ids: bool = F
                 limit=5,
             )
         for panel in panels:
-            _evaluate_complete_panel(tx, panel)
+            _evaluate_complete_panel(tx, panel, caller)
 
 
-def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
+def _evaluate_complete_panel(tx: Tx, panel: Json, caller: Caller) -> None:
     plan_refs = [
         b["reference"].partition("/")[2]
         for b in panel.get("basedOn", [])
@@ -102,9 +108,10 @@ def _evaluate_complete_panel(tx: Tx, panel: Json) -> None:
     refs = [f"Observation/{panel['id']}", *(f"Observation/{i}" for i in member_ids)]
     if _decided_already(tx, refs):
         return
+    access.check_writable(caller, Need("CarePlan", "u"), care_plan.body)
     session = Session.from_observations(panel, [m.body for m in members if m and m.body])
     plan_definition = plan_definition_for(tx, care_plan.body)
-    check_plan_open(care_plan.body, read_params(plan_definition))
+    check_plan_open(care_plan.body, read_params(plan_definition), session=True)
     now = datetime.now().astimezone()
     problems = check_session(session, care_plan.body, now, plan_started(tx, care_plan))
     problems = [p for p in problems if p.expression != "panel.identifier"]

@@ -17,16 +17,18 @@ from service.auth.permissions import Need
 from service.fhir.dates import MAX_DT, parse_range
 from service.fhir.errors import FhirError, Issue, fhir_error
 from service.fhir.ids import new_resource_id
+from service.notify import outbox
+from service.notify.outbox import Change
 from service.observability import record_decision
 from service.protocol.activities import stopped_flexion
 from service.protocol.codes import CAREPLAN_CS, SESSION_CODE
 from service.protocol.conformance import Problem
 from service.protocol.decide import Decision, decide, decision_key, session_clock
 from service.protocol.fhirdata import identifier_key
-from service.protocol.history import is_evaluation, parse_decision
+from service.protocol.history import STOP_AND_REFER, STOP_STANDS, is_evaluation, parse_decision
 from service.protocol.inputs import Session, SessionShapeError
 from service.protocol.outputs import DecisionOutputs, build_outputs, resource_id
-from service.protocol.parameters import Params, read_params
+from service.protocol.parameters import STOPPED_STORE_AND_ANSWER, Params, read_params
 from service.protocol.plan_start import PlanStart, before_plan_start, plan_start
 from service.protocol.session_checks import check_session
 from service.store.repository import Read, Stored, Tx, live
@@ -126,9 +128,19 @@ def local_references(bundle: Json, base: str | None) -> Json:
     return {**bundle, "entry": entries}
 
 
-def check_plan_open(care_plan: Json, params: Params) -> None:
+def _stopped_by_decision(care_plan: Json, index: int) -> bool:
+    """The flexion activity at `index` was stopped by a stop-and-refer (R1/R2), not by hand."""
+    detail = care_plan["activity"][index].get("detail") or {}
+    reasons = (detail.get("statusReason") or {}).get("coding", [])
+    return detail.get("status") == "stopped" and any(
+        c.get("system") == CAREPLAN_CS and c.get("code") == STOP_AND_REFER for c in reasons
+    )
+
+
+def check_plan_open(care_plan: Json, params: Params, session: bool = False) -> None:
     """422 unless the plan takes sessions: not ended, not paused by a clinician, and not
-    stopped by a stop-and-refer that no clinician has resumed yet."""
+    stopped by a stop-and-refer that no clinician has resumed yet; a version that stores
+    sessions on such a plan (stopped-plan-sessions store-and-answer, C5) takes them."""
     status = care_plan.get("status")
     if status in _STOPPED_PLAN or status == "on-hold":
         why = "put on hold by a clinician" if status == "on-hold" else status
@@ -139,6 +151,13 @@ def check_plan_open(care_plan: Json, params: Params) -> None:
             "CarePlan.status",
         )
     stopped = stopped_flexion(care_plan, params)
+    if (
+        stopped is not None
+        and session
+        and params.stopped_plan_sessions == STOPPED_STORE_AND_ANSWER
+        and _stopped_by_decision(care_plan, stopped)
+    ):
+        return
     if stopped is not None:
         raise fhir_error(
             422,
@@ -334,6 +353,17 @@ def _persist(tx: Tx, outputs: DecisionOutputs, care_plan: Stored) -> Json:
     changed = outputs.care_plan_changed
     updated = tx.replace(care_plan, outputs.care_plan) if changed else care_plan
     written = tx.create_many([(r, r["id"]) for r in [outputs.guidance_response, *outputs.created]])
+    # The decision's events, in the transaction that stores it: decision-made, then
+    # careplan-changed, then review-requested (and the retry window's timers).
+    plan_change = [Change(updated)] if changed else []
+    outbox.record(
+        tx,
+        [
+            Change(written[0], created=True),
+            *plan_change,
+            *(Change(w, created=True) for w in written[1:]),
+        ],
+    )
     bodies = [w.body or {} for w in written]
     return parameters(bodies[0], updated.body or {}, bodies[1:])
 
@@ -394,8 +424,34 @@ def decide_and_store(
         if answer is not None:
             return decision, answer
     answer = _persist(tx, outputs, care_plan)
+    if STOP_STANDS in decision.rule_ids and session_refs:
+        link_to_open_review(tx, care_plan.id, session_refs)
     tx.after_commit.append(lambda: record_decision(decision.code))
     return decision, answer
+
+
+def link_to_open_review(tx: Tx, care_plan_id: str, session_refs: list[str]) -> None:
+    """R12 (C5): a session on a stopped plan joins the supportingInfo of the plan's open review
+    request (the newest active one a stop-and-refer made), so the clinician sees what the
+    patient did; no new request is opened."""
+    found = tx.find(
+        "ServiceRequest",
+        [("based-on", f"CarePlan/{care_plan_id}"), ("status", "active"), ("_sort", "-authored")],
+    )
+    for body in found:
+        codes = {c.get("code") for rc in body.get("reasonCode", []) for c in rc.get("coding", [])}
+        if STOP_AND_REFER not in codes:
+            continue
+        stored = tx.read("ServiceRequest", str(body["id"]), lock=True)
+        current = stored.body or {}
+        known = {str(r.get("reference")) for r in current.get("supportingInfo", [])}
+        added = [{"reference": r} for r in session_refs if r not in known]
+        if added:
+            kept = {k: v for k, v in current.items() if k != "meta"}
+            tx.replace(
+                stored, {**kept, "supportingInfo": [*current.get("supportingInfo", []), *added]}
+            )
+        return
 
 
 def submit_session(
@@ -434,7 +490,7 @@ def submit_session(
         answer = _existing_answer(tx, plan_body, key, session, earlier[0])
         if answer is not None:
             return answer
-    check_plan_open(plan_body, read_params(plan_definition))
+    check_plan_open(plan_body, read_params(plan_definition), session=True)
     stored_session, refs = _store_session(tx, session, plan_body, caller)
     clock = session_clock(session)
     patient_body = live(patient, "Patient", patient_id).body or {}

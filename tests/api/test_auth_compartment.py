@@ -209,3 +209,52 @@ def test_a_patient_token_submits_sessions_only_for_its_patient(
     url = f"/fhir/CarePlan/{two_patients['bob-plan']}/$evaluate"
     assert ehr_client.post(url, headers=_ann()).status_code == 403
     assert store_snapshot(ehr_app) == before
+
+
+def test_naming_the_patient_as_performer_does_not_make_anothers_record_its_own(
+    ehr_client: FhirClient, ehr_app: Any, two_patients: dict[str, str]
+) -> None:
+    """A write in Ann's context must be Ann's record: a subject of Bob's with Ann as the
+    performer (in Ann's compartment for reading) is refused, and nothing changes."""
+    before = store_snapshot(ehr_app)
+    observation = pain_observation("Patient/bob", 3) | {"performer": [{"reference": "Patient/ann"}]}
+    refused = ehr_client.post("/fhir/Observation", json=observation, headers=_ann())
+    assert refused.status_code == 403, refused.text
+    plan = {
+        "resourceType": "CarePlan",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": "Patient/bob"},
+        "activity": [
+            {"detail": {"status": "scheduled", "performer": [{"reference": "Patient/ann"}]}}
+        ],
+    }
+    assert ehr_client.post("/fhir/CarePlan", json=plan, headers=_ann()).status_code == 403
+    assert store_snapshot(ehr_app) == before
+
+
+def test_if_none_exist_does_not_reveal_another_patients_resources(
+    ehr_client: FhirClient, ehr_app: Any, two_patients: dict[str, str]
+) -> None:
+    """Bob's Observation matches the criteria, but Ann's token cannot see it: the conditional
+    create behaves as if there were no match (a 403 or 412 would tell Ann it exists)."""
+    marked = pain_observation("Patient/bob", 4) | {
+        "identifier": [{"system": "urn:test", "value": "secret-1"}]
+    }
+    assert ehr_client.post("/fhir/Observation", json=marked).status_code == 201
+    mine = pain_observation("Patient/ann", 4)
+    headers = _ann() | {"If-None-Exist": "identifier=urn:test|secret-1"}
+    created = ehr_client.post("/fhir/Observation", json=mine, headers=headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["subject"] == {"reference": "Patient/ann"}
+
+
+def test_a_patient_token_cannot_read_the_audit_trail(
+    ehr_client: FhirClient, two_patients: dict[str, str]
+) -> None:
+    """The trail names other patients, clients and addresses: system or user scopes only."""
+    refused = ehr_client.get("/fhir/AuditEvent", headers=_ann("patient/*.rs"))
+    assert refused.status_code == 403, refused.text
+    assert (
+        ehr_client.get("/fhir/AuditEvent", headers=_ann("patient/AuditEvent.rs")).status_code == 403
+    )

@@ -64,13 +64,45 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "agent": [{"requestor": True, "who": {"display": "probe"}}],
         "source": {"observer": {"display": "probe"}},
     },
+    # Off: a probe that never calls its endpoint (allowed by the settings below).
     "Subscription": {
         "status": "off",
         "reason": "probe",
-        "criteria": "Patient?",
-        "channel": {"type": "rest-hook"},
+        "criteria": "https://fhir.flexion-careplan.org/SubscriptionTopic/decision-made",
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": "https://scheduling.example.org/hooks/probe",
+            "payload": "application/fhir+json",
+            "_payload": {
+                "extension": [
+                    {
+                        "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                        "backport-payload-content",
+                        "valueCode": "id-only",
+                    }
+                ]
+            },
+            "extension": [
+                {
+                    "url": "https://fhir.flexion-careplan.org/StructureDefinition/"
+                    "subscription-signing-secret",
+                    "valueString": "probe-secret-probe-secret-probe-secret",
+                }
+            ],
+        },
     },
 }
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        db_connect_retries=0,
+        subscription_endpoints="https://scheduling.example.org/hooks/",
+    )
+
+
 SAMPLE_VALUES = {
     "token": "x",
     "string": "x",

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from service.protocol.codes import (
+    CANONICAL_BASE,
     CAREPLAN_CS,
     EXT_DECISION_PARAMETER,
     EXT_REPETITIONS_PER_SESSION,
@@ -83,10 +84,17 @@ def test_operations_are_declared_and_defined(client):
         ("PlanDefinition", "apply"),
         ("CarePlan", "submit-session"),
         ("CarePlan", "evaluate"),
+        ("Subscription", "status"),
+        ("Subscription", "events"),
     }
     for definition in declared.values():
-        found = client.get(f"/fhir/OperationDefinition?url={definition}").json()
-        assert found["total"] == 1
+        if definition.startswith(CANONICAL_BASE):  # this service's own: stored here
+            found = client.get(f"/fhir/OperationDefinition?url={definition}").json()
+            assert found["total"] == 1
+        else:  # the Subscriptions Backport IG's
+            assert definition.startswith(
+                "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+            )
 
 
 def _activity_statuses(care_plan: dict) -> list[str]:

@@ -49,13 +49,13 @@ def test_replay_same_version_reproduces_every_decision(client, app, history):
 
 
 def test_replay_new_threshold_shows_what_changes(client, app, history):
-    _publish_version(client, "1.1.0", **{"severe-pain-threshold": 5})
-    results = replay(app.state.store, history, "1.1.0")
+    _publish_version(client, "1.0.1", **{"severe-pain-threshold": 5})
+    results = replay(app.state.store, history, "1.0.1")
     assert [r.stored.code for r in results] == ["continue", "continue"]
     assert [r.replayed.code for r in results] == ["continue", "hold-back"]
     assert results[1].changed and "R5" in results[1].replayed.rules
     assert results[1].stored.plan.endswith("|1.0.0")
-    assert results[1].replayed.plan.endswith("|1.1.0")
+    assert results[1].replayed.plan.endswith("|1.0.1")
     assert results[1].replayed.retry_window is not None
 
 
@@ -136,8 +136,8 @@ def test_replay_command(client, app, history, monkeypatch, capsys, database_url)
         assert "2 decisions replayed against" in table.err and "0 differ" in table.err
         assert cli(["replay", "--care-plan", history, "--plan-version", "9.9"]) == 2
         assert "not stored" in capsys.readouterr().err
-        _publish_version(client, "1.1.0", **{"severe-pain-threshold": 5})
-        assert cli(["replay", "--care-plan", history, "--plan-version", "1.1.0"]) == 1  # as diff
+        _publish_version(client, "1.0.1", **{"severe-pain-threshold": 5})
+        assert cli(["replay", "--care-plan", history, "--plan-version", "1.0.1"]) == 1  # as diff
         table = capsys.readouterr()
         assert table.out.splitlines()[-1].endswith("CHANGED")
         assert "2 decisions replayed against" in table.err and "1 differ" in table.err

@@ -665,3 +665,19 @@ def test_a_panel_and_its_last_repetition_stored_at_once_decide_the_session_once(
             put(client, resource)
         _store_at_once(app, [panel, members[-1]])
         assert _decisions(client, plan_id) == n + 1, f"session {n}"
+
+
+def test_a_session_as_observations_needs_careplan_u_like_submit_session(client, app, plan_id):
+    """Storing the session's last piece decides it and changes the CarePlan: a token with
+    Observation c but not CarePlan u is refused (403) and the transaction changes nothing."""
+    bundle = b.session_bundle([3, 2, 1, 1, 0], day(1), care_plan_id=plan_id)
+    transaction = copy.deepcopy(bundle)
+    transaction["type"] = "transaction"
+    for entry in transaction["entry"]:
+        entry["request"] = {"method": "POST", "url": "Observation"}
+    token = client.tokens.token("system/Observation.crs system/CarePlan.rs")
+    before = store_snapshot(app)
+    refused = client.post("/fhir", json=transaction, headers={"authorization": f"Bearer {token}"})
+    assert refused.status_code == 403, refused.text
+    assert store_snapshot(app) == before
+    assert client.post("/fhir", json=transaction).status_code == 200  # with CarePlan u

@@ -53,7 +53,9 @@ class Service:
     """One `careplan serve` process on a loopback port; output goes to a file (no pipe to
     fill up and stall the server)."""
 
-    def __init__(self, name: str, workdir: Path, **settings: object) -> None:
+    def __init__(
+        self, name: str, workdir: Path, host: str = "127.0.0.1", **settings: object
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -62,7 +64,7 @@ class Service:
         settings.setdefault("log_level", "WARNING")
         settings.setdefault("db_connect_retries", 0)
         self.process = subprocess.Popen(
-            [*CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [*CLI, "serve", "--host", host, "--port", str(self.port)],
             env=cli_env(**settings),
             cwd=workdir,
             stdout=self._log,

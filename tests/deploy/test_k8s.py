@@ -243,7 +243,8 @@ def test_network_policy(deployment: Manifest) -> None:
     assert selector <= _one("Job")["spec"]["template"]["metadata"]["labels"].items()
     assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
     assert _ports(policy["ingress"]) == {("TCP", 8000)}
-    assert _ports(policy["egress"]) == {("TCP", 5432), ("UDP", 53), ("TCP", 53)}
+    # PostgreSQL, DNS, and HTTPS for subscription notifications.
+    assert _ports(policy["egress"]) == {("TCP", 5432), ("UDP", 53), ("TCP", 53), ("TCP", 443)}
 
 
 # ---------------------------------------------------------------------------- overlays

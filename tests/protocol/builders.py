@@ -147,6 +147,45 @@ def plan_definition(version: str = "1.0.0", **overrides: int) -> Json:
     }
 
 
+# The parameters version 1.1.0 added: name -> (1.1.0 value, the value that reproduces 1.0.0,
+# the rules it names).
+V11_PARAMETERS: dict[str, tuple[int | str, int | str, tuple[str, ...]]] = {
+    "rising-rule": ("majority-up", "no-large-dip", ("R4", "R9b")),
+    "lookback-anchor": ("completed-days", "including-today", ("R7", "R8")),
+    "progress-min-sessions-per-day": (3, 1, ("R10",)),
+    "stopped-plan-sessions": ("store-and-answer", "refuse", ("R12",)),
+    "cobra-missed-review-after": (3, 0, ("W1",)),
+    "session-before-start": ("check-eligibility", "decide", ("R7", "R8")),
+}
+# Rules 1.1.0 names on a parameter of 1.0.0 (rules that only document a case: C6, C9).
+V11_NAMED_RULES: dict[str, str] = {"wearing-off-max-step-up": "R9b", "retry-max-days": "W5"}
+
+
+def plan_definition_v11(version: str = "1.1.0", **overrides: int | str) -> Json:
+    """The protocol at 1.1.0; `rising_rule="no-large-dip"` overrides one parameter."""
+    given = {key.replace("_", "-"): value for key, value in overrides.items()}
+    new = {name: given.pop(name, value) for name, (value, _, _) in V11_PARAMETERS.items()}
+    pd = plan_definition(version, **{k.replace("-", "_"): int(v) for k, v in given.items()})
+    for ext in pd["extension"]:
+        name = ext["extension"][0]["valueCode"]
+        if name in V11_NAMED_RULES:
+            ext["extension"].insert(3, {"url": "rule", "valueCode": V11_NAMED_RULES[name]})
+    for name, value in new.items():
+        typed = {"valueCode": value} if isinstance(value, str) else {"valueInteger": value}
+        pd["extension"].append(
+            {
+                "url": EXT_DECISION_PARAMETER,
+                "extension": [
+                    {"url": "name", "valueCode": name},
+                    {"url": "value", **typed},
+                    *({"url": "rule", "valueCode": r} for r in V11_PARAMETERS[name][2]),
+                    {"url": "description", "valueString": name},
+                ],
+            }
+        )
+    return pd
+
+
 def at(day: int, hour: int = 9, minute: int = 0, start: date = date(2025, 3, 3)) -> datetime:
     """Day `day` of a scenario (day 0 = 2025-03-03) at hh:mm UTC."""
     return datetime.combine(start + timedelta(days=day), time(hour, minute), tzinfo=UTC)

@@ -172,8 +172,9 @@ def _level_actions(plan: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 def test_every_file_parses_with_r4b_models() -> None:
     files = sorted(DEFINITIONS_DIR.glob("*.json"))
-    # 7 protocol artifacts + 3 OperationDefinitions + the service's own SearchParameter
-    assert len(files) == 11
+    # 8 protocol artifacts (two PlanDefinition versions) + 3 OperationDefinitions + the
+    # service's own SearchParameter
+    assert len(files) == 12
     for path in files:
         resource = json.loads(path.read_text(encoding="utf-8"))
         assert path.name == f"{resource['resourceType']}-{resource['id']}.json"
@@ -190,6 +191,7 @@ def test_loader_returns_dependencies_before_the_plan(shipped: list[dict[str, Any
         "Questionnaire",
         "Questionnaire",
         "PlanDefinition",
+        "PlanDefinition",
         "OperationDefinition",
         "OperationDefinition",
         "OperationDefinition",
@@ -203,16 +205,22 @@ def test_canonical_metadata(shipped: list[dict[str, Any]]) -> None:
         "ActivityDefinition": ACTIVITY_DEFINITION_BASE,
         "Questionnaire": QUESTIONNAIRE_BASE,
     }
+    # What 1.1.0 changed carries 1.1.0 (the CodeSystem is a superset of 1.0.0's codes).
+    newer = {
+        ("CodeSystem", "flexion-careplan"),
+        ("PlanDefinition", "flexion-in-lying-protocol-1-1-0"),
+    }
     for resource in shipped:
-        assert resource["version"] == "1.0.0"
+        changed = (resource["resourceType"], resource["id"]) in newer
+        assert resource["version"] == ("1.1.0" if changed else "1.0.0")
         assert resource["status"] == "active"
         assert resource["publisher"] == "Flexion CarePlan"
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", resource["date"])
         assert "meta" not in resource  # the server sets meta
         if resource["resourceType"] in bases:
             assert resource["url"] == f"{bases[resource['resourceType']]}/{resource['id']}"
-    urls = [r["url"] for r in shipped]
-    assert len(set(urls)) == len(urls)
+    canonicals = [f"{r['url']}|{r['version']}" for r in shipped]
+    assert len(set(canonicals)) == len(canonicals)
 
 
 def test_every_careplan_code_used_is_defined(

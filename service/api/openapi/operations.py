@@ -729,6 +729,7 @@ def _operation_overrides() -> dict[str, dict[str, Any]]:
             errors=_SESSION_ERRORS,
         ),
     }
+    docs |= _subscription_operations()
     out = {name: _openapi_keys(d) for name, d in docs.items()}
     out["applyPlanDefinition"]["parameters"].insert(0, _subject_query())
     out["applyPlanDefinitionByUrl"]["parameters"][:0] = [_subject_query(), _URL_QUERY]
@@ -738,7 +739,87 @@ def _operation_overrides() -> dict[str, dict[str, Any]]:
             "anyOf": [ref("SessionBundleInput"), ref("SubmitSessionParametersInput")]
         }
     out["evaluateCarePlan"]["requestBody"]["required"] = False
+    out["subscriptionStatusAll"]["parameters"].insert(0, _ID_QUERY)
+    for name in ("subscriptionEvents",):
+        out[name]["parameters"][:0] = _EVENTS_QUERY
     return out
+
+
+_ID_QUERY = {
+    "name": "id",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "pattern": ID_PATTERN},
+    "description": "A Subscription id (repeat for several); none: every subscription",
+}
+_EVENTS_QUERY = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+        "description": text,
+    }
+    for name, text in (
+        ("eventsSinceNumber", "The first event number (inclusive); default 1"),
+        ("eventsUntilNumber", "The last event number (inclusive)"),
+    )
+] + [
+    {
+        "name": "content",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": ["empty", "id-only", "full-resource"]},
+        "description": "Payload content of the answer; default the subscription's own",
+    }
+]
+
+
+def _subscription_operations() -> dict[str, dict[str, Any]]:
+    status = (
+        "A searchset Bundle of backport-subscription-status-r4 Parameters (type query-status): "
+        "status, topic, events-since-subscription-start and, in error, why."
+    )
+    events = (
+        "A history Bundle like the notifications (type query-event): the events from "
+        "eventsSinceNumber to eventsUntilNumber (at most 1000), with their numbers, timestamps "
+        "and foci, and with full-resource content the focus at the version the event is about."
+    )
+    errors = (400, 404, 410)
+    posted = (*errors, 413, 415)
+    docs = {}
+    for suffix, request, codes in (("", None, errors), ("Post", "ParametersInput", posted)):
+        docs[f"subscriptionStatus{suffix}"] = operation_docs(
+            "$status",
+            None,
+            request,
+            "Bundle",
+            "The status of a subscription",
+            operation_id=f"subscriptionStatus{suffix}",
+            description=status,
+            errors=codes,
+        )
+        docs[f"subscriptionStatusAll{suffix}"] = operation_docs(
+            "$status",
+            None,
+            request,
+            "Bundle",
+            "The status of subscriptions (all, or by id)",
+            operation_id=f"subscriptionStatusAll{suffix}",
+            description=status,
+            errors=codes,
+        )
+        docs[f"subscriptionEvents{suffix}"] = operation_docs(
+            "$events",
+            None,
+            request,
+            "Bundle",
+            "A subscription's past events",
+            operation_id=f"subscriptionEvents{suffix}",
+            description=events,
+            errors=codes,
+        )
+    return docs
 
 
 OPERATION_DOCS = _operation_overrides()

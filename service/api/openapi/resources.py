@@ -666,6 +666,51 @@ class Provenance(DomainResource):
     entity: List[ProvenanceEntity] | Skip = None
 
 
+class PrimitiveExtensions(Element):
+    """The extensions of a primitive element (``_criteria``, ``_payload`` in JSON)."""
+
+    extension: List[Extension]
+
+
+class SubscriptionChannel(Element):
+    type: Literal["rest-hook", "websocket", "email", "sms", "message"] = Field(
+        description="rest-hook: the only channel served (others answer 422)"
+    )
+    endpoint: Uri | Skip = Field(
+        None, description="Where notifications are POSTed: under CAREPLAN_SUBSCRIPTION_ENDPOINTS"
+    )
+    payload: Code | Skip = Field(None, description="application/fhir+json")
+    payload_extensions: PrimitiveExtensions | Skip = Field(
+        None,
+        alias="_payload",
+        description="The backport-payload-content extension: empty | id-only | full-resource",
+    )
+    header: List[String] | Skip = Field(
+        None, description="'Name: value' headers sent with every notification"
+    )
+    extension: List[Extension] | Skip = Field(
+        None,
+        description="backport-heartbeat-period, backport-timeout, backport-max-count, and the "
+        "signing secret (subscription-signing-secret, never read back)",
+    )
+
+
+class Subscription(DomainResource):
+    __doc__ = (
+        "Subscription: a topic-based subscription (R4 Subscriptions Backport IG)." + _EXTRA_DOC
+    )
+    resourceType: Literal["Subscription"]
+    status: Literal["requested", "active", "error", "off"]
+    end: Instant | Skip = None
+    reason: String
+    criteria: String = Field(description="The topic's canonical URL")
+    criteria_extensions: PrimitiveExtensions | Skip = Field(
+        None, alias="_criteria", description="backport-filter-criteria extensions"
+    )
+    error: String | Skip = None
+    channel: SubscriptionChannel
+
+
 class OperationDefinitionParameter(Element):
     name: Code
     use: Literal["in", "out"]
@@ -783,6 +828,7 @@ STORED_TYPES: dict[str, type[DomainResource]] = {
         DetectedIssue,
         CommunicationRequest,
         Provenance,
+        Subscription,
     )
 }
 

@@ -34,9 +34,12 @@ def client(postgres_schema_url: str, counter: RoundTripCounter) -> Iterator[Test
     truncate_postgres(postgres_schema_url)
     # The store's own round trips: token checks (which read the database only when their
     # short-lived caches expire, see usecases/credentials.py) would make the counts depend on
-    # timing.
+    # timing; so would the delivery worker's polling.
     settings = Settings(
-        database_url=counter.url(postgres_schema_url), db_connect_retries=0, auth="off"
+        database_url=counter.url(postgres_schema_url),
+        db_connect_retries=0,
+        auth="off",
+        delivery_worker=False,
     )
     with TestClient(create_app(settings)) as test_client:
         test_client.headers["content-type"] = "application/fhir+json"
