@@ -258,14 +258,20 @@ def one_at_a_time(count: int, postgres: str | None, in_process: bool) -> list[fl
                     time.sleep(0.05)
                 plan = {
                     "resourceType": "CarePlan",
-                    "id": "idle",
                     "status": "active",
                     "intent": "plan",
                     "subject": {"reference": "Patient/idle"},
                 }
+                # A CarePlan is created with POST and updated naming its version (If-Match).
+                stored = client.post("/fhir/CarePlan", json=plan).json()
+                receiver.wait_for(1)
                 for n in range(count):
-                    client.put("/fhir/CarePlan/idle", json=plan | {"title": str(n)})
-                    receiver.wait_for(n + 1)
+                    read_at = {"If-Match": f'W/"{stored["meta"]["versionId"]}"'}
+                    changed = stored | {"title": str(n)}
+                    stored = client.put(
+                        f"/fhir/CarePlan/{stored['id']}", json=changed, headers=read_at
+                    ).json()
+                    receiver.wait_for(n + 2)
                     time.sleep(0.05 + (n % 10) / 20)  # the next change at another poll phase
             return list(receiver.delays)
     finally:

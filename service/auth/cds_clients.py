@@ -19,15 +19,10 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     TypeAdapter,
     ValidationError,
-    field_validator,
-    model_validator,
 )
 
 from service.auth.jti_store import JtiStore
@@ -38,9 +33,7 @@ from service.auth.jwks import (
     KeySource,
     RemoteJwks,
     StaticKeys,
-    check_jwks_url,
     http_jwks_fetcher,
-    verification_keys,
 )
 from service.auth.signed_jwt import (
     CLOCK_SKEW_SECONDS,
@@ -51,7 +44,7 @@ from service.auth.signed_jwt import (
     parse_unverified,
     verify_signature,
 )
-from service.auth.verify import Clock, InvalidToken, KeysUnavailable, bearer_token
+from service.auth.verify import Clock, InvalidToken, IssuerKeys, KeysUnavailable, bearer_token
 
 # CDS Hooks 2.0: the JWT's exp is at most five minutes ahead.
 MAX_LIFETIME_SECONDS = 300
@@ -61,36 +54,8 @@ class CdsClientConfigError(ValueError):
     """``CAREPLAN_CDS_CLIENTS`` cannot be used; the message says where and why."""
 
 
-class CdsClient(BaseModel):
+class CdsClient(IssuerKeys):
     """One EHR allowed to call: its issuer and exactly one of ``jwks_uri`` and ``jwks``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    issuer: str
-    jwks_uri: str | None = None
-    jwks: dict[str, Any] | None = None
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer_present(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("issuer must not be empty")
-        return value
-
-    @field_validator("jwks_uri")
-    @classmethod
-    def _jwks_uri_safe(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_jwks_url(value)
-        return value
-
-    @model_validator(mode="after")
-    def _one_key_source(self) -> "CdsClient":
-        if (self.jwks_uri is None) == (self.jwks is None):
-            raise ValueError("give exactly one of jwks_uri and jwks")
-        if self.jwks is not None and not verification_keys(self.jwks):
-            raise ValueError("jwks has no usable signing key (RSA of 2048+ bits or EC, with a kid)")
-        return self
 
 
 _CLIENT_LIST = TypeAdapter(list[CdsClient])

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from pydantic import (
     BaseModel,
@@ -72,14 +72,12 @@ class IssuerConfigError(ValueError):
     """The trusted-issuer configuration cannot be used; the message says where and why."""
 
 
-class TrustedIssuer(BaseModel):
-    """One trusted issuer: exactly one of ``jwks_uri`` and ``jwks``; ``audience`` defaults to
-    this service's FHIR base URL."""
+class IssuerKeys(BaseModel):
+    """An issuer and where its public keys are: exactly one of ``jwks_uri`` and ``jwks``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     issuer: str
-    audience: str | None = None
     jwks_uri: str | None = None
     jwks: dict[str, Any] | None = None
 
@@ -98,12 +96,19 @@ class TrustedIssuer(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_key_source(self) -> "TrustedIssuer":
+    def _one_key_source(self) -> Self:
         if (self.jwks_uri is None) == (self.jwks is None):
             raise ValueError("give exactly one of jwks_uri and jwks")
         if self.jwks is not None and not verification_keys(self.jwks):
             raise ValueError("jwks has no usable signing key (RSA of 2048+ bits or EC, with a kid)")
         return self
+
+
+class TrustedIssuer(IssuerKeys):
+    """One trusted issuer of access tokens; ``audience`` defaults to this service's FHIR base
+    URL."""
+
+    audience: str | None = None
 
 
 _ISSUER_LIST = TypeAdapter(list[TrustedIssuer])
