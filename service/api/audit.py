@@ -22,7 +22,7 @@ from service.auth.verify import AccessContext
 from service.fhir.errors import FhirError
 from service.observability import get_request_id
 from service.store.errors import StoreError
-from service.usecases.audit_trail import Audit, record_failure, record_outcome
+from service.usecases.audit_trail import Audit, record_alone
 
 logger = logging.getLogger("careplan.audit")
 
@@ -144,7 +144,7 @@ async def _record(
     request.state.audited = True
     try:
         audit = Audit(circumstances_of(request, access=access))
-        await record_failure(store, audit, status, description)
+        await record_alone(store, audit, status, description)
     except Exception as error:  # the answer is an error already; say the event is missing
         logger.warning(
             "the AuditEvent of a failed request could not be stored",
@@ -174,7 +174,7 @@ async def record_cds_call(
         request_id=get_request_id(),
     )
     try:
-        await record_outcome(store, Audit(circumstances), status, description)
+        await record_alone(store, Audit(circumstances), status, description)
     except Exception as error:
         logger.warning(
             "the AuditEvent of a CDS Hooks call could not be stored",

@@ -80,7 +80,7 @@ async def _serve(request: Request, kind: str, service_id: str | None, work: Work
             raise FhirError(
                 401,
                 [Issue("login", f"CDS Hooks JWT refused: {refused.reason}")],
-                {"WWW-Authenticate": _challenge(refused.reason)},
+                {"WWW-Authenticate": bearer_challenge("invalid_token", refused.reason)},
             ) from None
         response = await work(caller)
         status, description = response.status_code, ""
@@ -99,10 +99,6 @@ async def _serve(request: Request, kind: str, service_id: str | None, work: Work
             "cds call",
             extra={"cds_kind": kind, "cds_service": service_id, "status": status},
         )
-
-
-def _challenge(reason: str) -> str:
-    return bearer_challenge("invalid_token", reason)
 
 
 def _service(service_id: str) -> CdsService:

@@ -7,7 +7,7 @@ work it records.
   the event is durable before the answer leaves (bench/README.md, "Audit of reads", has the
   measurement behind this choice; on SQLite concurrent reads share one COMMIT).
 - A request that failed or was refused leaves nothing of its own work (a failed unit rolls
-  back), so its event is written afterwards in a small unit of its own (``record_failure``).
+  back), so its event is written afterwards in a small unit of its own (``record_alone``).
 
 Events are stored like any resource, through the repository, and the API never writes them.
 """
@@ -117,18 +117,12 @@ async def read(
     return await store.arun(audited, long=long)
 
 
-async def record_failure(store: Store, audit: Audit, status: int, description: str) -> None:
-    """The event of a request answered with an error (status >= 400), in its own unit."""
+async def record_alone(store: Store, audit: Audit, status: int, description: str = "") -> None:
+    """The event of a request whose own work stored nothing (an error answer, a CDS Hooks
+    call), in a unit of its own."""
     interaction = audit.circumstances.interaction
     target: tuple[str, ...] = ()
     if interaction.resource_type and interaction.resource_id:
         target = (version_reference(interaction.resource_type, interaction.resource_id, None),)
     failure = Failure(status, description)
     await store.arun(lambda tx: record(tx, audit, Touched(target), failure))
-
-
-async def record_outcome(store: Store, audit: Audit, status: int, description: str = "") -> None:
-    """The event of a request that stores nothing of its own (a CDS Hooks call, answered or
-    refused), in a unit of its own."""
-    failure = Failure(status, description)
-    await store.arun(lambda tx: record(tx, audit, Touched(), failure))

@@ -31,7 +31,7 @@ from service.store.repository import Stored, Tx
 from service.store.runner import Store
 from service.usecases import access, crud
 from service.usecases.access import Caller
-from service.usecases.audit_trail import Audit, Touched, record, record_failure
+from service.usecases.audit_trail import Audit, Touched, record, record_alone
 
 Json = dict[str, Any]
 logger = logging.getLogger("careplan.transaction")
@@ -434,11 +434,11 @@ async def batch(
         except (FhirError, StoreError, InsufficientScope) as exc:
             results.append(exc)
             if entry_audit is not None:
-                await record_failure(store, entry_audit, *entry_audit.explain(exc))
+                await record_alone(store, entry_audit, *entry_audit.explain(exc))
         except Exception:
             logger.exception("unhandled error in batch entry %d", index)
             error = FhirError(500, [Issue("exception", "Internal server error")])
             results.append(error)
             if entry_audit is not None:
-                await record_failure(store, entry_audit, *entry_audit.explain(error))
+                await record_alone(store, entry_audit, *entry_audit.explain(error))
     return results
