@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 
 def _script_location() -> Path:
@@ -44,13 +44,17 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revision(bind: Engine | Connection) -> str | None:
+    """The applied revision, read on ``bind``: an engine's new connection, or a connection
+    already open (readiness reads it inside a Store unit, which replaces a dead one)."""
     # Readiness probes call this every few seconds; alembic would log two INFO lines each time.
     migration_log = logging.getLogger("alembic.runtime.migration")
     level = migration_log.level
     migration_log.setLevel(logging.WARNING)
     try:
-        with engine.connect() as connection:
+        if isinstance(bind, Connection):
+            return MigrationContext.configure(bind).get_current_revision()
+        with bind.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         migration_log.setLevel(level)
@@ -60,13 +64,13 @@ def is_at_head(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
 
 
-def is_current_enough(engine: Engine) -> bool:
+def is_current_enough(bind: Engine | Connection) -> bool:
     """The code's head is applied: at head, or ahead of it (a newer release migrated first).
 
     During a rolling upgrade the migration job moves the schema ahead while old pods still
     serve; they must stay ready, since migrations are additive across one release.
     """
-    current = current_revision(engine)
+    current = current_revision(bind)
     if current is None:
         return False
     script = ScriptDirectory.from_config(alembic_config())

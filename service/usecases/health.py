@@ -2,8 +2,6 @@
 
 from enum import Enum
 
-import sqlalchemy as sa
-
 from service.store.migrations import is_current_enough
 from service.store.runner import Store
 
@@ -16,10 +14,10 @@ class Readiness(Enum):
 
 def readiness(store: Store) -> Readiness:
     try:
-        # Through Store.run: a pooled connection that died while idle (the pool does not
-        # ping, store/db.py) is replaced there, so the probe reports the database.
-        store.run(lambda tx: tx.conn.execute(sa.text("SELECT 1")), read_only=True)
-        at_head = is_current_enough(store.engine)
+        # Through Store.run, every read of it: a pooled connection that died while idle (the
+        # pool does not ping, store/db.py) is replaced there, so the probe reports the
+        # database. (The delivery worker keeps more than one connection in the pool.)
+        at_head = store.run(lambda tx: is_current_enough(tx.conn), read_only=True)
     except Exception:  # any driver error means "not ready", never a 500
         return Readiness.UNREACHABLE
     return Readiness.READY if at_head else Readiness.BEHIND
